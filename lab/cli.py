@@ -1,0 +1,192 @@
+"""`llm-lab` / `python -m lab`: the lab from a terminal.
+
+    llm-lab world --out DIR                      write the toy world's datasets as jsonl
+    llm-lab train STAGE [flags | --config F]     run a stage in the foreground; the last line printed is the run id
+    llm-lab train STAGE ... --detach             queue it as a background job and print the run id at once
+    llm-lab runs [--json]                        every run: stage, status, parent, last metrics
+    llm-lab stop RUN                             stop a running or queued job (it saves what it has)
+    llm-lab presets                              model presets with their parameter counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from lab import configs, stages
+
+
+class _Tee:
+    """Echo what a foreground job prints into its run's log.txt, as a background job's would be."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, s):
+        self.log.write(s)
+        return self.stream.write(s)
+
+    def flush(self):
+        self.log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def cmd_train(args, parser) -> int:
+    from lab import jobs
+    from lab.runs import Run
+
+    module = stages.get(args.stage)
+    if args.run_id:  # started by jobs.submit: the run and its config already exist
+        run = Run.open(args.run_id)
+        status = jobs.execute(run)
+        return 0 if status != "failed" else 1
+    try:
+        config = configs.from_args(module.Config, args, args.config)
+        if args.detach:
+            run = jobs.submit(args.stage, config)
+            print(f"queued {args.stage} run; follow it with `llm-lab runs` or its log at {run.path / 'log.txt'}", file=sys.stderr)
+            print(run.id)
+            return 0
+        run = jobs.create(args.stage, config)
+    except (ValueError, FileNotFoundError, LookupError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log = open(run.path / "log.txt", "a", encoding="utf-8")
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+    try:
+        status = jobs.execute(run)
+    finally:
+        sys.stdout, sys.stderr = out, err
+        log.close()
+    print(run.id)
+    return 1 if status == "failed" else 0
+
+
+def run_row(run) -> dict:
+    info = run.info
+    status = run.status
+    last = run.last_metrics()
+    return {
+        "id": run.id,
+        "stage": info["stage"],
+        "name": info["name"],
+        "status": status,
+        "parent": info.get("parent"),
+        "created": info["created"],
+        "error": info.get("error") if status == "failed" else None,
+        "last_metrics": {k: v for k, v in last.items() if k not in ("time",)},
+        "final_metrics": info.get("final_metrics") or {},
+    }
+
+
+def cmd_runs(args) -> int:
+    from lab.runs import list_runs, root
+
+    rows = [run_row(r) for r in list_runs()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no runs in {root()}")
+        return 0
+    print(f"{'run':<44} {'stage':<10} {'status':<10} {'parent':<32} last metrics")
+    for row in rows:
+        shown = {k: v for k, v in row["last_metrics"].items() if k in ("step", "loss", "eval_loss", "chars_per_token", "eval/fact_accuracy")}
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+        if row["error"]:
+            text = f"error: {row['error']}"
+        print(f"{row['id']:<44} {row['stage']:<10} {row['status']:<10} {(row['parent'] or '-'):<32} {text}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from lab import jobs
+    from lab.runs import Run
+
+    try:
+        run = Run.open(args.run)
+    except LookupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    status = jobs.stop(run, grace=args.grace, wait=True)
+    print(f"{run.id}: {status}")
+    return 0
+
+
+def cmd_world(args) -> int:
+    from lab.world import WorldConfig, write_world
+
+    t0 = time.time()
+    paths = write_world(args.out, WorldConfig(seed=args.seed))
+    for name, path in paths.items():
+        n = sum(1 for _ in open(path, encoding="utf-8"))
+        print(f"{path}  ({n} records)")
+    print(f"toy world (seed {args.seed}) written in {time.time() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from lab.models import PRESETS, build_from_scratch, count_parameters
+    from lab.tokenizers import wrap
+
+    from tokenizers import Tokenizer, models as tk_models
+
+    print(f"{'preset':<8} {'vocab':>6} {'clm params':>12} {'mlm params':>12}  about")
+    for name, p in PRESETS.items():
+        # A stand-in tokenizer of the preset's vocabulary size: parameter counts depend only on its size.
+        tok = wrap(Tokenizer(tk_models.WordLevel({f"t{i}": i for i in range(p.vocab)}, unk_token="t0")))
+        counts = [count_parameters(build_from_scratch(name, obj, tok, 128)) for obj in ("clm", "mlm")]
+        print(f"{name:<8} {len(tok):>6} {counts[0]:>12,} {counts[1]:>12,}  {p.about}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-lab", description="LLM Lifecycle Lab: tokenizer → pretraining → SFT → alignment.", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("world", help="write the toy world's datasets as jsonl")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train", help="run a stage")
+    stage_parsers = p.add_subparsers(dest="stage", required=True)
+    for stage in stages.STAGES:
+        module = stages.get(stage)
+        sp = stage_parsers.add_parser(stage, help=(module.__doc__ or "").strip().splitlines()[0], description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        configs.add_arguments(sp, module.Config)
+        sp.add_argument("--config", help="a JSON file of config fields (a run's run.json works too); flags override it")
+        sp.add_argument("--detach", action="store_true", help="queue as a background job and return at once")
+        sp.add_argument("--run-id", help=argparse.SUPPRESS)
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("stop", help="stop a job")
+    p.add_argument("run")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds to wait for a clean stop before SIGKILL")
+
+    sub.add_parser("presets", help="model presets and their parameter counts")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return cmd_train(args, parser)
+    if args.command == "runs":
+        return cmd_runs(args)
+    if args.command == "stop":
+        return cmd_stop(args)
+    if args.command == "world":
+        return cmd_world(args)
+    if args.command == "presets":
+        return cmd_presets(args)
+    parser.print_help()
+    return 0

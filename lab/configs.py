@@ -1,0 +1,124 @@
+"""One config dataclass per stage is the single source of truth for the CLI flags, the UI form,
+run.json and the "copy CLI command" box. This module turns a config dataclass into each of those.
+
+A field's metadata may carry: `help` (one line), `choices`, and `advanced=True` (the UI folds it into an
+accordion; the CLI lists it all the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+def option(default, help: str, choices: tuple | None = None, advanced: bool = False):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "advanced": advanced})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _types(cls) -> dict[str, type]:
+    return get_type_hints(cls)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per field; defaults are left to the dataclass so a flag the user did not type
+    never overrides what --config gave."""
+    types = _types(cls)
+    for f in dataclasses.fields(cls):
+        t = types[f.name]
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {f.default!r})"}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if t is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = t
+            kwargs["metavar"] = f.name.upper()
+        parser.add_argument(flag(f.name), dest=f.name, **kwargs)
+
+
+def from_dict(cls, values: dict, source: str = "config"):
+    """Build `cls` from a dict, naming any key it does not know and any value of the wrong type."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(names))}")
+    types = _types(cls)
+    clean = {}
+    for k, v in values.items():
+        t = types[k]
+        try:
+            clean[k] = t(v) if not isinstance(v, t) and not (t is float and isinstance(v, int)) else v
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: field '{k}' must be {t.__name__}, got {v!r}") from None
+        if t is bool and not isinstance(v, bool):
+            raise ValueError(f"{source}: field '{k}' must be true or false, got {v!r}")
+    config = cls(**clean)
+    validate(config, source)
+    return config
+
+
+def validate(config, source: str = "config") -> None:
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        if choices and getattr(config, f.name) not in choices:
+            raise ValueError(f"{source}: {f.name}={getattr(config, f.name)!r} is not one of {', '.join(map(str, choices))}")
+
+
+def from_args(cls, ns: argparse.Namespace, config_file: str | None = None):
+    values: dict = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"--config {config_file}: no such file") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config {config_file}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {config_file}: must hold one JSON object of config fields")
+        values = values.get("config", values)  # a run.json works as a config file too
+    names = {f.name for f in dataclasses.fields(cls)}
+    values.update({k: v for k, v in vars(ns).items() if k in names})
+    return from_dict(cls, values, source=config_file or "flags")
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def cli_command(stage: str, config) -> str:
+    """The `llm-lab train` command that reproduces `config` (fields left at their default are omitted)."""
+    parts = ["llm-lab", "train", stage]
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value == f.default:
+            continue
+        if isinstance(value, bool):
+            parts.append(flag(f.name) if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            parts += [flag(f.name), str(value)]
+    return shlex.join(parts)
+
+
+def describe(cls) -> list[dict]:
+    """Fields for a form: name, type, default, help, choices, advanced."""
+    types = _types(cls)
+    return [
+        {
+            "name": f.name,
+            "type": types[f.name].__name__,
+            "default": f.default,
+            "help": f.metadata.get("help", ""),
+            "choices": f.metadata.get("choices"),
+            "advanced": f.metadata.get("advanced", False),
+        }
+        for f in dataclasses.fields(cls)
+    ]

@@ -1,0 +1,212 @@
+"""Jobs: every stage runs in its own process, `python -m lab train <stage> --config <run>/config.json
+--run-id <id>`, so a UI (or a terminal) that closes never takes training down with it.
+
+The queue lives in the run store, not in any long-lived process, so it survives restarts: a job
+starts as `queued`, waits until no older queued job is alive, then takes one of LAB_MAX_JOBS slot locks
+(default 1: one GPU job at a time). The locks are `flock`s, which the kernel drops when a process dies,
+so a job killed with -9 never blocks the ones behind it.
+
+Stop = SIGTERM (the job stops at its next step and saves), then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from lab import configs, runs, telemetry
+from lab.runs import Run
+
+
+def max_jobs() -> int:
+    return max(1, int(os.environ.get("LAB_MAX_JOBS", "1")))
+
+
+def queue() -> list[Run]:
+    """Queued runs whose job process is alive, oldest first."""
+    waiting = []
+    for run in runs.list_runs():
+        info = run.info
+        if info["status"] == "queued" and run.alive(info):
+            waiting.append((info["created"], run.id, run))
+    return [r for *_, r in sorted(waiting, key=lambda t: t[:2])]
+
+
+def queue_position(run: Run) -> int | None:
+    """1 for the next job to start; None when the run is not waiting."""
+    ids = [r.id for r in queue()]
+    return ids.index(run.id) + 1 if run.id in ids else None
+
+
+@contextmanager
+def slot(run: Run, poll: float = 0.25):
+    """Wait for our turn and a free slot; hold it while the block runs."""
+    lock_dir = runs.root() / ".slots"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    held = None
+    while held is None:
+        if telemetry.stop_requested():
+            raise telemetry.StopRequested()
+        ahead = [r for r in queue() if r.id != run.id and (r.info["created"], r.id) < (run.info["created"], run.id)]
+        if not ahead:
+            for k in range(max_jobs()):
+                f = open(lock_dir / f"slot-{k}.lock", "w")
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held = f
+                    break
+                except BlockingIOError:
+                    f.close()
+        if held is None:
+            time.sleep(poll)
+    try:
+        yield
+    finally:
+        held.close()
+
+
+# Errors a user causes (bad data, a missing run, a diverging learning rate) carry their own advice.
+USER_ERRORS = (ValueError, FileNotFoundError, LookupError, telemetry.Diverged)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    from lab import __version__
+
+    out = {"lab": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets", "tokenizers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def execute(run: Run) -> str:
+    """Run a created run's stage in this process, from the queue to its final status. Returns the status.
+
+    Whatever happens, the run ends in completed, stopped or failed, never "running"."""
+    from lab import stages
+
+    telemetry.install_signal_handlers()
+    module = stages.get(run.stage)
+    run.update(pid=os.getpid(), pid_start=runs.process_start(os.getpid()), versions=_versions())
+    try:
+        config = configs.from_dict(module.Config, run.config, source=f"run {run.id}")
+        with slot(run):
+            run.update(status="running", started=time.time())
+            print(f"[lab] run {run.id}: stage {run.stage} started", flush=True)
+            final = module.run(config, run) or {}
+        status = "stopped" if telemetry.stop_requested() else "completed"
+        run.update(status=status, ended=time.time(), final_metrics=final)
+    except telemetry.StopRequested:
+        status = "stopped"
+        run.update(status=status, ended=time.time(), error="stopped before it started")
+    except USER_ERRORS as e:  # the user's to fix: the message says how; a traceback would only hide it
+        status = "failed"
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        run.update(status=status, ended=time.time(), error=str(e))
+    except Exception as e:  # a bug of ours: keep the traceback in the log
+        traceback.print_exc()
+        status = "failed"
+        run.update(status=status, ended=time.time(), error=f"{type(e).__name__}: {e} (see log.txt)")
+    print(f"[lab] run {run.id}: {status}", flush=True)
+    return status
+
+
+def create(stage: str, config, name: str | None = None) -> Run:
+    from lab import stages
+
+    module = stages.get(stage)
+    configs.validate(config, source=stage)
+    if hasattr(module, "check"):
+        module.check(config)  # refuse bad input before a run folder exists for it
+    parent = module.parent_of(config) if hasattr(module, "parent_of") else None
+    run = Run.create(stage, config, name=name or getattr(config, "name", None) or None, parent=parent)
+    (run.path / "config.json").write_text(json.dumps(configs.to_dict(config), indent=2) + "\n")
+    return run
+
+
+def submit(stage: str, config, name: str | None = None) -> Run:
+    """Create a run and start its job in the background; returns at once with the run `queued`."""
+    run = create(stage, config, name)
+    log = open(run.path / "log.txt", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "train", stage, "--config", str(run.path / "config.json"), "--run-id", run.id],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # the job outlives the app and ignores the app's Ctrl-C
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "LAB_CHECKPOINTS": str(runs.root())},
+    )
+    log.close()
+    run.update(pid=proc.pid)
+    _children[run.id] = proc  # keep the handle so the child is reaped and never lingers as a zombie
+    return run
+
+
+_children: dict[str, subprocess.Popen] = {}
+
+
+def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:
+    """Ask a job to stop (SIGTERM: it saves and ends `stopped`); SIGKILL if it is still alive after
+    `grace` seconds. With wait=False the escalation happens in a background thread."""
+    info = run.info
+    pid = info.get("pid")
+    if info["status"] not in runs.ACTIVE or not run.alive(info):
+        return run.status
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return run.status
+
+    def escalate():
+        deadline = time.time() + grace
+        while time.time() < deadline:
+            if run.id in _children:
+                _children[run.id].poll()
+            if not run.alive():
+                return
+            time.sleep(0.2)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.5)
+        if run.info["status"] in runs.ACTIVE:
+            run.update(status="stopped", ended=time.time(), error=f"did not stop within {grace:.0f}s; killed")
+
+    if wait:
+        escalate()
+        return run.status
+    import threading
+
+    threading.Thread(target=escalate, daemon=True).start()
+    return "stopping"
+
+
+def wait(run: Run, timeout: float | None = None, poll: float = 0.2) -> str:
+    deadline = time.time() + timeout if timeout else None
+    while True:
+        if run.id in _children:
+            _children[run.id].poll()
+        status = run.status
+        if status not in runs.ACTIVE:
+            return status
+        if deadline and time.time() > deadline:
+            raise TimeoutError(f"run {run.id} still {status} after {timeout}s")
+        time.sleep(poll)
+
+
+def log_path(run: Run) -> Path:
+    return run.path / "log.txt"

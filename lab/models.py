@@ -1,0 +1,161 @@
+"""Models: from-scratch presets (a Llama-style decoder for causal LM, a BERT-style encoder for masked
+LM), resolving what a user names as a model (a run, a local folder, a hub id), and the device policy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vocab: int  # the vocabulary size a tokenizer trained for this preset gets
+    about: str
+
+
+# Parameter counts (embeddings tied) at each preset's own vocabulary size; `llm-lab presets` prints
+# the exact figures.
+PRESETS = {
+    "nano": Preset(hidden=96, layers=3, heads=4, intermediate=256, vocab=2048, about="≈0.5M parameters, for tests"),
+    "tiny": Preset(hidden=192, layers=6, heads=6, intermediate=512, vocab=2048, about="≈3M parameters, the CPU default"),
+    "small": Preset(hidden=512, layers=8, heads=8, intermediate=1408, vocab=8192, about="≈30M parameters"),
+    "base": Preset(hidden=768, layers=12, heads=12, intermediate=2048, vocab=32000, about="≈110M parameters, for GPUs"),
+}
+
+
+def decoder_config(preset: str, vocab_size: int, max_len: int, tokenizer):
+    from transformers import LlamaConfig
+
+    p = PRESETS[preset]
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=p.hidden,
+        intermediate_size=p.intermediate,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        num_key_value_heads=p.heads,
+        max_position_embeddings=max(max_len, 512),
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def encoder_config(preset: str, vocab_size: int, max_len: int, tokenizer):
+    from transformers import BertConfig
+
+    p = PRESETS[preset]
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=p.hidden,
+        intermediate_size=p.intermediate,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        max_position_embeddings=max(max_len, 512),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_from_scratch(preset: str, objective: str, tokenizer, max_len: int):
+    """A randomly initialised model sized by `preset`, its vocabulary fitted to `tokenizer`."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+    vocab = len(tokenizer)
+    if objective == "clm":
+        return AutoModelForCausalLM.from_config(decoder_config(preset, vocab, max_len, tokenizer))
+    if objective == "mlm":
+        return AutoModelForMaskedLM.from_config(encoder_config(preset, vocab, max_len, tokenizer))
+    raise ValueError(f"unknown objective '{objective}': use clm (causal LM) or mlm (masked LM)")
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve(ref: str) -> tuple[str, str | None]:
+    """What a user named as a model → (a path or hub id for from_pretrained, the run id if it is a run).
+
+    Accepts a run id (its model/ folder, else its adapter/ or tokenizer/), a local folder, or a hub id."""
+    from lab.runs import Run
+
+    if not ref:
+        raise ValueError("no model given: name a run id, a local model folder or a hub id")
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if (path / "run.json").exists():
+            run = Run(path)
+            if run.model_dir is None:
+                raise FileNotFoundError(f"run {run.id} has no saved model yet (status: {run.status})")
+            return str(run.model_dir), run.id
+        return str(path), None
+    try:
+        run = Run.open(ref)
+    except LookupError:
+        run = None
+    if run is not None:
+        if run.model_dir is None:
+            raise FileNotFoundError(f"run {run.id} has no saved model yet (status: {run.status})")
+        return str(run.model_dir), run.id
+    if ref.count("/") == 1 and not ref.startswith((".", "/")):
+        if hub_offline():
+            raise FileNotFoundError(
+                f"'{ref}' is not a run or a local folder, and the Hugging Face hub is offline "
+                "(HF_HUB_OFFLINE=1): download the model on a machine with internet "
+                "(`hf download " + ref + " --local-dir DIR`) and pass DIR"
+            )
+        return ref, None
+    raise FileNotFoundError(f"'{ref}' is not a run id, a local model folder or a hub id (owner/name); see `llm-lab runs`")
+
+
+def load_pretrained(auto_cls, ref: str, **kwargs):
+    """`auto_cls.from_pretrained(ref)` with a readable error when a hub id cannot be fetched."""
+    try:
+        return auto_cls.from_pretrained(ref, **kwargs)
+    except OSError as e:
+        if not Path(ref).exists():
+            raise FileNotFoundError(
+                f"could not fetch '{ref}' from the Hugging Face hub ({str(e).splitlines()[0]}). "
+                "Check the id and your network, or download it elsewhere and pass the local folder"
+            ) from e
+        raise
+
+
+def pick_device(preference: str = "auto") -> str:
+    """cuda > mps > cpu, unless the user asked for one; asking for a missing one is an error."""
+    if preference in ("", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu (or auto)")
+    if preference == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("device 'mps' was asked for but Apple's MPS is not available: use --device cpu (or auto)")
+    return preference
+
+
+def use_bf16(device: str) -> bool:
+    """bf16 where the GPU does it natively; fp32 on CPU and MPS (bf16 autocast is slower there)."""
+    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
+def describe_device(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{device} ({torch.get_num_threads()} threads)"

@@ -1,0 +1,290 @@
+"""The run store: one folder per run under ./checkpoints (or $LAB_CHECKPOINTS).
+
+    checkpoints/<run-id>/
+        run.json        id, stage, name, config, parent, status, pid, times, error, final metrics, versions, device
+        metrics.jsonl   one JSON object per log event: step, time and the trainer's own keys unchanged
+        samples.jsonl   generations logged during training
+        log.txt         the job's stdout and stderr
+        model/ | adapter/ | tokenizer/   saved with save_pretrained (safetensors)
+
+A run's status on disk is what its job last wrote. A job that died without writing (kill -9, OOM, a
+power cut) would read "running" for ever, so `Run.status` also checks that the job's process is alive
+and reads "failed" when it is not. Every write of run.json and of a model folder is atomic: written
+aside, then renamed, so a reader never sees half a file and a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+STATUSES = ("queued", "running", "completed", "failed", "stopped")
+ACTIVE = ("queued", "running")
+
+
+def root() -> Path:
+    return Path(os.environ.get("LAB_CHECKPOINTS", "checkpoints")).resolve()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_dir(path: Path):
+    """Yield a scratch folder that replaces `path` only if the block finishes without error."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _jsonable(obj):
+    if is_dataclass(obj):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def process_start(pid: int) -> int | None:
+    """The kernel's start time of process `pid` (clock ticks since boot), None where /proc is absent."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """True when `pid` is a live process; with `start` (see process_start), also that it is the same
+    process and not a later one that reused the pid."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A zombie (dead, not yet reaped by its parent) still answers kill(0).
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+    except (OSError, IndexError):
+        pass
+    return start is None or process_start(pid) in (None, start)
+
+
+def new_run_dir(stage: str, name: str | None = None) -> Path:
+    """Make and return a fresh run folder named <time>-<name>; mkdir is the arbiter when two
+    processes pick the same name in the same second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", name or stage).strip("-").lower()[:40] or stage
+    root().mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = root() / (f"{stamp}-{slug}" if n == 1 else f"{stamp}-{slug}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run folder in {root()}")
+
+
+class Run:
+    """A handle on one run folder. Cheap to create; reads run.json on demand."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.id = self.path.name
+
+    # -- creation and lookup -------------------------------------------------------------------
+    @classmethod
+    def create(cls, stage: str, config, name: str | None = None, parent: str | None = None) -> "Run":
+        from lab import __version__
+
+        path = new_run_dir(stage, name)
+        rid = path.name
+        run = cls(path)
+        run._write(
+            {
+                "id": rid,
+                "stage": stage,
+                "name": name or rid,
+                "config": _jsonable(config),
+                "parent": parent,
+                "status": "queued",
+                "pid": None,
+                "created": time.time(),
+                "started": None,
+                "ended": None,
+                "error": None,
+                "final_metrics": {},
+                "versions": {"lab": __version__},
+                "device": None,
+            }
+        )
+        return run
+
+    @classmethod
+    def open(cls, ref: str | os.PathLike) -> "Run":
+        """A run by id, by unique id prefix or suffix, or by folder path."""
+        p = Path(ref)
+        if (p / "run.json").exists():
+            return cls(p)
+        if (root() / str(ref) / "run.json").exists():
+            return cls(root() / str(ref))
+        hits = [r for r in list_runs() if r.id.startswith(str(ref)) or r.id.endswith(str(ref))]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise LookupError(f"run '{ref}' is ambiguous: {', '.join(r.id for r in hits)}; give more of the id")
+        raise LookupError(f"no run '{ref}' in {root()} (see `llm-lab runs`; set LAB_CHECKPOINTS to use another store)")
+
+    # -- run.json ------------------------------------------------------------------------------
+    @property
+    def info(self) -> dict:
+        for _ in range(5):  # a rename can race a read on some filesystems; retry briefly
+            try:
+                return json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.02)
+        return json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+
+    def _write(self, info: dict) -> None:
+        atomic_write_text(self.path / "run.json", json.dumps(info, indent=2, default=_jsonable) + "\n")
+
+    def update(self, **fields) -> dict:
+        # The job and the process that launched or stops it both write run.json: serialise the
+        # read-modify-write so that neither loses the other's fields.
+        with open(self.path / ".run.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            info = self.info
+            info.update({k: _jsonable(v) for k, v in fields.items()})
+            self._write(info)
+        return info
+
+    @property
+    def stage(self) -> str:
+        return self.info["stage"]
+
+    @property
+    def config(self) -> dict:
+        return self.info["config"]
+
+    @property
+    def parent(self) -> str | None:
+        return self.info.get("parent")
+
+    @property
+    def status(self) -> str:
+        """Status as written, except that an active run whose process is gone reads "failed"."""
+        info = self.info
+        if info["status"] in ACTIVE and info.get("pid") and not self.alive(info):
+            # Re-read: the job may have written its final status between the two reads.
+            info = self.info
+            if info["status"] in ACTIVE and not self.alive(info):
+                self.update(
+                    status="failed",
+                    ended=time.time(),
+                    error=info.get("error") or "the job's process ended without reporting (killed, or out of memory); see log.txt",
+                )
+                return "failed"
+        return info["status"]
+
+    def alive(self, info: dict | None = None) -> bool:
+        """Whether this run's job process lives."""
+        info = info or self.info
+        return pid_alive(info.get("pid"), info.get("pid_start"))
+
+    # -- streams -------------------------------------------------------------------------------
+    def log_metrics(self, row: dict) -> None:
+        row = {"step": row.get("step", 0), "time": row.get("time", time.time()), **row}
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+            f.flush()
+
+    def log_sample(self, row: dict) -> None:
+        with open(self.path / "samples.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def metrics(self, start: int = 0) -> tuple[list[dict], int]:
+        """Rows of metrics.jsonl from byte offset `start`, and the offset to pass next time,
+        so that a page polling every second reads only what is new."""
+        return read_jsonl_from(self.path / "metrics.jsonl", start)
+
+    def samples(self) -> list[dict]:
+        return read_jsonl_from(self.path / "samples.jsonl", 0)[0]
+
+    def last_metrics(self) -> dict:
+        """The latest value of every key logged so far."""
+        last: dict = {}
+        for row in self.metrics()[0]:
+            last.update(row)
+        return last
+
+    # -- artefacts -----------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path | None:
+        for name in ("model", "adapter", "tokenizer"):
+            if (self.path / name).is_dir():
+                return self.path / name
+        return None
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r})"
+
+
+def read_jsonl_from(path: Path, start: int = 0) -> tuple[list[dict], int]:
+    if not path.exists():
+        return [], start
+    rows = []
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read()
+    # Only complete lines: a writer may be half-way through the last one.
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows, start + end
+
+
+def list_runs() -> list[Run]:
+    if not root().exists():
+        return []
+    runs = [Run(p.parent) for p in root().glob("*/run.json")]
+    return sorted(runs, key=lambda r: r.id)
+
+
+def lineage(run: Run) -> list[Run]:
+    """The chain from the root ancestor down to `run`."""
+    chain = [run]
+    while chain[0].parent:
+        try:
+            chain.insert(0, Run.open(chain[0].parent))
+        except LookupError:
+            break
+    return chain

@@ -1,0 +1,41 @@
+"""Stage 0, the tokenizer: train a byte-level BPE, WordPiece or Unigram tokenizer on text and measure it.
+
+    llm-lab train tokenizer --kind bpe --vocab-size 2048 --data world
+
+Saves `tokenizer/` (a Hugging Face tokenizer folder with the lab's chat template) and logs its
+statistics on held-out text: characters and words per token, share of the vocabulary used, unknown rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab.configs import option
+from lab.runs import atomic_dir
+from lab.stages import text_splits
+from lab.tokenizers import KINDS, train_tokenizer, stats
+
+
+@dataclass
+class Config:
+    kind: str = option("bpe", "tokenizer algorithm", choices=KINDS)
+    vocab_size: int = option(2048, "vocabulary size, special tokens included")
+    data: str = option("world", "training text: 'world' (the built-in toy world) or a file/folder path")
+    min_frequency: int = option(2, "merges/pieces must occur at least this often (BPE, WordPiece)", advanced=True)
+    name: str = option("", "a name for the run (default: its id)", advanced=True)
+
+
+def parent_of(config: Config) -> None:
+    return None
+
+
+def run(config: Config, run) -> dict:
+    train, heldout = text_splits(config.data)
+    print(f"training a {config.kind} tokenizer (vocab {config.vocab_size}) on {len(train)} documents", flush=True)
+    tokenizer = train_tokenizer(train, kind=config.kind, vocab_size=config.vocab_size, min_frequency=config.min_frequency)
+    with atomic_dir(run.path / "tokenizer") as tmp:
+        tokenizer.save_pretrained(tmp)
+    result = stats(tokenizer, heldout or train[:200])
+    run.log_metrics({"step": 0, **result})
+    print("held-out statistics: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()), flush=True)
+    return result

@@ -1,0 +1,106 @@
+"""What a training job reports while it runs: the Trainer callback that streams every log event to
+metrics.jsonl, completes fixed prompts every N steps into samples.jsonl, honours stop requests
+(SIGTERM from the UI, Ctrl-C on the CLI) at the next step, and ends a run whose loss is NaN or inf.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+from transformers import TrainerCallback
+
+_stop = threading.Event()
+
+
+class StopRequested(Exception):
+    """Raised where a job cannot stop at a step boundary (e.g. while it waits in the queue)."""
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or inf: the weights are garbage, so the run fails without saving them."""
+
+
+def request_stop(*_):
+    _stop.set()
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+def check_finite(logs: dict, step: int) -> None:
+    for key in ("loss", "grad_norm"):
+        value = logs.get(key)
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            raise Diverged(
+                f"training diverged: {key} is {value} at step {step}. Lower the learning rate, "
+                "raise warmup, or keep gradient clipping on (max_grad_norm)"
+            )
+
+
+class LabCallback(TrainerCallback):
+    """Streams a Trainer's logs into the run store and carries the lab's controls into its loop.
+
+    `sample(model) -> list[dict]` is called every `sample_every` steps (and before the first);
+    its rows land in samples.jsonl with the step."""
+
+    def __init__(self, run, sample=None, sample_every: int = 0, max_minutes: float = 0.0):
+        self.run = run
+        self.sample = sample
+        self.sample_every = sample_every
+        self.max_seconds = max_minutes * 60
+        self.diverged: Diverged | None = None
+        self.timed_out = False
+        self._t0 = self._last_time = time.time()
+        self._last_tokens = 0
+
+    def _log_samples(self, model, step: int) -> None:
+        if not self.sample:
+            return
+        for row in self.sample(model):
+            self.run.log_sample({"step": step, "time": time.time(), **row})
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self._t0 = self._last_time = time.time()
+        self._log_samples(model, 0)
+
+    def on_log(self, args, state, control, logs=None, model=None, **kw):
+        logs = dict(logs or {})
+        now = time.time()
+        tokens = getattr(state, "num_input_tokens_seen", 0) or 0
+        if tokens > self._last_tokens and now > self._last_time and "loss" in logs:
+            logs["tokens_per_second"] = (tokens - self._last_tokens) / (now - self._last_time)
+            self._last_tokens, self._last_time = tokens, now
+        if "loss" in logs and isinstance(logs["loss"], (int, float)) and logs["loss"] < 50:
+            logs.setdefault("perplexity", math.exp(logs["loss"]))
+        if "eval_loss" in logs and logs["eval_loss"] < 50:
+            logs.setdefault("eval_perplexity", math.exp(logs["eval_loss"]))
+        self.run.log_metrics({"step": state.global_step, "time": now, "elapsed": now - self._t0, **logs})
+        try:
+            check_finite(logs, state.global_step)
+        except Diverged as e:
+            self.diverged = e
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if stop_requested():
+            control.should_training_stop = True
+            control.should_log = True  # the last partial window still reaches the curve
+        if self.max_seconds and time.time() - self._t0 >= self.max_seconds:
+            self.timed_out = True
+            control.should_training_stop = True
+            control.should_log = True
+        if self.sample_every and state.global_step % self.sample_every == 0:
+            self._log_samples(model, state.global_step)
+
+    def raise_if_diverged(self) -> None:
+        if self.diverged:
+            raise self.diverged

@@ -1,0 +1,144 @@
+"""Train tokenizers (byte-level BPE, WordPiece, Unigram) with Hugging Face `tokenizers`, give them the
+lab's chat template, and measure them on held-out text.
+
+The result is a plain `PreTrainedTokenizerFast`: `save_pretrained` writes a folder that
+`AutoTokenizer.from_pretrained` loads with no lab code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+KINDS = ("bpe", "wordpiece", "unigram")
+
+BOS = EOS = "<|endoftext|>"  # one document separator, as GPT-2: a document starts after it
+PAD, UNK, MASK = "<|pad|>", "<|unk|>", "<|mask|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+SPECIAL_TOKENS = [EOS, PAD, UNK, MASK, IM_START, IM_END]
+
+# ChatML. The {% generation %} markers let transformers return an assistant-token mask, which is what
+# TRL's `assistant_only_loss` trains on; the end-of-turn token sits inside them so the model learns to
+# stop. bos_token opens the conversation because every pretraining document began with it.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] }}{{ '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _backend(kind: str, vocab_size: int, min_frequency: int):
+    if kind == "bpe":
+        # Byte-level: every string round-trips exactly and nothing is ever unknown.
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    elif kind == "wordpiece":
+        # BERT's scheme: words split on whitespace and punctuation, sub-words marked with '##'.
+        # Whitespace is not kept, so decoding normalises spacing; unseen characters become <|unk|>.
+        tok = Tokenizer(models.WordPiece(unk_token=UNK))
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+        )
+    elif kind == "unigram":
+        # SentencePiece's scheme: spaces become '▁' so they survive the round trip.
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK, shrinking_factor=0.75,
+            show_progress=False,
+        )
+    else:
+        raise ValueError(f"unknown tokenizer kind '{kind}': choose one of {', '.join(KINDS)}")
+    return tok, trainer
+
+
+def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2048, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    """Train a tokenizer of `kind` on `texts` and wrap it as a transformers tokenizer with the chat template."""
+    if vocab_size < len(SPECIAL_TOKENS) + 64:
+        raise ValueError(f"vocab_size {vocab_size} is too small: use at least {len(SPECIAL_TOKENS) + 64}")
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise ValueError("no text to train the tokenizer on: the data is empty")
+    tok, trainer = _backend(kind, vocab_size, min_frequency)
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    bos_id = tok.token_to_id(BOS)
+    # Every encoded text starts with the document separator, as every training document did.
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    return wrap(tok)
+
+
+def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        mask_token=MASK,
+        extra_special_tokens=[IM_START, IM_END],
+        model_max_length=4096,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def ensure_chat_template(tokenizer) -> bool:
+    """Give `tokenizer` the lab's template if it has none. Returns True when one was added."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+    if tokenizer.bos_token is None:
+        tokenizer.bos_token = tokenizer.eos_token or IM_START
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return True
+
+
+def stats(tokenizer, texts: list[str]) -> dict:
+    """How well `tokenizer` compresses `texts` (use held-out text): characters and words per token,
+    the share of the vocabulary it uses, and how often it falls back to the unknown token."""
+    n_chars = n_words = n_tokens = n_unk = 0
+    used: set[int] = set()
+    unk_id = tokenizer.unk_token_id
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        n_chars += len(text)
+        n_words += len(text.split())
+        n_tokens += len(ids)
+        used.update(ids)
+        if unk_id is not None:
+            n_unk += sum(1 for i in ids if i == unk_id)
+    n_tokens = max(n_tokens, 1)
+    return {
+        "tokens": n_tokens,
+        "chars_per_token": n_chars / n_tokens,
+        "words_per_token": n_words / n_tokens,
+        "vocab_size": len(tokenizer),
+        "vocab_used": len(used) / len(tokenizer),
+        "unknown_rate": n_unk / n_tokens,
+    }
+

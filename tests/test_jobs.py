@@ -1,0 +1,76 @@
+"""Jobs as the UI runs them: background subprocesses, a queue in the run store, stop and kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from conftest import lab, last_line, read_jsonl
+from lab import jobs
+from lab.runs import Run
+
+
+def wait_for(predicate, timeout=120, poll=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    raise AssertionError("timed out waiting")
+
+
+def steps_logged(run: Run) -> int:
+    return max((r["step"] for r in run.metrics()[0] if "loss" in r), default=0)
+
+
+def long_nano(store) -> Run:
+    run_id = last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", "5000", "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach"))
+    return Run.open(run_id)
+
+
+def test_stop_ends_the_run_at_the_next_step_saved_and_stopped(store):
+    run = long_nano(store)
+    wait_for(lambda: steps_logged(run) >= 4)
+    assert run.status == "running"
+    lab("stop", run.id)
+    assert run.status == "stopped"
+    info = run.info
+    assert info["ended"] and info["final_metrics"]["steps"] < 5000
+    assert (run.path / "model" / "model.safetensors").exists()  # what it learned is kept
+    assert not any(p.name.startswith(".model") for p in run.path.iterdir())  # no half-written folder
+
+
+def test_kill_9_reads_failed_and_a_new_process_lists_it(store):
+    run = long_nano(store)
+    wait_for(lambda: steps_logged(run) >= 2)
+    os.kill(run.info["pid"], signal.SIGKILL)
+    wait_for(lambda: run.status == "failed", timeout=10)
+    assert "ended without reporting" in run.info["error"]
+    rows = json.loads(lab("runs", "--json").stdout)  # a fresh process sees it too
+    assert next(r for r in rows if r["id"] == run.id)["status"] == "failed"
+    assert not (run.path / "model").exists()
+
+
+def test_jobs_queue_one_at_a_time_and_all_complete(store):
+    first = long_nano(store)
+    second_id = last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", "4", "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach"))
+    second = Run.open(second_id)
+    wait_for(lambda: first.status == "running")
+    time.sleep(1.0)
+    assert second.status == "queued" and jobs.queue_position(second) == 1
+    assert not second.metrics()[0]  # it has not started
+    jobs.stop(first, wait=True)
+    assert jobs.wait(second, timeout=120) == "completed"
+    assert second.info["started"] >= first.info["ended"] - 0.5
+
+
+def test_stop_while_queued_never_starts(store):
+    first = long_nano(store)
+    second = Run.open(last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", "4", "--detach")))
+    wait_for(lambda: first.status == "running" and second.info.get("pid_start"))
+    jobs.stop(second, wait=True)
+    assert second.status == "stopped" and not second.info["started"]
+    jobs.stop(first, wait=True)
+    assert first.status == "stopped"

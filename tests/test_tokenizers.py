@@ -1,0 +1,70 @@
+"""Tokenizers: each kind trains, round-trips text, carries a chat template with generation markers,
+and saves a folder that plain transformers loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+from conftest import lab, last_line, read_jsonl
+from lab.stages import text_splits
+from lab.tokenizers import IM_END, stats, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def world_text():
+    train, heldout = text_splits("world")
+    return train, heldout
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram"])
+def test_each_kind_trains_and_round_trips(world_text, kind, tmp_path):
+    train, heldout = world_text
+    tok = train_tokenizer(train, kind=kind, vocab_size=1000)
+    assert 500 < len(tok) <= 1000
+    for text in heldout[:20]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        back = tok.decode(ids)
+        if kind == "wordpiece":  # WordPiece keeps the characters, not the spacing
+            assert "".join(back.split()) == "".join(text.split())
+        else:
+            assert back == text
+    s = stats(tok, heldout)
+    assert s["chars_per_token"] > 2.0  # it compresses: a trained vocabulary beats characters
+    assert 0 < s["vocab_used"] <= 1 and s["unknown_rate"] < 0.01
+
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(heldout[0])["input_ids"] == tok(heldout[0])["input_ids"]
+
+
+def test_chat_template_marks_the_assistant_turn_and_its_end(world_text):
+    tok = train_tokenizer(world_text[0], kind="bpe", vocab_size=800)
+    messages = [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "What is the capital of Zorbia?"},
+        {"role": "assistant", "content": "The capital of Zorbia is Velmora."},
+    ]
+    assert "{% generation %}" in tok.chat_template
+    text = tok.apply_chat_template(messages, tokenize=False)
+    assert text.count("<|im_start|>") == 3 and text.rstrip().endswith(IM_END)
+    out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    assistant = tok.decode([i for i, m in zip(ids, mask) if m])
+    assert assistant == "The capital of Zorbia is Velmora." + IM_END  # the answer and its end-of-turn, nothing else
+    prompt = tok.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_tokenizer_stage_from_the_cli(store):
+    proc = lab("train", "tokenizer", "--kind", "unigram", "--vocab-size", "600")
+    run_dir = store / last_line(proc)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    row = read_jsonl(run_dir / "metrics.jsonl")[-1]
+    assert row["chars_per_token"] > 1.5 and row["vocab_size"] == len(AutoTokenizer.from_pretrained(run_dir / "tokenizer"))
+    # a pretrain run can use it, and names it as its parent
+    proc = lab("train", "pretrain", "--preset", "nano", "--tokenizer", run_dir.name, "--max-steps", "3", "--sample-every", "0", "--eval-every", "0")
+    child = json.loads((store / last_line(proc) / "run.json").read_text())
+    assert child["status"] == "completed" and child["parent"] == run_dir.name
