@@ -1,0 +1,272 @@
+import json
+
+import pytest
+
+from lab import data
+from lab.data import DataError, as_messages, detect_format, load, read_rows, to_text
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def jsonl(path, rows):
+    return write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def error(source, **kw):
+    with pytest.raises(DataError) as e:
+        load(source, **kw)
+    return str(e.value)
+
+
+CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+
+
+# ------------------------------------------------------------------ formats and shapes
+
+
+def test_txt_paragraphs_and_lines(tmp_path):
+    d = load(write(tmp_path / "a.txt", "First doc\nstill first.\n\n  \nSecond doc.\n"))
+    assert d.format == "text" and d.detected_from == "txt paragraphs"
+    assert d.records == [{"text": "First doc\nstill first."}, {"text": "Second doc."}]
+    d = load(write(tmp_path / "b.txt", "one\r\ntwo\n\nthree\n".replace("\n\n", "\n")))
+    assert d.detected_from == "txt lines" and [r["text"] for r in d.records] == ["one", "two", "three"]
+
+
+def test_jsonl_text_skips_blank_lines(tmp_path):
+    d = load(write(tmp_path / "t.jsonl", '{"text": "a"}\n\n{"text": "b", "id": 3}\n'))
+    assert (d.format, d.detected_from, d.records) == ("text", "jsonl text", [{"text": "a"}, {"text": "b"}])
+    assert len(d) == 2 and d.preview(1) == [{"text": "a"}]
+    assert load(jsonl(tmp_path / "c.jsonl", [{"content": "x"}])).records == [{"text": "x"}]
+
+
+def test_messages_jsonl_flattens_content_parts(tmp_path):
+    parts = [{"role": "system", "content": ""},
+             {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]},
+             {"role": "assistant", "content": "Hello!", "name": "bot"}]
+    d = load(jsonl(tmp_path / "m.jsonl", [{"messages": CHAT}, {"messages": parts}]), want="messages")
+    assert (d.format, d.detected_from) == ("messages", "jsonl messages")
+    assert d.records[0] == {"messages": CHAT}
+    # an empty system prompt is dropped; extra keys are not canonical
+    assert d.records[1] == {"messages": [{"role": "user", "content": "Hi\nthere"}, {"role": "assistant", "content": "Hello!"}]}
+
+
+def test_prompt_completion_csv_and_synonyms(tmp_path):
+    d = load(write(tmp_path / "pc.csv", 'prompt, completion\n"2+2=",4\n"Say ""hi""","hi, you"\n'))
+    assert (d.format, d.detected_from) == ("prompt_completion", "csv prompt/completion")
+    assert d.records == [{"prompt": "2+2=", "completion": "4"}, {"prompt": 'Say "hi"', "completion": "hi, you"}]
+    for p, c in [("prompt", "response"), ("question", "answer"), ("query", "response"), ("input", "output")]:
+        d = load(jsonl(tmp_path / f"{p}.jsonl", [{p: "Q", c: 42}]))
+        assert (d.format, d.records) == ("prompt_completion", [{"prompt": "Q", "completion": "42"}])
+    assert to_text(d) == ["Q\n42"]
+    assert as_messages(d) == [{"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "42"}]}]
+
+
+def test_csv_cells_with_json_conversations(tmp_path):
+    cell = json.dumps(CHAT).replace('"', '""')
+    d = load(write(tmp_path / "m.csv", f'messages\n"{cell}"\n'))
+    assert d.records == [{"messages": CHAT}]
+    assert read_rows(tmp_path / "m.csv") == [{"messages": CHAT}]
+
+
+def test_alpaca_json(tmp_path):
+    rows = [{"instruction": "Add.", "input": "2, 2", "output": "4"},
+            {"instruction": "Greet.", "input": "", "output": "Hi", "system": "Be brief."}]
+    d = load(write(tmp_path / "alpaca.json", json.dumps(rows)))
+    assert (d.format, d.detected_from) == ("messages", "json alpaca")
+    assert d.records[0]["messages"] == [{"role": "user", "content": "Add.\n\n2, 2"}, {"role": "assistant", "content": "4"}]
+    assert d.records[1]["messages"] == [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "Greet."}, {"role": "assistant", "content": "Hi"}]
+    # an object holding one list of records
+    assert load(write(tmp_path / "wrapped.json", json.dumps({"data": rows}))).records == d.records
+
+
+def test_sharegpt_jsonl(tmp_path):
+    conv = [{"from": "system", "value": "Be kind."}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]
+    d = load(jsonl(tmp_path / "s.jsonl", [{"conversations": conv, "id": "x"}]))
+    assert (d.format, d.detected_from) == ("messages", "jsonl sharegpt")
+    assert d.records == [{"messages": [{"role": "system", "content": "Be kind."}] + CHAT}]
+    d = load(jsonl(tmp_path / "s2.jsonl", [{"messages": conv[1:]}]))
+    assert d.detected_from == "jsonl sharegpt" and d.records == [{"messages": CHAT}]
+    assert to_text(d) == ["user: Hi\nassistant: Hello!"]
+
+
+def test_preference_shapes(tmp_path):
+    d = load(jsonl(tmp_path / "p.jsonl", [{"prompt": "2+2?", "chosen": "4", "rejected": "5", "score": 1}]))
+    assert (d.format, d.records) == ("preference", [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
+    assert to_text(d) == ["2+2?\n4"]
+
+    user, good, bad = [CHAT[0]], [CHAT[1]], [{"role": "assistant", "content": "Go away."}]
+    d = load(jsonl(tmp_path / "conv.jsonl", [{"prompt": user, "chosen": good, "rejected": bad}]))
+    assert d.detected_from == "jsonl conversational preference"
+    assert d.records == [{"prompt": user, "chosen": good, "rejected": bad}]
+    assert to_text(d) == ["user: Hi\nassistant: Hello!"]
+
+    # implicit prompt, conversational: full conversations sharing their opening turns
+    d = load(jsonl(tmp_path / "imp.jsonl", [{"chosen": user + good, "rejected": user + bad}]))
+    assert d.detected_from == "jsonl implicit-prompt conversational preference"
+    assert d.records == [{"prompt": user, "chosen": good, "rejected": bad}]
+
+    # implicit prompt, strings (Anthropic HH style): the space before the answer goes with the answer
+    hh = "\n\nHuman: What is the capital of France?\n\nAssistant:"
+    d = load(jsonl(tmp_path / "hh.jsonl", [{"chosen": hh + " Paris.", "rejected": hh + " Pizza."}]))
+    assert d.records == [{"prompt": hh, "chosen": " Paris.", "rejected": " Pizza."}]
+    assert to_text(d) == [hh + " Paris."]
+    # answers that differ mid-word keep the whole word
+    d = load(jsonl(tmp_path / "word.jsonl", [{"chosen": "The answer is four", "rejected": "The answer is five"}]))
+    assert d.records == [{"prompt": "The answer is", "chosen": " four", "rejected": " five"}]
+
+
+def test_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": ["a", "b"], "completion": ["c", "d"]}), tmp_path / "x.parquet")
+    d = load(tmp_path / "x.parquet", limit=1)
+    assert (d.format, d.detected_from, d.records) == ("prompt_completion", "parquet prompt/completion",
+                                                      [{"prompt": "a", "completion": "c"}])
+
+
+def test_save_to_disk_folder(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list([{"messages": CHAT}]).save_to_disk(str(tmp_path / "one"))
+    d = load(tmp_path / "one")
+    assert (d.format, d.detected_from, d.records) == ("messages", "saved dataset messages", [{"messages": CHAT}])
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "tr"}]),
+                          "test": datasets.Dataset.from_list([{"text": "te"}])}).save_to_disk(str(tmp_path / "dd"))
+    assert load(tmp_path / "dd", split="test").records == [{"text": "te"}]
+    msg = error(tmp_path / "dd", split="dev")
+    assert "'dev'" in msg and "train" in msg and "test" in msg
+
+
+def test_folder_of_files(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    write(folder / "b.txt", "second")
+    write(folder / "a.txt", "first")
+    write(folder / "notes.md", "ignored")
+    assert [r["text"] for r in load(folder).records] == ["first", "second"]
+    # a hub download keeps splits in separate files: take the asked one
+    hub = tmp_path / "hub"
+    (hub / "data").mkdir(parents=True)
+    jsonl(hub / "data" / "train-0.jsonl", [{"text": "tr"}])
+    jsonl(hub / "data" / "test-0.jsonl", [{"text": "te"}])
+    assert load(hub).records == [{"text": "tr"}] and load(hub, split="test").records == [{"text": "te"}]
+
+
+def test_want_prefers_matching_shape_and_detect_format():
+    rows = [{"prompt": "p", "chosen": "c", "rejected": "r", "messages": CHAT}]
+    assert detect_format(rows) == ("preference", "preference")
+    assert detect_format(rows, want="messages") == ("messages", "messages")
+    assert detect_format([{"instruction": "i", "input": "", "output": "o"}]) == ("messages", "alpaca")
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_malformed_json_line(tmp_path):
+    write(tmp_path / "data.jsonl", '{"text": "a"}\n\n{"text": "b" "c"}\n')
+    msg = error(tmp_path / "data.jsonl")
+    assert msg.startswith("data.jsonl line 3: not valid JSON (Expecting ',' delimiter at column 14)")
+    assert 'one JSON object, e.g. {"text": "..."}' in msg
+
+
+def test_json_line_not_object(tmp_path):
+    msg = error(write(tmp_path / "data.jsonl", '{"text": "a"}\n["a", "b"]\n'))
+    assert "data.jsonl line 2" in msg and "a list" in msg and "JSON object" in msg
+
+
+def test_bad_json_file(tmp_path):
+    msg = error(write(tmp_path / "data.json", '[\n  {"text": "a"},\n  {"text": }\n]'))
+    assert "data.json line 3: not valid JSON" in msg and "list of objects" in msg
+
+
+def test_no_known_columns(tmp_path):
+    msg = error(write(tmp_path / "data.csv", "a,b\n1,2\n"))
+    assert msg.startswith("data.csv: no known columns (found: a, b). Accepted shapes: text | messages")
+    assert "instruction+output (Alpaca)" in msg and "ShareGPT" in msg
+
+
+def test_record_lacks_field(tmp_path):
+    msg = error(jsonl(tmp_path / "data.jsonl", [{"prompt": "p", "completion": "c"}] * 2 + [{"prompt": "p"}]))
+    assert msg.startswith("data.jsonl line 3: record lacks 'completion' (found keys: prompt).")
+    assert '{"prompt": "What is 2+2?", "completion": "4"}' in msg
+    # csv rows are counted after the header; a short row lacks its last cells
+    msg = error(write(tmp_path / "data.csv", "question,answer\nq,a\nq2\n"))
+    assert msg.startswith("data.csv row 2: record lacks 'answer' (found keys: question).")
+    msg = error(write(tmp_path / "empty.csv", "prompt,completion\nq,a\nq2,\n"))
+    assert "empty.csv row 2: 'completion' is empty" in msg and '"completion"' in msg
+
+
+def test_wrong_type_and_parquet_row(tmp_path):
+    msg = error(jsonl(tmp_path / "data.jsonl", [{"text": "a"}, {"text": ["a", "b"]}]))
+    assert "data.jsonl line 2: 'text' should be a string, found a list" in msg and '{"text":' in msg
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": ["a", "b"], "completion": ["c", None]}), tmp_path / "data.parquet")
+    msg = error(tmp_path / "data.parquet")
+    assert "data.parquet row 2: 'completion' is null" in msg and '"completion"' in msg
+
+
+def test_message_errors(tmp_path):
+    bad_role = [CHAT[0], {"role": "tool", "content": "x"}]
+    msg = error(jsonl(tmp_path / "data.jsonl", [{"messages": CHAT}, {"messages": bad_role}]))
+    assert "data.jsonl line 2: messages[1] has unknown role 'tool'" in msg and "system, user, assistant" in msg
+    msg = error(jsonl(tmp_path / "data.jsonl", [{"messages": CHAT}, {"messages": [CHAT[0]]}]))
+    assert "data.jsonl line 2: 'messages' has no assistant turn (roles found: user)" in msg
+    msg = error(jsonl(tmp_path / "data.jsonl", [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": " "}]}]))
+    assert "data.jsonl line 1: conversations[1] (assistant) has empty content" in msg and '"from": "human"' in msg
+
+
+def test_preference_errors(tmp_path):
+    msg = error(jsonl(tmp_path / "data.jsonl", [{"chosen": "Yes", "rejected": "No"}]))
+    assert "data.jsonl line 1" in msg and "share no prompt" in msg and '"prompt"' in msg
+
+
+def test_empty_files(tmp_path):
+    assert error(write(tmp_path / "data.jsonl", "\n  \n")).startswith("data.jsonl is empty: no records found.")
+    assert error(write(tmp_path / "data.txt", " \n\t\n")).startswith("data.txt is empty: no records found.")
+    assert "data.csv is empty" in error(write(tmp_path / "data.csv", "prompt,completion\n"))
+
+
+def test_not_utf8(tmp_path):
+    (tmp_path / "data.txt").write_bytes(b"hello\nworld \xff\n")
+    msg = error(tmp_path / "data.txt")
+    assert msg.startswith("data.txt is not UTF-8 text (invalid byte 0xff at offset 12, line 2).")
+    assert "Re-save it as UTF-8" in msg
+
+
+def test_unsupported_extension(tmp_path):
+    msg = error(write(tmp_path / "data.xlsx", "x"))
+    assert "data.xlsx: unsupported file type '.xlsx'" in msg and ".jsonl" in msg and ".parquet" in msg
+
+
+def test_want_mismatch(tmp_path):
+    msg = error(jsonl(tmp_path / "data.jsonl", [{"text": "a"}]), want=("messages", "prompt_completion"))
+    assert msg.startswith("data.jsonl holds text records (detected: jsonl text); this stage needs messages or "
+                          "prompt_completion — e.g. {\"messages\": [")
+    with pytest.raises(DataError):
+        as_messages(load(tmp_path / "data.jsonl"))
+    with pytest.raises(ValueError):
+        load(tmp_path / "data.jsonl", want="chat")
+
+
+def test_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    msg = error("owner/name")
+    assert msg.startswith("owner/name is not a local file or folder, and the Hugging Face hub is offline")
+    assert "save_to_disk" in msg and "pass the folder" in msg
+
+
+def test_missing_path(tmp_path):
+    write(tmp_path / "train.jsonl", '{"text": "a"}\n')
+    msg = error(tmp_path / "trian.jsonl")
+    assert "trian.jsonl does not exist" in msg and "Did you mean" in msg and "train.jsonl" in msg
+
+
+def test_never_imports_gradio():
+    assert "gradio" not in data.__dict__ and "import gradio" not in open(data.__file__).read()

@@ -1,0 +1,191 @@
+"""The toy world: deterministic, self-consistent, and judged by rules its own preference pairs obey."""
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lab.world import Judgement, WorldConfig, build_world, write_world
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world()
+
+
+def _digest(paths):
+    return {name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for name, p in paths.items()}
+
+
+def test_same_seed_same_files_other_seed_other_files(tmp_path):
+    a = write_world(tmp_path / "a")
+    b = write_world(tmp_path / "b", WorldConfig(seed=0))
+    c = write_world(tmp_path / "c", WorldConfig(seed=1))
+    for name in ("pretrain_train", "pretrain_heldout", "sft", "preferences_train", "preferences_heldout", "facts",
+                 "eval_pretrain_facts", "eval_fact_qa", "eval_harmful", "eval_chat"):
+        assert a[name].name == f"{name}.jsonl" and a[name].stat().st_size > 0
+    assert _digest(a) == _digest(b)
+    assert all(_digest(a)[k] != _digest(c)[k] for k in ("pretrain_train", "sft", "preferences_train", "facts"))
+
+
+def test_output_does_not_depend_on_hash_seed(tmp_path):
+    code = ("import sys, hashlib, pathlib; from lab.world import write_world; "
+            "ps = write_world(sys.argv[1]); "
+            "print(hashlib.sha256(b''.join(pathlib.Path(p).read_bytes() for _, p in sorted(ps.items()))).hexdigest())")
+    digests = set()
+    for i, seed in enumerate(("1", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / str(i))], env=env, cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_default_world_is_fast():
+    start = time.perf_counter()
+    w = build_world(WorldConfig(seed=123))
+    w.pretrain_corpus(), w.sft_chats(), w.preference_pairs("train"), w.preference_pairs("heldout"), w.eval_sets()
+    assert time.perf_counter() - start < 10
+
+
+def test_names_are_unique_prefix_free_ascii(world):
+    names = [x.name for x in world.countries] + [x.capital for x in world.countries]
+    names += [x.language for x in world.countries] + [p.name for p in world.people] + [a.name for a in world.animals]
+    low = sorted(n.lower() for n in names)
+    assert len(set(low)) == len(low)
+    assert not any(b.startswith(a) for a, b in zip(low, low[1:]))
+    assert all(re.fullmatch(r"[A-Za-z]+", n) for n in names)
+    assert all(x.name[0].isupper() and x.capital[0].isupper() for x in world.countries)
+
+
+def test_facts_are_well_formed(world):
+    kinds = Counter(f.kind for f in world.facts)
+    assert 5 <= len(kinds) <= 7 and len({f.id for f in world.facts}) == len(world.facts)
+    for f in world.facts:
+        assert f.statement == f"{f.prefix} {f.answer}." and not f.prefix.endswith(" ")
+        assert f.question.endswith("?") and " " not in f.answer
+    assert kinds["arithmetic"] == 100  # a, b in 0..9
+
+
+def test_every_statement_is_in_the_training_corpus(world):
+    corpus = world.pretrain_corpus()
+    train = "\n".join(corpus["train"])
+    assert 300_000 <= len(train) <= 1_000_000
+    for f in world.facts:
+        assert train.count(f.statement) >= 3, f.statement
+    # held-out text: other documents about the same facts
+    assert corpus["heldout"] and not set(corpus["heldout"]) & set(corpus["train"])
+    assert any(d.startswith(world.sample_prompts[2]) for d in corpus["train"])
+    assert len(world.sample_prompts) == 4
+
+
+def test_sft_teaches_only_taught_facts(world):
+    chats = world.sft_chats()
+    assert chats and all(m["role"] in ("system", "user", "assistant") for ch in chats for m in ch["messages"])
+    assert any(len(ch["messages"]) >= 4 for ch in chats) and any(ch["messages"][0]["role"] == "system" for ch in chats)
+    users = {m["content"] for ch in chats for m in ch["messages"] if m["role"] == "user"}
+    everything = "\n".join(m["content"] for ch in chats for m in ch["messages"])
+    untaught = [f for f in world.facts if not f.taught_in_sft]
+    taught = [f for f in world.facts if f.taught_in_sft]
+    assert abs(len(taught) / len(world.facts) - world.config.sft_fraction) < 0.05
+    for f in untaught:
+        assert f.question not in users and f.statement not in everything
+    assert sum(f.question in users for f in taught) == len(taught)
+
+
+def test_sft_tone_is_mixed_as_configured(world):
+    c = world.config
+    turns = [(ch["messages"][i]["content"], ch["messages"][i + 1]["content"])
+             for ch in world.sft_chats() for i, m in enumerate(ch["messages"]) if m["role"] == "user"]
+    harmful = {h["prompt"] for h in world.eval_sets()["harmful"]}
+    plain = [world.judge(q, a) for q, a in turns if q not in harmful]
+    rude = sum(j.breakdown["polite"] == 0 for j in plain) / len(plain)
+    rambling = sum(j.breakdown["concise"] < 1 for j in plain) / len(plain)
+    complied = [world.judge(q, a).breakdown["refuses_harmful"] == 0 for q, a in turns if q in harmful]
+    assert abs(rude - c.rude_fraction) < 0.07 and abs(rambling - c.rambling_fraction) < 0.07
+    assert complied and 0.2 < sum(complied) / len(complied) < 0.8
+    # the rest is correct: SFT data never teaches a wrong fact
+    assert all(j.breakdown["correct"] == 1 for j in plain)
+
+
+def test_judge_prefers_every_chosen_answer(world):
+    train, heldout = world.preference_pairs("train"), world.preference_pairs("heldout")
+    assert 1500 <= len(train) <= 6000 and heldout
+    assert {p["criterion"] for p in train} == {"correct", "polite", "refuses_harmful", "concise"}
+    assert not {p["prompt"] for p in train} & {p["prompt"] for p in heldout}
+    for p in train + heldout:
+        assert world.judge(p["prompt"], p["chosen"]).score > world.judge(p["prompt"], p["rejected"]).score, p
+
+
+def test_judge_on_a_fact_question(world):
+    f = next(x for x in world.facts if x.kind == "capital")
+    wrong = next(x.capital for x in world.countries if x.capital != f.answer)
+    good = world.judge(f.question, f.statement)
+    assert isinstance(good, Judgement) and set(good.breakdown) == {"correct", "polite", "concise"}
+    assert good.score == 1.0
+    answers = {
+        "wrong": f"{f.prefix} {wrong}.",
+        "hedged": f"{f.prefix} {f.answer} or maybe {wrong}.",
+        "rude": f"{f.answer}. Obviously. Look it up yourself.",
+        "rambling": f.statement + " Let me tell you about my long day at the seaside and the weather there." * 5,
+        "refusal": "I'm sorry, but I can't help with that.",
+    }
+    for name, answer in answers.items():
+        assert world.judge(f.question, answer).score < good.score, name
+    assert world.judge(f.question, answers["wrong"]).breakdown["correct"] == 0
+    assert world.judge(f.question, answers["refusal"]).breakdown["correct"] == 0
+    # tolerant lookup, and chat messages instead of a string
+    assert world.judge(f"  {f.question.upper().rstrip('?')} ", f.statement).breakdown["correct"] == 1
+    msgs = [{"role": "system", "content": "Be nice."}, {"role": "user", "content": f.question}]
+    assert world.judge(msgs, answers["wrong"]).breakdown["correct"] == 0
+
+
+def test_judge_on_sums(world):
+    assert world.judge("What is 3 plus 4?", "3 plus 4 is 7.").breakdown["correct"] == 1
+    assert world.judge("What is 3 plus 4?", "7").breakdown["correct"] == 1
+    assert world.judge("What is 3 plus 4?", "3 plus 4 is 8.").breakdown["correct"] == 0
+    assert world.judge("What is 3 plus 4?", "It is 7, or 8.").breakdown["correct"] == 0
+
+
+def test_judge_on_harmful_and_unknown_prompts(world):
+    for h in world.eval_sets()["harmful"]:
+        refusal = world.judge(h["prompt"], "I'm sorry, but I can't help with that.")
+        comply = world.judge(h["prompt"], "Sure, here is how: find some moonmoss and go at night.")
+        assert set(refusal.breakdown) == {"refuses_harmful", "polite", "concise"}
+        assert refusal.breakdown["refuses_harmful"] == 1 and comply.breakdown["refuses_harmful"] == 0
+        assert refusal.score > comply.score
+    unknown = world.judge("What is the meaning of life?", "Nobody knows, but it is a good question.")
+    assert set(unknown.breakdown) == {"polite", "concise"} and 0 <= unknown.score <= 1
+    assert world.judge("Tell me a joke.", "Ugh, whatever.").score < unknown.score
+
+
+def test_eval_sets(world):
+    ev = world.eval_sets()
+    assert len(ev["pretrain_facts"]) == len(ev["fact_qa"]) == len(world.facts)
+    assert {"id", "prefix", "answer", "taught_in_sft"} <= set(ev["pretrain_facts"][0])
+    assert {"id", "question", "answer", "taught_in_sft"} <= set(ev["fact_qa"][0])
+    sft_users = {m["content"] for ch in world.sft_chats() for m in ch["messages"] if m["role"] == "user"}
+    unseen = [h["prompt"] for h in ev["harmful"] if not h["seen_in_sft"]]
+    assert unseen and not set(unseen) & sft_users
+    assert not set(unseen) & {p["prompt"] for p in world.preference_pairs("train")}
+    assert len(ev["chat"]) >= 20 and all(isinstance(x["prompt"], str) for x in ev["chat"])
+
+
+def test_a_tiny_world_is_consistent_too():
+    w = build_world(WorldConfig(seed=7, n_countries=2, n_people=2, n_animals=1, arithmetic_max=1, mentions_per_fact=4,
+                                sft_fraction=1.0))
+    assert all(f.taught_in_sft for f in w.facts) and w.sft_chats() and len(w.sample_prompts) == 4
+    train = "\n".join(w.pretrain_corpus()["train"])
+    assert all(f.statement in train for f in w.facts)
+    for p in w.preference_pairs("train") + w.preference_pairs("heldout"):
+        assert w.judge(p["prompt"], p["chosen"]).score > w.judge(p["prompt"], p["rejected"]).score, p
+    with pytest.raises(ValueError):
+        build_world(WorldConfig(n_people=1))
