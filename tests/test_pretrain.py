@@ -93,7 +93,17 @@ def test_diverging_loss_fails_the_run_with_a_message_and_saves_nothing(store):
     (["--tokenizer", "no-such-run"], "no-such-run"),
 ])
 def test_bad_input_gets_a_named_error(store, args, message):
+    runs_before = len(list(store.iterdir()))
     proc = lab("train", "pretrain", "--max-steps", "2", *args, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
-    assert "Traceback" not in proc.stderr.split("error:")[-1]
+    assert "Traceback" not in proc.stderr
+    assert len(list(store.iterdir())) == runs_before  # refused before a run folder was made
+
+
+def test_a_malformed_data_file_is_refused_with_its_line(store, tmp_path):
+    bad = tmp_path / "corpus.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": "broken\n')
+    proc = lab("train", "pretrain", "--preset", "nano", "--data", str(bad), check=False)
+    assert proc.returncode == 2
+    assert "corpus.jsonl line 2" in proc.stderr and "Traceback" not in proc.stderr

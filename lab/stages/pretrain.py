@@ -4,7 +4,6 @@
     llm-lab train pretrain --preset nano --max-steps 30        # the test-sized model
     llm-lab train pretrain --objective mlm                     # BERT-style encoder, masked LM
     llm-lab train pretrain --init-from RUN|DIR --data my.txt   # continued pretraining
-    accelerate launch -m lab train pretrain --preset base      # several GPUs, same config
 
 Documents are tokenized (each starts with the <|endoftext|> separator), concatenated and cut into
 blocks of `seq_len` tokens, so no compute is spent on padding. Every `sample_every` steps the model
@@ -15,9 +14,9 @@ on the toy world, on completing its facts ("The capital of Zorbia is" → "Velmo
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -69,8 +68,10 @@ def check(config: Config) -> None:
     for ref in (config.tokenizer, config.init_from):
         if ref:
             models.resolve(ref)
-    if world_of(config.data) is None and not Path(config.data).exists() and config.data.count("/") != 1:
-        raise FileNotFoundError(f"data '{config.data}' not found: pass 'world' (the built-in toy world), a file (txt, jsonl, json, csv, parquet) or a folder")
+    if world_of(config.data) is None:
+        from lab import data
+
+        data.load(config.data)  # a bad file is named, with its line, now rather than minutes into a job
 
 
 def load_tokenizer(config: Config, train: list[str]):
@@ -232,9 +233,12 @@ def run(config: Config, run) -> dict:
 
     final = {"train_loss": output.training_loss, "steps": trainer.state.global_step, "parameters": n_params, "train_runtime": output.metrics.get("train_runtime")}
     if eval_blocks is not None:
-        metrics = trainer.evaluate()
+        step = trainer.state.global_step
+        done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
+        metrics = done[-1] if done else trainer.evaluate()  # the schedule may have just evaluated this step
         callback.raise_if_diverged()
-        final.update({k: v for k, v in metrics.items() if k in ("eval_loss", "eval_perplexity")})
+        final["eval_loss"] = metrics["eval_loss"]
+        final["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
     world = world_of(config.data)
     if config.objective == "clm" and world is not None:
         facts = world.eval_sets()["pretrain_facts"]

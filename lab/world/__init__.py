@@ -32,10 +32,10 @@ __all__ = ["WorldConfig", "World", "Fact", "Judgement", "build_world", "write_wo
 @dataclass
 class WorldConfig:
     seed: int = 0
-    n_countries: int = 24
-    n_people: int = 24
-    n_animals: int = 12
-    arithmetic_max: int = 9            # sums a + b with a, b in 0..arithmetic_max
+    n_countries: int = 16
+    n_people: int = 16
+    n_animals: int = 8
+    arithmetic_max: int = 4            # sums a + b with a, b in 0..arithmetic_max (25 sums)
     mentions_per_fact: int = 40        # times each fact is stated in the training corpus
     heldout_fraction: float = 0.05     # of pretraining text and of preference prompts
     sft_fraction: float = 0.5          # of facts (per kind) taught in SFT chats
