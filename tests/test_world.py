@@ -72,13 +72,13 @@ def test_facts_are_well_formed(world):
     for f in world.facts:
         assert f.statement == f"{f.prefix} {f.answer}." and not f.prefix.endswith(" ")
         assert f.question.endswith("?") and " " not in f.answer
-    assert kinds["arithmetic"] == 100  # a, b in 0..9
+    assert kinds["arithmetic"] == (world.config.arithmetic_max + 1) ** 2
 
 
 def test_every_statement_is_in_the_training_corpus(world):
     corpus = world.pretrain_corpus()
     train = "\n".join(corpus["train"])
-    assert 300_000 <= len(train) <= 1_000_000
+    assert 150_000 <= len(train) <= 1_000_000
     for f in world.facts:
         assert train.count(f.statement) >= 3, f.statement
     # held-out text: other documents about the same facts
@@ -118,7 +118,7 @@ def test_sft_tone_is_mixed_as_configured(world):
 
 def test_judge_prefers_every_chosen_answer(world):
     train, heldout = world.preference_pairs("train"), world.preference_pairs("heldout")
-    assert 1500 <= len(train) <= 6000 and heldout
+    assert 1000 <= len(train) <= 6000 and heldout
     assert {p["criterion"] for p in train} == {"correct", "polite", "refuses_harmful", "concise"}
     assert not {p["prompt"] for p in train} & {p["prompt"] for p in heldout}
     for p in train + heldout:

@@ -1,10 +1,11 @@
 """The toy world: a small, seeded, fictional world that is the lab's built-in dataset.
 
 Countries with capitals and languages, people with homes and jobs, animals with colours and homes, and
-small sums: a few hundred one-word facts, stated in a pretraining corpus of template sentences and short
-stories (~0.5 M characters), asked about in SFT chats of deliberately mixed quality (some rude, some
-rambling, some complying with harmful requests), and compared in preference pairs built from gold rules.
-Half the facts are taught only by pretraining, so one can see what SFT adds and what it merely unlocks.
+small sums: about a hundred one-word facts, stated in a pretraining corpus of template sentences and
+short stories (~0.2 M characters, sized so that a 3M-parameter model learns it in minutes on 2 CPU
+cores), asked about in SFT chats of deliberately mixed quality (some rude, some rambling, some
+complying with harmful requests), and compared in preference pairs built from gold rules. Half the
+facts are taught only by pretraining, so one can see what SFT adds and what it merely unlocks.
 `World.judge` is the gold "human preference" that tells real alignment from reward hacking.
 
     from lab.world import build_world, write_world
@@ -286,6 +287,14 @@ class World:
             sents = [f.statement] * n_canon + [rng.choice(alts).format(**slots) for _ in range(n - n_canon)]
             rng.shuffle(sents)
             pools[f.id] = sents
+        # A third of the canonical statements open a document. A word at the very start of a text is
+        # tokenized without its leading space ("Troti" vs " Troti"), and that is how an eval prompt
+        # ("Troti lives in") and a user's first words reach the model: it must have seen that form.
+        n_lead = n_canon // 3
+        leads = [f.statement for f in self.facts for _ in range(n_lead)]
+        for f in self.facts:
+            for _ in range(n_lead):
+                pools[f.id].remove(f.statement)
 
         def story(kind, fmt, fact_ids, k):
             ids = [i for i in fact_ids if pools[i]]
@@ -325,6 +334,11 @@ class World:
             intro = rng.choice(T.OPENERS["sums"])
             docs.append(" ".join(([intro] if intro else []) + sums[:k]))
             sums = sums[k:]
+        rng.shuffle(leads)
+        for lead in leads:
+            k = rng.randint(0, 3)
+            docs.append(" ".join([lead] + rest[:k]))
+            rest = rest[k:]
         while rest:
             k = rng.randint(1, 4)
             docs.append(" ".join(rest[:k]))
