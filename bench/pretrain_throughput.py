@@ -1,6 +1,7 @@
 """Tokens/s of the lab's pretraining (transformers Trainer + the lab's callback, as `llm-lab train
 pretrain` runs it) against a bare PyTorch loop on the same model, batch, sequence length, dtype and
-threads, measured in one process, one after the other, alternating, best of `--rounds`.
+threads, measured in one process, one after the other, alternating; best of `--rounds`, and the
+ratio of medians beside it.
 
     python bench/pretrain_throughput.py --preset tiny --steps 60
 
@@ -88,6 +89,7 @@ def main():
         lab.append(lab_run(args.preset, args.batch_size, args.seq_len, args.steps, args.warmup, 3e-3, args.threads))
 
     b, l = max(bare), max(lab)
+    median = lambda xs: sorted(xs)[len(xs) // 2]
     print()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, fp32")
     print(f"model: {args.preset} ({n_params:,} parameters), batch {args.batch_size} x {args.seq_len} tokens, {args.steps} timed steps after {args.warmup}, best of {args.rounds}")
@@ -95,7 +97,8 @@ def main():
     print(f"|---|---:|---:|")
     print(f"| bare PyTorch | {b:,.0f} | 1.00 |")
     print(f"| lab (Trainer + callback) | {l:,.0f} | {l / b:.3f} |")
-    print(f"all rounds: bare {[round(x) for x in bare]}, lab {[round(x) for x in lab]}")
+    print(f"all rounds: bare {[round(x) for x in bare]}, lab {[round(x) for x in lab]}; "
+          f"ratio of medians {median(lab) / median(bare):.3f}")
 
 
 if __name__ == "__main__":

@@ -123,11 +123,12 @@ def cmd_world(args) -> int:
     from lab.world import WorldConfig, write_world
 
     t0 = time.time()
-    paths = write_world(args.out, WorldConfig(seed=args.seed))
-    for name, path in paths.items():
-        n = sum(1 for _ in open(path, encoding="utf-8"))
-        print(f"{path}  ({n} records)")
-    print(f"toy world (seed {args.seed}) written in {time.time() - t0:.1f}s", file=sys.stderr)
+    config = configs.from_args(WorldConfig, args)
+    paths = write_world(args.out, config)
+    for path in paths.values():
+        n = sum(1 for _ in open(path, encoding="utf-8")) if path.suffix == ".jsonl" else None
+        print(f"{path}  ({n} records)" if n is not None else str(path))
+    print(f"toy world (seed {config.seed}) written in {time.time() - t0:.1f}s", file=sys.stderr)
     return 0
 
 
@@ -150,9 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-lab", description="LLM Lifecycle Lab: tokenizer → pretraining → SFT → alignment.", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command")
 
+    from lab.world import WorldConfig
+
     p = sub.add_parser("world", help="write the toy world's datasets as jsonl")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    configs.add_arguments(p, WorldConfig)  # the size knobs: --seed, --n-countries, --mentions-per-fact, ...
 
     p = sub.add_parser("train", help="run a stage")
     stage_parsers = p.add_subparsers(dest="stage", required=True)

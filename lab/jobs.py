@@ -74,8 +74,10 @@ def slot(run: Run, poll: float = 0.25):
         held.close()
 
 
-# Errors a user causes (bad data, a missing run, a diverging learning rate) carry their own advice.
-USER_ERRORS = (ValueError, FileNotFoundError, LookupError, telemetry.Diverged)
+def is_user_error(e: Exception) -> bool:
+    """Errors a user causes (bad data, a missing run, a diverging learning rate) carry their own advice.
+    KeyError and IndexError are LookupErrors too, but always ours."""
+    return isinstance(e, (ValueError, FileNotFoundError, LookupError, telemetry.Diverged)) and not isinstance(e, (KeyError, IndexError))
 
 
 def _versions() -> dict:
@@ -112,14 +114,14 @@ def execute(run: Run) -> str:
     except telemetry.StopRequested:
         status = "stopped"
         run.update(status=status, ended=time.time(), error="stopped before it started")
-    except USER_ERRORS as e:  # the user's to fix: the message says how; a traceback would only hide it
+    except Exception as e:
         status = "failed"
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        run.update(status=status, ended=time.time(), error=str(e))
-    except Exception as e:  # a bug of ours: keep the traceback in the log
-        traceback.print_exc()
-        status = "failed"
-        run.update(status=status, ended=time.time(), error=f"{type(e).__name__}: {e} (see log.txt)")
+        if is_user_error(e):  # the user's to fix: the message says how; a traceback would only hide it
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            run.update(status=status, ended=time.time(), error=str(e))
+        else:  # a bug of ours: keep the traceback in the log
+            traceback.print_exc()
+            run.update(status=status, ended=time.time(), error=f"{type(e).__name__}: {e} (see log.txt)")
     print(f"[lab] run {run.id}: {status}", flush=True)
     return status
 

@@ -144,9 +144,9 @@ def pick_device(preference: str = "auto") -> str:
             return "mps"
         return "cpu"
     if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu (or auto)")
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu (or auto)")
     if preference == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError("device 'mps' was asked for but Apple's MPS is not available: use --device cpu (or auto)")
+        raise ValueError("device 'mps' was asked for but Apple's MPS is not available: use --device cpu (or auto)")
     return preference
 
 

@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -65,9 +66,13 @@ def check(config: Config) -> None:
     """Cheap checks of what the user named, before a run is created for it."""
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ValueError("nothing to train: set --max-steps or --epochs above 0")
-    for ref in (config.tokenizer, config.init_from):
-        if ref:
-            models.resolve(ref)
+    models.pick_device(config.device)
+    if config.tokenizer:
+        models.resolve(config.tokenizer)
+    if config.init_from:
+        path, _ = models.resolve(config.init_from)
+        if Path(path).is_dir() and not (Path(path) / "config.json").exists():
+            raise ValueError(f"--init-from {config.init_from}: {path} holds no model (no config.json); a tokenizer run goes in --tokenizer")
     if world_of(config.data) is None:
         from lab import data
 
@@ -185,7 +190,13 @@ def run(config: Config, run) -> dict:
         model = models.build_from_scratch(config.preset, config.objective, tokenizer, config.seq_len)
     n_params = models.count_parameters(model)
     train_blocks = pack(tokenizer, train_texts, config.seq_len)
-    eval_blocks = pack(tokenizer, heldout_texts, config.seq_len)[:64] if heldout_texts else None
+    if len(train_blocks) < config.batch_size:
+        raise ValueError(f"the data makes {len(train_blocks)} sequences of {config.seq_len} tokens, fewer than one batch of {config.batch_size}: add text, or lower --batch-size or --seq-len")
+    eval_blocks = None
+    if heldout_texts:  # whole batches only (the loaders drop a ragged last batch), at most two of them
+        eval_blocks = pack(tokenizer, heldout_texts, config.seq_len)
+        eval_batch = min(config.batch_size, len(eval_blocks))
+        eval_blocks = eval_blocks[: min(2 * eval_batch, len(eval_blocks) // eval_batch * eval_batch)]
     print(f"{n_params:,} parameters on {device}; {train_blocks.numel():,} training tokens in {len(train_blocks)} sequences", flush=True)
     run.log_metrics({"step": 0, "parameters": n_params, "train_tokens": train_blocks.numel()})
 
@@ -196,7 +207,7 @@ def run(config: Config, run) -> dict:
         max_steps=config.max_steps if config.max_steps > 0 else -1,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_eval_batch_size=eval_batch if eval_blocks is not None else config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
@@ -217,6 +228,7 @@ def run(config: Config, run) -> dict:
         bf16=models.use_bf16(device),
         include_num_input_tokens_seen="all",
         dataloader_pin_memory=device.startswith("cuda"),
+        dataloader_drop_last=True,  # every step a full batch: steady throughput and loss scale
     )
     callback = telemetry.LabCallback(run, sample=sampler(config, tokenizer, heldout_texts), sample_every=config.sample_every, max_minutes=config.max_minutes)
     trainer = Trainer(
