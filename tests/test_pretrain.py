@@ -107,3 +107,14 @@ def test_a_malformed_data_file_is_refused_with_its_line(store, tmp_path):
     proc = lab("train", "pretrain", "--preset", "nano", "--data", str(bad), check=False)
     assert proc.returncode == 2
     assert "corpus.jsonl line 2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_small_user_file_trains_or_says_what_to_lower(store, tmp_path):
+    small = tmp_path / "notes.txt"
+    small.write_text("\n".join(f"Note {i}: the mill by the river grinds {i} sacks of grain." for i in range(40)))
+    proc = lab("train", "pretrain", "--preset", "nano", "--data", str(small), "--tokenizer", "", "--vocab-size", "300", check=False)
+    assert proc.returncode == 1 and "fewer than one batch" in proc.stderr and "--batch-size" in proc.stderr
+    proc = lab("train", "pretrain", "--preset", "nano", "--data", str(small), "--vocab-size", "300", "--batch-size", "4", "--seq-len", "32", "--max-steps", "4", "--sample-every", "2")
+    info = json.loads((store / last_line(proc) / "run.json").read_text())
+    assert info["status"] == "completed"
+    assert read_jsonl(store / info["id"] / "samples.jsonl")[0]["prompt"].startswith("Note")

@@ -107,8 +107,6 @@ def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
         for row in tokenizer(texts[i : i + 1000], add_special_tokens=True)["input_ids"]:
             ids.extend(row)
     n = len(ids) // seq_len
-    if n == 0:
-        raise ValueError(f"the data holds {len(ids)} tokens, fewer than one sequence of {seq_len}: add text or lower --seq-len")
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
@@ -192,11 +190,13 @@ def run(config: Config, run) -> dict:
     train_blocks = pack(tokenizer, train_texts, config.seq_len)
     if len(train_blocks) < config.batch_size:
         raise ValueError(f"the data makes {len(train_blocks)} sequences of {config.seq_len} tokens, fewer than one batch of {config.batch_size}: add text, or lower --batch-size or --seq-len")
-    eval_blocks = None
-    if heldout_texts:  # whole batches only (the loaders drop a ragged last batch), at most two of them
-        eval_blocks = pack(tokenizer, heldout_texts, config.seq_len)
+    eval_blocks = pack(tokenizer, heldout_texts, config.seq_len) if heldout_texts else None
+    if eval_blocks is not None and len(eval_blocks):  # whole batches only (loaders drop a ragged one), two at most
         eval_batch = min(config.batch_size, len(eval_blocks))
         eval_blocks = eval_blocks[: min(2 * eval_batch, len(eval_blocks) // eval_batch * eval_batch)]
+    else:
+        eval_blocks = None
+        print("held-out text is shorter than one sequence: no held-out loss for this run", flush=True)
     print(f"{n_params:,} parameters on {device}; {train_blocks.numel():,} training tokens in {len(train_blocks)} sequences", flush=True)
     run.log_metrics({"step": 0, "parameters": n_params, "train_tokens": train_blocks.numel()})
 
