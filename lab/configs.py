@@ -107,18 +107,3 @@ def cli_command(stage: str, config) -> str:
             parts += [flag(f.name), str(value)]
     return shlex.join(parts)
 
-
-def describe(cls) -> list[dict]:
-    """Fields for a form: name, type, default, help, choices, advanced."""
-    types = _types(cls)
-    return [
-        {
-            "name": f.name,
-            "type": types[f.name].__name__,
-            "default": f.default,
-            "help": f.metadata.get("help", ""),
-            "choices": f.metadata.get("choices"),
-            "advanced": f.metadata.get("advanced", False),
-        }
-        for f in dataclasses.fields(cls)
-    ]

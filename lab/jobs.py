@@ -21,7 +21,6 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from pathlib import Path
 
 from lab import configs, runs, telemetry
 from lab.runs import Run
@@ -136,7 +135,12 @@ def create(stage: str, config, name: str | None = None) -> Run:
     parent = module.parent_of(config) if hasattr(module, "parent_of") else None
     run = Run.create(stage, config, name=name or getattr(config, "name", None) or None, parent=parent)
     (run.path / "config.json").write_text(json.dumps(configs.to_dict(config), indent=2) + "\n")
+    run.update(command=configs.cli_command(stage, config))
     return run
+
+
+# Jobs this process started: polling their handles reaps them, so a finished job never lingers as a zombie.
+_children: dict[str, subprocess.Popen] = {}
 
 
 def submit(stage: str, config, name: str | None = None) -> Run:
@@ -153,11 +157,8 @@ def submit(stage: str, config, name: str | None = None) -> Run:
     )
     log.close()
     run.update(pid=proc.pid)
-    _children[run.id] = proc  # keep the handle so the child is reaped and never lingers as a zombie
+    _children[run.id] = proc
     return run
-
-
-_children: dict[str, subprocess.Popen] = {}
 
 
 def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:
@@ -209,6 +210,3 @@ def wait(run: Run, timeout: float | None = None, poll: float = 0.2) -> str:
             raise TimeoutError(f"run {run.id} still {status} after {timeout}s")
         time.sleep(poll)
 
-
-def log_path(run: Run) -> Path:
-    return run.path / "log.txt"

@@ -235,9 +235,6 @@ class Run:
         so that a page polling every second reads only what is new."""
         return read_jsonl_from(self.path / "metrics.jsonl", start)
 
-    def samples(self) -> list[dict]:
-        return read_jsonl_from(self.path / "samples.jsonl", 0)[0]
-
     def last_metrics(self) -> dict:
         """The latest value of every key logged so far."""
         last: dict = {}
@@ -278,13 +275,3 @@ def list_runs() -> list[Run]:
     runs = [Run(p.parent) for p in root().glob("*/run.json")]
     return sorted(runs, key=lambda r: r.id)
 
-
-def lineage(run: Run) -> list[Run]:
-    """The chain from the root ancestor down to `run`."""
-    chain = [run]
-    while chain[0].parent:
-        try:
-            chain.insert(0, Run.open(chain[0].parent))
-        except LookupError:
-            break
-    return chain

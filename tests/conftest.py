@@ -13,11 +13,17 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory) -> Path:
+def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("checkpoints")
     os.environ["LAB_CHECKPOINTS"] = str(path)
     os.environ["HF_HUB_OFFLINE"] = "1"
-    return path
+    yield path
+    # A test that failed half-way may leave a long job behind: it must not outlive the session.
+    from lab import jobs, runs
+
+    for run in runs.list_runs():
+        if run.status in runs.ACTIVE:
+            jobs.stop(run, grace=5, wait=True)
 
 
 def lab(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -24,6 +24,7 @@ def test_config_file_with_flags_on_top(store, tmp_path):
     assert info["status"] == "completed"
     assert info["config"]["preset"] == "nano" and info["config"]["max_steps"] == 2  # the flag wins
     assert info["name"] == "from a file" and "from-a-file" in info["id"]
+    assert info["command"] == "llm-lab train pretrain --preset nano --max-steps 2 --eval-every 0 --sample-every 0 --name 'from a file'"
     # the run's own run.json reproduces it
     again = json.loads((store / last_line(lab("train", "pretrain", "--config", str(store / info["id"] / "run.json"))) / "run.json").read_text())
     assert again["config"] == info["config"]
