@@ -134,14 +134,15 @@ def cmd_world(args) -> int:
 
 def cmd_presets(args) -> int:
     from lab.models import PRESETS, build_from_scratch, count_parameters
-    from lab.tokenizers import wrap
+    from lab.tokenizers import SPECIAL_TOKENS, UNK, wrap
 
     from tokenizers import Tokenizer, models as tk_models
 
     print(f"{'preset':<8} {'vocab':>6} {'clm params':>12} {'mlm params':>12}  about")
     for name, p in PRESETS.items():
         # A stand-in tokenizer of the preset's vocabulary size: parameter counts depend only on its size.
-        tok = wrap(Tokenizer(tk_models.WordLevel({f"t{i}": i for i in range(p.vocab)}, unk_token="t0")))
+        words = SPECIAL_TOKENS + [f"t{i}" for i in range(p.vocab - len(SPECIAL_TOKENS))]
+        tok = wrap(Tokenizer(tk_models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=UNK)))
         counts = [count_parameters(build_from_scratch(name, obj, tok, 128)) for obj in ("clm", "mlm")]
         print(f"{name:<8} {len(tok):>6} {counts[0]:>12,} {counts[1]:>12,}  {p.about}")
     return 0

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = t
-            kwargs["metavar"] = f.name.upper()
+            if not f.metadata.get("choices"):  # with choices, argparse shows {a,b,c} instead
+                kwargs["metavar"] = f.name.upper()
         parser.add_argument(flag(f.name), dest=f.name, **kwargs)
 
 
