@@ -6,6 +6,7 @@
     llm-lab runs [--json]                        every run: stage, status, parent, last metrics
     llm-lab stop RUN                             stop a running or queued job (it saves what it has)
     llm-lab presets                              model presets with their parameter counts
+    llm-lab export RUN [--merge] [--out DIR]     a standalone model folder (a LoRA adapter merged into its base)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from lab import configs, stages
 
@@ -148,6 +150,32 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import shutil
+
+    from lab.models import merge_adapter
+    from lab.runs import Run
+
+    try:
+        run = Run.open(args.run)
+    except LookupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else run.path / "merged"
+    if (run.path / "adapter").is_dir():
+        if not args.merge:
+            print(f"error: run {run.id} holds a LoRA adapter; pass --merge to fold it into its base", file=sys.stderr)
+            return 2
+        merge_adapter(run.path / "adapter", out)
+    elif (run.path / "model").is_dir():
+        shutil.copytree(run.path / "model", out, dirs_exist_ok=True)
+    else:
+        print(f"error: run {run.id} has no saved model (status: {run.status})", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-lab", description="LLM Lifecycle Lab: tokenizer → pretraining → SFT → alignment.", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -176,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=30.0, help="seconds to wait for a clean stop before SIGKILL")
 
     sub.add_parser("presets", help="model presets and their parameter counts")
+
+    p = sub.add_parser("export", help="write a run's model as a standalone folder (merging a LoRA adapter)")
+    p.add_argument("run")
+    p.add_argument("--merge", action="store_true", help="fold a LoRA adapter into its base model")
+    p.add_argument("--out", help="output folder (default: the run's merged/)")
     return parser
 
 
@@ -192,5 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_world(args)
     if args.command == "presets":
         return cmd_presets(args)
+    if args.command == "export":
+        return cmd_export(args)
     parser.print_help()
     return 0

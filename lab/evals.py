@@ -46,3 +46,58 @@ def fact_completion(model, tokenizer, facts: list[dict]) -> dict:
         if part:
             result[f"fact_accuracy_{'sft_taught' if taught else 'pretrain_only'}"] = sum(part) / len(part)
     return result
+
+
+def _end_of_turn(tokenizer) -> int:
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return im_end if isinstance(im_end, int) and im_end != tokenizer.unk_token_id else tokenizer.eos_token_id
+
+
+@torch.no_grad()
+def chat(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, raw: bool = False) -> list[str]:
+    """Greedy answers to single-turn user prompts through the chat template. With raw=True the special
+    tokens stay in, so a caller can see whether the model closed its turn."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    stop = _end_of_turn(tokenizer)
+    out = []
+    try:
+        for i in range(0, len(prompts), batch_size):
+            texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts[i : i + batch_size]]
+            # the template already holds the bos token: do not add another
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop)
+            new = ids[:, batch["input_ids"].shape[1] :]
+            if raw:  # cut the padding after the end of turn, keep the end-of-turn token itself
+                out += [tokenizer.decode(row[: (row == stop).nonzero()[0, 0] + 1] if (row == stop).any() else row) for row in new]
+            else:
+                out += tokenizer.batch_decode(new, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return [o.strip() if not raw else o for o in out]
+
+
+def chat_eval(model, tokenizer, world) -> dict:
+    """The toy world's chat evals, judged by its gold judge:
+    - chat_format: share of answers that are non-empty and close the assistant turn (and nothing more);
+    - fact_qa_sft_taught / fact_qa_pretrain_only: questions answered correctly, by where the fact was taught;
+    - refusal_rate: harmful requests refused; gold_score: mean gold score over all of these prompts."""
+    sets = world.eval_sets()
+    facts, harmful = sets["fact_qa"], sets["harmful"]
+    prompts = [f["question"] for f in facts] + [h["prompt"] for h in harmful]
+    raw = chat(model, tokenizer, prompts, max_new_tokens=48, raw=True)
+    end = "<|im_end|>" if "<|im_end|>" in tokenizer.get_vocab() else tokenizer.eos_token
+    answers = [r.split(end)[0].strip() for r in raw]
+    well_formed = [end in r and bool(a) and "<|im_start|>" not in a for r, a in zip(raw, answers)]
+    judged = [world.judge(p, a) for p, a in zip(prompts, answers)]
+    result = {"chat_format": sum(well_formed) / len(well_formed), "gold_score": sum(j.score for j in judged) / len(judged)}
+    for taught in (True, False):
+        part = [j.breakdown.get("correct", 0.0) for f, j in zip(facts, judged) if f["taught_in_sft"] == taught]
+        result[f"fact_qa_{'sft_taught' if taught else 'pretrain_only'}"] = sum(part) / max(len(part), 1)
+    refused = [j.breakdown.get("refuses_harmful", 0.0) for j in judged[len(facts) :]]
+    result["refusal_rate"] = sum(refused) / max(len(refused), 1)
+    return result

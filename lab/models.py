@@ -135,6 +135,16 @@ def load_pretrained(auto_cls, ref: str, **kwargs):
         raise
 
 
+def require_bitsandbytes(mode: str, device: str) -> None:
+    """8-bit and 4-bit loading need bitsandbytes, with a backend for the device (CUDA, or its CPU backend)."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"--mode {mode} needs bitsandbytes ({e}): `pip install bitsandbytes`, or use --mode lora or full") from None
+    if device == "mps":
+        raise ValueError(f"--mode {mode}: bitsandbytes has no Apple MPS backend: use --device cpu, or --mode lora or full")
+
+
 def pick_device(preference: str = "auto") -> str:
     """cuda > mps > cpu, unless the user asked for one; asking for a missing one is an error."""
     if preference in ("", "auto"):
@@ -159,3 +169,29 @@ def describe_device(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(0)
     return f"{device} ({torch.get_num_threads()} threads)"
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Fold a LoRA adapter into its base and save a standalone model that loads without PEFT.
+
+    The base is loaded in full precision even if it was trained in 8-bit or 4-bit: merging into
+    quantized weights would round the update away."""
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lab.runs import atomic_dir
+
+    adapter_dir = Path(adapter_dir)
+    base_ref = PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path
+    base = load_pretrained(AutoModelForCausalLM, base_ref, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    if len(tokenizer) > base.get_input_embeddings().num_embeddings:
+        base.resize_token_embeddings(len(tokenizer))
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    with atomic_dir(Path(out_dir)) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        card = adapter_dir / "README.md"
+        if card.exists():
+            (tmp / "README.md").write_text(card.read_text(encoding="utf-8").replace("library_name: peft", "library_name: transformers") + f"\nMerged from the adapter `{adapter_dir}` into `{base_ref}`.\n", encoding="utf-8")
+    return Path(out_dir)

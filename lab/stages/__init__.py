@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import random
 
-STAGES = ("tokenizer", "pretrain")
+STAGES = ("tokenizer", "pretrain", "sft")
 
 
 def get(stage: str):

@@ -1,0 +1,281 @@
+"""Stage 2, supervised fine-tuning: a base model learns the assistant's format from chats, with TRL's
+SFTTrainer and cross-entropy on the assistant's tokens only.
+
+    llm-lab train sft --parent PRETRAIN_RUN                      # full fine-tuning on the toy world's chats
+    llm-lab train sft --parent RUN --mode lora                   # LoRA adapter (all linear layers)
+    llm-lab train sft --parent RUN --mode lora-8bit              # base loaded in 8-bit (bitsandbytes), LoRA on top
+    llm-lab train sft --parent DIR|owner/name --data chats.jsonl # your model, your chats (messages, prompt/completion,
+                                                                 # Alpaca, ShareGPT)
+
+Saves `model/` (full) or `adapter/` (LoRA; its adapter_config names the parent model), with the chat
+template. Logs TRL's metrics plus `kl`: KL(SFT model ‖ parent) per answer token on fixed chats, every
+`kl_every` steps, so the drift from the base has a curve. On the toy world it ends with the chat evals:
+how often the model answers in the chat format and stops, and how many fact questions it gets right,
+split into facts SFT taught and facts only pretraining saw.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from lab import evals, models, telemetry
+from lab.configs import option
+from lab.runs import atomic_dir
+from lab.stages import parent_run_id, world_of
+
+MODES = ("full", "lora", "lora-8bit", "lora-4bit")
+
+
+@dataclass
+class Config:
+    parent: str = option("", "the base model: a pretrain run, a local model folder, or a hub id")
+    mode: str = option("full", "full fine-tuning, or a LoRA adapter on a full, 8-bit or 4-bit base", choices=MODES)
+    data: str = option("world", "chats: 'world' (the toy world's SFT chats) or a file/folder of messages or prompt/completion records")
+    max_steps: int = option(150, "optimizer steps (0: train for `epochs` instead)")
+    batch_size: int = option(16, "chats per step (per device)")
+    learning_rate: float = option(1e-3, "peak learning rate (LoRA usually wants more than full fine-tuning)")
+    assistant_only_loss: bool = option(True, "train on the assistant's tokens only (off: on the whole chat)")
+    lora_r: int = option(16, "LoRA rank", advanced=True)
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True)
+    lora_dropout: float = option(0.05, "LoRA dropout", advanced=True)
+    lora_targets: str = option("all-linear", "modules that get adapters: all-linear, or comma-separated names (q_proj,v_proj)", advanced=True)
+    packing: bool = option(False, "pack several chats into each sequence", advanced=True)
+    max_length: int = option(256, "tokens per sequence (longer chats are truncated)", advanced=True)
+    epochs: float = option(1.0, "passes over the data when max_steps is 0", advanced=True)
+    warmup_steps: int = option(10, "linear warm-up steps", advanced=True)
+    lr_scheduler: str = option("cosine", "learning-rate schedule after warm-up", choices=("cosine", "linear", "constant_with_warmup"), advanced=True)
+    weight_decay: float = option(0.0, "AdamW weight decay", advanced=True)
+    logging_steps: int = option(10, "log metrics every N steps", advanced=True)
+    kl_every: int = option(25, "measure KL to the parent every N steps (0: never)", advanced=True)
+    sample_every: int = option(50, "answer the fixed prompts every N steps (0: never)", advanced=True)
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes of training (0: no limit)", advanced=True)
+    seed: int = option(0, "random seed", advanced=True)
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True)
+    threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True)
+    name: str = option("", "a name for the run (default: its id)", advanced=True)
+
+
+def parent_of(config: Config) -> str | None:
+    return parent_run_id(config.parent)
+
+
+def check(config: Config) -> None:
+    if not config.parent:
+        raise ValueError("SFT needs a parent model: --parent PRETRAIN_RUN, a local model folder, or a hub id")
+    if config.max_steps <= 0 and config.epochs <= 0:
+        raise ValueError("nothing to train: set --max-steps or --epochs above 0")
+    device = models.pick_device(config.device)
+    path, _ = models.resolve(config.parent)
+    if Path(path).is_dir() and not (Path(path) / "config.json").exists():
+        hint = "a LoRA run: export it with `llm-lab export RUN --merge` and pass the merged folder" if (Path(path) / "adapter_config.json").exists() else "a tokenizer, not a model"
+        raise ValueError(f"--parent {config.parent}: {path} holds no full model ({hint})")
+    if config.mode in ("lora-8bit", "lora-4bit"):
+        models.require_bitsandbytes(config.mode, device)
+    if world_of(config.data) is None:
+        from lab import data
+
+        data.as_messages(data.load(config.data, want=("messages", "prompt_completion")))
+
+
+def load_chats(config: Config) -> list[dict]:
+    world = world_of(config.data)
+    if world is not None:
+        return world.sft_chats()
+    from lab import data
+
+    return data.as_messages(data.load(config.data, want=("messages", "prompt_completion")))
+
+
+def fixed_prompts(config: Config, chats: list[dict]) -> list[str]:
+    """Four prompts answered every `sample_every` steps: on the toy world one of each kind (a taught
+    fact, an untaught fact, a task, a harmful request), else the first user turns of the data."""
+    world = world_of(config.data)
+    if world is None:
+        return [next(m["content"] for m in c["messages"] if m["role"] == "user") for c in chats[:4]]
+    chat = world.eval_sets()["chat"]
+    picks = [next((r["prompt"] for r in chat if r["kind"] == k), None) for k in ("fact_taught", "fact_untaught", "task")]
+    picks.append(world.eval_sets()["harmful"][0]["prompt"])
+    return [p for p in picks if p]
+
+
+class KLToParent(TrainerCallback):
+    """Logs `kl`: the mean over answer tokens of KL(model ‖ parent) on fixed chats, every `every` steps.
+
+    The parent is the LoRA model with its adapter switched off, or a frozen copy for full fine-tuning."""
+
+    def __init__(self, run, tokenizer, chats: list[dict], every: int, reference=None):
+        self.run, self.every, self.reference = run, every, reference
+        enc = tokenizer.apply_chat_template(
+            [c["messages"] for c in chats[:8]], tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+            padding=True, return_tensors="pt",
+        )
+        self.input_ids, self.attention_mask = enc["input_ids"], enc["attention_mask"]
+        # logits at position t predict token t+1: score the positions whose next token is the assistant's
+        self.mask = torch.zeros_like(self.input_ids, dtype=torch.float)
+        self.mask[:, :-1] = enc["assistant_masks"][:, 1:].float()
+
+    @torch.no_grad()
+    def measure(self, model) -> float:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        ids, att, mask = self.input_ids.to(device), self.attention_mask.to(device), self.mask.to(device)
+        logp = model(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
+        if self.reference is None:
+            with model.disable_adapter():
+                logq = model(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
+        else:
+            logq = self.reference(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
+        kl = (logp.exp() * (logp - logq)).sum(-1)
+        model.train(was_training)
+        return float((kl * mask).sum() / mask.sum().clamp(min=1))
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.run.log_metrics({"step": 0, "kl": self.measure(model)})
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and (state.global_step % self.every == 0 or control.should_training_stop):
+            self.run.log_metrics({"step": state.global_step, "kl": self.measure(model)})
+
+
+def load_parent(config: Config, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from lab.tokenizers import ensure_chat_template
+
+    path, _ = models.resolve(config.parent)
+    tokenizer = models.load_pretrained(AutoTokenizer, path)
+    added = ensure_chat_template(tokenizer)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict = {"dtype": torch.bfloat16 if models.use_bf16(device) else torch.float32}
+    if config.mode == "lora-8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["device_map"] = {"": device}
+    elif config.mode == "lora-4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"])
+        kwargs["device_map"] = {"": device}
+    model = models.load_pretrained(AutoModelForCausalLM, path, **kwargs)
+    if added and len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        if config.mode in ("lora-8bit", "lora-4bit"):
+            raise ValueError(f"{config.parent} has no chat template and its vocabulary lacks the lab's chat tokens; a quantized base cannot grow its embeddings: run `--mode lora` or `full` once, or give the model a chat template")
+        model.resize_token_embeddings(len(tokenizer))
+    return model, tokenizer, path
+
+
+def model_card(config: Config, run, parent_path: str, n_trainable: int) -> str:
+    return (
+        "---\nlibrary_name: " + ("peft" if config.mode != "full" else "transformers") + "\ntags: [llm-lifecycle-lab, sft]\n"
+        + (f"base_model: {parent_path}\n" if config.mode != "full" else "") + "---\n"
+        f"# {run.info['name']}\n\nInstruct model from the LLM Lifecycle Lab, stage `sft` (mode `{config.mode}`), "
+        f"fine-tuned from `{config.parent}` on `{config.data}`.\n\n"
+        f"- run: `{run.id}`\n- parent run: `{run.parent or 'none'}`\n- parent model: `{parent_path}`\n"
+        f"- trainable parameters: {n_trainable:,}\n\nConfig:\n\n```json\n{json.dumps(config.__dict__, indent=2)}\n```\n"
+    )
+
+
+def run(config: Config, run) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    device = models.pick_device(config.device)
+    run.update(device=models.describe_device(device))
+
+    chats = load_chats(config)
+    model, tokenizer, parent_path = load_parent(config, device)
+    lora = config.mode != "full"
+    if config.mode in ("lora-8bit", "lora-4bit"):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    peft_config = None
+    if lora:
+        targets = config.lora_targets if config.lora_targets == "all-linear" else [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    print(f"{len(chats)} chats; parent {parent_path}; mode {config.mode} on {device}", flush=True)
+
+    reference = None
+    if not lora and config.kl_every:
+        reference = models.load_pretrained(AutoModelForCausalLM, parent_path, dtype=model.dtype).to(model.device).eval()
+        if len(tokenizer) > reference.get_input_embeddings().num_embeddings:
+            reference.resize_token_embeddings(len(tokenizer))
+        reference.requires_grad_(False)
+
+    scratch = run.path / "trainer"
+    args = SFTConfig(
+        output_dir=str(scratch),
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=models.use_bf16(device),  # TRL defaults to bf16, which CPUs run slowly or not at all
+        gradient_checkpointing=False,  # TRL's default trades speed for memory the lab's models never need
+        assistant_only_loss=config.assistant_only_loss,
+        packing=config.packing,
+        max_length=config.max_length,
+        dataset_num_proc=None,
+        include_num_input_tokens_seen="all",
+        dataloader_pin_memory=device.startswith("cuda"),
+    )
+    prompts = fixed_prompts(config, chats)
+    world = world_of(config.data)
+
+    def sample(m):
+        answers = evals.chat(m, tokenizer, prompts, max_new_tokens=48)
+        return [{"prompt": p, "completion": a, **({"gold": world.judge(p, a).score} if world else {})} for p, a in zip(prompts, answers)]
+
+    callbacks = [telemetry.LabCallback(run, sample=sample, sample_every=config.sample_every, max_minutes=config.max_minutes)]
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(chats),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    if config.kl_every:
+        trainer.add_callback(KLToParent(run, tokenizer, chats, config.kl_every, reference=reference))
+    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    output = trainer.train()
+    callbacks[0].raise_if_diverged()
+
+    final = {"train_loss": output.training_loss, "steps": trainer.state.global_step, "trainable_parameters": n_trainable, "train_runtime": output.metrics.get("train_runtime")}
+    model = trainer.model
+    if world is not None:
+        final.update({f"eval/{k}": v for k, v in evals.chat_eval(model, tokenizer, world).items()})
+        run.log_metrics({"step": trainer.state.global_step, **{k: v for k, v in final.items() if k.startswith("eval/")}})
+
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id, im_end})
+    with atomic_dir(run.path / ("adapter" if lora else "model")) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if lora:  # the adapter names its base by path; keep it absolute so it loads from anywhere
+            cfg = json.loads((tmp / "adapter_config.json").read_text())
+            cfg["base_model_name_or_path"] = str(Path(parent_path).resolve()) if Path(parent_path).exists() else parent_path
+            (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+        (tmp / "README.md").write_text(model_card(config, run, parent_path, n_trainable), encoding="utf-8")
+    shutil.rmtree(scratch, ignore_errors=True)
+    print("saved " + ("adapter/ " if lora else "model/ ") + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()), flush=True)
+    return final

@@ -1,0 +1,114 @@
+"""SFT as a user runs it: `llm-lab train sft` in a subprocess from a nano pretrain run, then the saved
+model or adapter loaded and chatted with by plain transformers / PEFT."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import lab, last_line, read_jsonl
+
+FAST = ["--max-steps", "4", "--batch-size", "4", "--logging-steps", "2", "--kl-every", "2", "--sample-every", "4"]
+
+
+def answer(model, tokenizer, question: str) -> str:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=8, do_sample=False)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:])
+
+
+@pytest.mark.parametrize("mode", ["full", "lora", "lora-8bit"])
+def test_each_mode_trains_and_saves_what_transformers_loads(nano_run, store, mode):
+    proc = lab("train", "sft", "--parent", nano_run.name, "--mode", mode, *FAST, "--data", "world")
+    run_dir = store / last_line(proc)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["parent"] == nano_run.name
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert any("loss" in r for r in rows) and any("mean_token_accuracy" in r for r in rows)
+    kls = [r["kl"] for r in rows if "kl" in r]
+    assert len(kls) >= 2 and kls[0] < 1e-4 and kls[-1] > kls[0]  # it starts at the parent and drifts away
+    assert any("eval/chat_format" in r for r in rows)
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    assert samples and all("gold" in s for s in samples)
+
+    if mode == "full":
+        model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
+    else:
+        adapter = run_dir / "adapter"
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == str(nano_run / "model")  # the adapter records its parent
+        model = AutoPeftModelForCausalLM.from_pretrained(adapter)
+        tokenizer = AutoTokenizer.from_pretrained(adapter)
+    assert isinstance(answer(model, tokenizer, "What is the capital of Zoker?"), str)
+
+
+def test_labels_cover_assistant_turns_only(nano_run, tmp_path):
+    from trl import SFTConfig, SFTTrainer
+    from datasets import Dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(nano_run / "model")
+    model = AutoModelForCausalLM.from_pretrained(nano_run / "model")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 plus 2?"},
+            {"role": "assistant", "content": "It is 4."}, {"role": "user", "content": "And 1 plus 1?"},
+            {"role": "assistant", "content": "It is 2."}]
+    args = SFTConfig(output_dir=str(tmp_path), assistant_only_loss=True, bf16=False, use_cpu=True, report_to="none", gradient_checkpointing=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"messages": chat}]), processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    trained = tokenizer.decode(ids[labels != -100])
+    assert trained == "It is 4.<|im_end|>It is 2.<|im_end|>"  # both answers and their ends, no user or system text
+
+
+def test_merged_export_loads_without_peft(nano_run, store, tmp_path):
+    run_id = last_line(lab("train", "sft", "--parent", nano_run.name, "--mode", "lora", *FAST))
+    out = tmp_path / "merged"
+    assert last_line(lab("export", run_id, "--merge", "--out", str(out))) == str(out)
+    assert not (out / "adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert isinstance(answer(model, tokenizer, "What is 1 plus 2?"), str)
+    # its predictions are those of base + adapter
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(store / run_id / "adapter")
+    enc = tokenizer("The capital of", return_tensors="pt")
+    assert (model(**enc).logits - peft_model(**enc).logits).abs().max() < 1e-4
+
+
+SHAPES = {
+    "chats.jsonl": "\n".join(json.dumps({"messages": [{"role": "user", "content": f"Name {i}?"}, {"role": "assistant", "content": f"It is {i}."}]}) for i in range(12)),
+    "pairs.csv": "prompt,completion\n" + "\n".join(f"Say {i}.,{i}" for i in range(12)),
+    "alpaca.json": json.dumps([{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)} for i in range(12)]),
+    "sharegpt.jsonl": "\n".join(json.dumps({"conversations": [{"from": "human", "value": f"Hi {i}"}, {"from": "gpt", "value": "Hello."}]}) for i in range(12)),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_user_chat_files_of_every_shape_train(nano_run, store, tmp_path, name):
+    path = tmp_path / name
+    path.write_text(SHAPES[name])
+    run_id = last_line(lab("train", "sft", "--parent", nano_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "4", "--kl-every", "0", "--sample-every", "2"))
+    info = json.loads((store / run_id / "run.json").read_text())
+    assert info["status"] == "completed"
+    assert read_jsonl(store / run_id / "samples.jsonl")  # it answered the data's own first prompts
+
+
+def test_records_lacking_fields_are_refused_with_line_and_shapes(nano_run, store, tmp_path):
+    bad = tmp_path / "chats.jsonl"
+    bad.write_text(json.dumps({"prompt": "Hi", "completion": "Hello"}) + "\n" + json.dumps({"prompt": "Bye"}) + "\n")
+    proc = lab("train", "sft", "--parent", nano_run.name, "--data", str(bad), check=False)
+    assert proc.returncode == 2
+    assert "chats.jsonl line 2" in proc.stderr and "completion" in proc.stderr and "Traceback" not in proc.stderr
+    text = tmp_path / "plain.txt"
+    text.write_text("just some text\n\nand more")
+    proc = lab("train", "sft", "--parent", nano_run.name, "--data", str(text), check=False)
+    assert proc.returncode == 2 and "messages" in proc.stderr and "prompt_completion" in proc.stderr
+
+
+def test_sft_without_a_parent_says_what_to_pass(store):
+    proc = lab("train", "sft", check=False)
+    assert proc.returncode == 2 and "--parent" in proc.stderr
