@@ -21,7 +21,7 @@ def answer(model, tokenizer, question: str) -> str:
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:])
 
 
-@pytest.mark.parametrize("mode", ["full", "lora", "lora-8bit"])
+@pytest.mark.parametrize("mode", ["full", "lora", "lora-8bit", "lora-4bit"])
 def test_each_mode_trains_and_saves_what_transformers_loads(nano_run, store, mode):
     proc = lab("train", "sft", "--parent", nano_run.name, "--mode", mode, *FAST, "--data", "world")
     run_dir = store / last_line(proc)
