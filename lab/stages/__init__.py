@@ -57,3 +57,50 @@ def parent_run_id(ref: str) -> str | None:
         return Run.open(ref).id
     except LookupError:
         return None
+
+
+def prepare(config, run) -> str:
+    """Threads, seed and device for a training stage; records the device in run.json."""
+    import torch
+    from transformers import set_seed
+
+    from lab import models
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    device = models.pick_device(config.device)
+    run.update(device=models.describe_device(device))
+    return device
+
+
+def trainer_arguments(config, device: str, output_dir) -> dict:
+    """The keyword arguments every stage passes to its TrainingArguments / TRL config, so that the
+    lab's policy holds everywhere: the lab saves once, atomically, at the end (no Trainer checkpoints);
+    NaN losses reach the callback instead of being averaged away; bf16 only where the GPU has it (TRL
+    configs default to bf16); no activation checkpointing (TRL's default trades speed for memory the
+    lab's defaults never need); tokens counted for tokens/s."""
+    from lab import models
+
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=models.use_bf16(device),
+        activation_checkpointing=False,
+        include_num_input_tokens_seen="all",
+        dataloader_pin_memory=device.startswith("cuda"),
+    )

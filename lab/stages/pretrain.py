@@ -24,7 +24,7 @@ import torch
 from lab import evals, models, telemetry
 from lab.configs import option
 from lab.runs import atomic_dir
-from lab.stages import parent_run_id, text_splits, world_of
+from lab.stages import parent_run_id, prepare, text_splits, trainer_arguments, world_of
 
 
 @dataclass
@@ -170,13 +170,9 @@ def model_card(config: Config, run, n_params: int) -> str:
 
 def run(config: Config, run) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, GenerationConfig, Trainer, TrainingArguments
-    from transformers import DataCollatorForLanguageModeling, set_seed
+    from transformers import DataCollatorForLanguageModeling
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    set_seed(config.seed)
-    device = models.pick_device(config.device)
-    run.update(device=models.describe_device(device))
+    device = prepare(config, run)
 
     train_texts, heldout_texts = text_splits(config.data, seed=config.seed)
     tokenizer = load_tokenizer(config, train_texts)
@@ -203,31 +199,13 @@ def run(config: Config, run) -> dict:
     collate = causal_collate if config.objective == "clm" else DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=config.mlm_probability)
     scratch = run.path / "trainer"
     args = TrainingArguments(
-        output_dir=str(scratch),
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
+        **trainer_arguments(config, device, scratch),
         per_device_eval_batch_size=eval_batch if eval_blocks is not None else config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler,
         max_grad_norm=config.max_grad_norm,
         adam_beta2=0.95,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        logging_nan_inf_filter=False,  # a NaN must reach the callback, not be averaged away
         eval_strategy="steps" if config.eval_every and eval_blocks is not None else "no",
         eval_steps=config.eval_every or None,
-        save_strategy="no",  # the lab saves once, atomically, at the end
-        report_to="none",
-        disable_tqdm=True,
-        seed=config.seed,
-        use_cpu=device == "cpu",
-        bf16=models.use_bf16(device),
-        include_num_input_tokens_seen="all",
-        dataloader_pin_memory=device.startswith("cuda"),
         dataloader_drop_last=True,  # every step a full batch: steady throughput and loss scale
     )
     callback = telemetry.LabCallback(run, sample=sampler(config, tokenizer, heldout_texts), sample_every=config.sample_every, max_minutes=config.max_minutes)

@@ -27,7 +27,7 @@ from transformers import TrainerCallback
 from lab import evals, models, telemetry
 from lab.configs import option
 from lab.runs import atomic_dir
-from lab.stages import parent_run_id, world_of
+from lab.stages import parent_run_id, prepare, trainer_arguments, world_of
 
 MODES = ("full", "lora", "lora-8bit", "lora-4bit")
 
@@ -183,14 +183,10 @@ def model_card(config: Config, run, parent_path: str, n_trainable: int) -> str:
 def run(config: Config, run) -> dict:
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    set_seed(config.seed)
-    device = models.pick_device(config.device)
-    run.update(device=models.describe_device(device))
+    device = prepare(config, run)
 
     chats = load_chats(config)
     model, tokenizer, parent_path = load_parent(config, device)
@@ -212,30 +208,10 @@ def run(config: Config, run) -> dict:
 
     scratch = run.path / "trainer"
     args = SFTConfig(
-        output_dir=str(scratch),
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        logging_nan_inf_filter=False,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=config.seed,
-        use_cpu=device == "cpu",
-        bf16=models.use_bf16(device),  # TRL defaults to bf16, which CPUs run slowly or not at all
-        gradient_checkpointing=False,  # TRL's default trades speed for memory the lab's models never need
+        **trainer_arguments(config, device, scratch),
         assistant_only_loss=config.assistant_only_loss,
         packing=config.packing,
         max_length=config.max_length,
-        dataset_num_proc=None,
-        include_num_input_tokens_seen="all",
-        dataloader_pin_memory=device.startswith("cuda"),
     )
     prompts = fixed_prompts(config, chats)
     world = world_of(config.data)
