@@ -47,17 +47,13 @@ def cmd_train(args, parser) -> int:
         run = Run.open(args.run_id)
         status = jobs.execute(run)
         return 0 if status != "failed" else 1
-    try:
-        config = configs.from_args(module.Config, args, args.config)
-        if args.detach:
-            run = jobs.submit(args.stage, config)
-            print(f"queued {args.stage} run; follow it with `llm-lab runs` or its log at {run.path / 'log.txt'}", file=sys.stderr)
-            print(run.id)
-            return 0
-        run = jobs.create(args.stage, config)
-    except (ValueError, FileNotFoundError, LookupError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = configs.from_args(module.Config, args, args.config)
+    if args.detach:
+        run = jobs.submit(args.stage, config)
+        print(f"queued {args.stage} run; follow it with `llm-lab runs` or its log at {run.path / 'log.txt'}", file=sys.stderr)
+        print(run.id)
+        return 0
+    run = jobs.create(args.stage, config)
     log = open(run.path / "log.txt", "a", encoding="utf-8")
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
@@ -111,11 +107,7 @@ def cmd_stop(args) -> int:
     from lab import jobs
     from lab.runs import Run
 
-    try:
-        run = Run.open(args.run)
-    except LookupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run = Run.open(args.run)
     status = jobs.stop(run, grace=args.grace, wait=True)
     print(f"{run.id}: {status}")
     return 0
@@ -156,11 +148,7 @@ def cmd_export(args) -> int:
     from lab.models import merge_adapter
     from lab.runs import Run
 
-    try:
-        run = Run.open(args.run)
-    except LookupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run = Run.open(args.run)
     out = Path(args.out) if args.out else run.path / "merged"
     if (run.path / "adapter").is_dir():
         if not args.merge:
@@ -213,8 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lab.jobs import is_user_error
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return dispatch(args, parser)
+    except Exception as e:  # what the user got wrong is one line that says what to do; our bugs keep a traceback
+        if not is_user_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def dispatch(args, parser) -> int:
     if args.command == "train":
         return cmd_train(args, parser)
     if args.command == "runs":
