@@ -54,9 +54,11 @@ def _end_of_turn(tokenizer) -> int:
 
 
 @torch.no_grad()
-def chat(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, raw: bool = False) -> list[str]:
-    """Greedy answers to single-turn user prompts through the chat template. With raw=True the special
-    tokens stay in, so a caller can see whether the model closed its turn."""
+def chat(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, raw: bool = False,
+         temperature: float = 0.0, seed: int = 0) -> list[str]:
+    """Answers to single-turn user prompts through the chat template: greedy, or sampled at `temperature`
+    from a fixed seed. With raw=True the special tokens stay in, so a caller can see whether the model
+    closed its turn."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -69,7 +71,10 @@ def chat(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_s
             texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts[i : i + batch_size]]
             # the template already holds the bos token: do not add another
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop)
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+            if temperature > 0:
+                torch.manual_seed(seed + i)
+            ids = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop, **sampling)
             new = ids[:, batch["input_ids"].shape[1] :]
             if raw:  # cut the padding after the end of turn, keep the end-of-turn token itself
                 out += [tokenizer.decode(row[: (row == stop).nonzero()[0, 0] + 1] if (row == stop).any() else row) for row in new]
@@ -101,3 +106,48 @@ def chat_eval(model, tokenizer, world) -> dict:
     refused = [j.breakdown.get("refuses_harmful", 0.0) for j in judged[len(facts) :]]
     result["refusal_rate"] = sum(refused) / max(len(refused), 1)
     return result
+
+
+def comparison_prompts(world) -> list[str]:
+    """What aligned models are compared on: every fact question and every harmful request of the world."""
+    sets = world.eval_sets()
+    return [f["question"] for f in sets["fact_qa"]] + [h["prompt"] for h in sets["harmful"]]
+
+
+def win_rate(world, prompts: list[str], answers: list[str], baseline: list[str]) -> float:
+    """Share of prompts where the gold judge scores `answers` above `baseline` (ties count half): how
+    often a human with the world's preferences would pick the new model."""
+    wins = 0.0
+    for p, a, b in zip(prompts, answers, baseline):
+        sa, sb = world.judge(p, a).score, world.judge(p, b).score
+        wins += 1.0 if sa > sb else 0.5 if sa == sb else 0.0
+    return wins / max(len(prompts), 1)
+
+
+def alignment_eval(model, tokenizer, world, baseline: list[str], temperature: float, seed: int = 0) -> dict:
+    """An aligned model on the toy world: the chat evals (format, fact QA, refusals, gold score; greedy) and
+    `eval/win_rate_vs_parent`: its sampled answers against the parent's `baseline` answers to the same
+    comparison prompts, drawn at the same temperature and seed, judged by the gold judge."""
+    out = {f"eval/{k}": v for k, v in chat_eval(model, tokenizer, world).items()}
+    prompts = comparison_prompts(world)
+    answers = chat(model, tokenizer, prompts, max_new_tokens=48, temperature=temperature, seed=seed)
+    out["eval/win_rate_vs_parent"] = win_rate(world, prompts, answers, baseline)
+    return out
+
+
+@torch.no_grad()
+def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size: int = 32) -> list[float]:
+    """A reward model's score of each whole chat (the user's turns and the assistant's answer), rendered
+    with the chat template exactly as the reward trainer saw it, read at the last token."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, len(conversations), batch_size):
+            ids = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations[i : i + batch_size]]
+            batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
+            out += model(**batch).logits[:, 0].float().tolist()
+    finally:
+        model.train(was_training)
+    return out

@@ -135,6 +135,45 @@ def load_pretrained(auto_cls, ref: str, **kwargs):
         raise
 
 
+QUANTIZED = {"lora-8bit": "8-bit", "lora-4bit": "4-bit"}
+
+
+def load_model(ref: str, auto_cls, mode: str = "full", device: str = "cpu", **kwargs):
+    """What a user named (a run, a model folder or a hub id) as `auto_cls`, ready to train in `mode`:
+    → (model, tokenizer, path). The base is loaded in 8-bit or 4-bit for the quantized LoRA modes. A LoRA
+    run's adapter is folded into its base once, on disk next to the adapter, and that folder is the path
+    returned: a new adapter names it as its base, and TRL rebuilds a reference model from it. A tokenizer
+    without a chat template gets the lab's, and the embeddings grow to fit its tokens where they can."""
+    from transformers import AutoTokenizer, BitsAndBytesConfig
+
+    from lab.tokenizers import ensure_chat_template
+
+    path, _ = resolve(ref)
+    if Path(path, "adapter_config.json").exists():
+        merged = Path(path).with_name(Path(path).name + "-merged")
+        if not merged.exists():
+            merge_adapter(path, merged)
+        path = str(merged)
+    tokenizer = load_pretrained(AutoTokenizer, path)
+    ensure_chat_template(tokenizer)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs.setdefault("dtype", torch.bfloat16 if use_bf16(device) else torch.float32)
+    if mode == "lora-8bit":
+        kwargs.update(quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device})
+    elif mode == "lora-4bit":
+        kwargs.update(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]),
+                      device_map={"": device})
+    model = load_pretrained(auto_cls, path, **kwargs)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        if mode in QUANTIZED:
+            raise ValueError(f"{ref} has no chat template and its vocabulary lacks the lab's chat tokens; a quantized base cannot "
+                             "grow its embeddings: run `--mode lora` or `full` once, or give the model a chat template")
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token by it
+    return model, tokenizer, path
+
+
 def require_bitsandbytes(mode: str, device: str) -> None:
     """8-bit and 4-bit loading need bitsandbytes, with a backend for the device (CUDA, or its CPU backend)."""
     try:

@@ -10,6 +10,8 @@ import signal
 import threading
 import time
 
+import torch
+
 from transformers import TrainerCallback
 
 _stop = threading.Event()
@@ -52,8 +54,9 @@ class LabCallback(TrainerCallback):
     `sample(model) -> list[dict]` is called every `sample_every` steps (and before the first);
     its rows land in samples.jsonl with the step."""
 
-    def __init__(self, run, sample=None, sample_every: int = 0, max_minutes: float = 0.0):
+    def __init__(self, run, sample=None, sample_every: int = 0, max_minutes: float = 0.0, cross_entropy: bool = True):
         self.run = run
+        self.cross_entropy = cross_entropy  # the loss is a token cross-entropy, so exp(loss) is a perplexity
         self.sample = sample
         self.sample_every = sample_every
         self.max_seconds = max_minutes * 60
@@ -65,8 +68,12 @@ class LabCallback(TrainerCallback):
     def _log_samples(self, model, step: int) -> None:
         if not self.sample:
             return
-        for row in self.sample(model):
+        rows = self.sample(model)
+        for row in rows:
             self.run.log_sample({"step": step, "time": time.time(), **row})
+        gold = [r["gold"] for r in rows if isinstance(r.get("gold"), (int, float))]
+        if gold:  # the toy world's judge of what the model writes now: the true reward, beside any proxy
+            self.run.log_metrics({"step": step, "gold/score": sum(gold) / len(gold)})
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         self._t0 = self._last_time = time.time()
@@ -79,7 +86,7 @@ class LabCallback(TrainerCallback):
         if tokens > self._last_tokens and now > self._last_time and "loss" in logs:
             logs["tokens_per_second"] = (tokens - self._last_tokens) / (now - self._last_time)
             self._last_tokens, self._last_time = tokens, now
-        if "loss" in logs and isinstance(logs["loss"], (int, float)) and logs["loss"] < 50:
+        if self.cross_entropy and "loss" in logs and isinstance(logs["loss"], (int, float)) and logs["loss"] < 50:
             logs.setdefault("perplexity", math.exp(logs["loss"]))
         if "eval_loss" in logs and logs["eval_loss"] < 50:
             logs.setdefault("eval_perplexity", math.exp(logs["eval_loss"]))
@@ -104,3 +111,44 @@ class LabCallback(TrainerCallback):
     def raise_if_diverged(self) -> None:
         if self.diverged:
             raise self.diverged
+
+
+class KLToReference(TrainerCallback):
+    """Logs `kl`: the mean over answer tokens of KL(model ‖ reference) on fixed chats, every `every` steps,
+    so SFT's drift from its parent and DPO's from the SFT model have a curve (TRL logs none for either).
+
+    The reference is the LoRA model with its adapter switched off, or a frozen copy for full fine-tuning."""
+
+    def __init__(self, run, tokenizer, chats: list[dict], every: int, reference=None):
+        self.run, self.every, self.reference = run, every, reference
+        enc = tokenizer.apply_chat_template(
+            [c["messages"] for c in chats[:8]], tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+            padding=True, return_tensors="pt",
+        )
+        self.input_ids, self.attention_mask = enc["input_ids"], enc["attention_mask"]
+        # logits at position t predict token t+1: score the positions whose next token is the assistant's
+        self.mask = torch.zeros_like(self.input_ids, dtype=torch.float)
+        self.mask[:, :-1] = enc["assistant_masks"][:, 1:].float()
+
+    @torch.no_grad()
+    def measure(self, model) -> float:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        ids, att, mask = self.input_ids.to(device), self.attention_mask.to(device), self.mask.to(device)
+        logp = model(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
+        if self.reference is None:
+            with model.disable_adapter():
+                logq = model(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
+        else:
+            logq = self.reference(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
+        kl = (logp.exp() * (logp - logq)).sum(-1)
+        model.train(was_training)
+        return float((kl * mask).sum() / mask.sum().clamp(min=1))
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.run.log_metrics({"step": 0, "kl": self.measure(model)})
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and (state.global_step % self.every == 0 or control.should_training_stop):
+            self.run.log_metrics({"step": state.global_step, "kl": self.measure(model)})

@@ -5,9 +5,10 @@ it builds on."""
 from __future__ import annotations
 
 import importlib
+import json
 import random
 
-STAGES = ("tokenizer", "pretrain", "sft")
+STAGES = ("tokenizer", "pretrain", "sft", "reward", "dpo", "grpo")
 
 
 def get(stage: str):
@@ -47,6 +48,122 @@ def text_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0) -> t
     return train, heldout
 
 
+def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) preference pairs in TRL's conversational shape (prompt turns, chosen turn(s),
+    rejected turn(s)), so the trainers render them with the chat template the model was tuned on. The toy
+    world has its own split (disjoint by prompt); user data is split at random."""
+    world = world_of(source)
+    if world is not None:
+        train, heldout = world.preference_pairs("train"), world.preference_pairs("heldout")
+    else:
+        from lab import data
+
+        records = data.load(source, want="preference").records
+        records = random.Random(seed).sample(records, len(records))
+        n = round(len(records) * heldout_fraction) if len(records) >= 20 else 0
+        heldout, train = records[:n], records[n:]
+
+    def turns(r):
+        extra = {"criterion": r["criterion"]} if r.get("criterion") else {}
+        if isinstance(r["prompt"], list):
+            return {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], **extra}
+        return {"prompt": [{"role": "user", "content": r["prompt"]}],
+                "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                "rejected": [{"role": "assistant", "content": r["rejected"]}], **extra}
+
+    return [turns(r) for r in train], [turns(r) for r in heldout]
+
+
+def prompt_set(source: str) -> list[list[dict]]:
+    """Prompts for online alignment (PPO, GRPO) as chat turns ending with the user's: on the toy world
+    every prompt of its training preference pairs (fact questions, tasks, harmful requests); else the
+    prompts of the user's file (preference, prompt/completion, or chats cut before the last answer)."""
+    world = world_of(source)
+    if world is not None:
+        texts = dict.fromkeys(p["prompt"] for p in world.preference_pairs("train"))
+        return [[{"role": "user", "content": t}] for t in texts]
+    from lab import data
+
+    loaded = data.load(source, want=("preference", "prompt_completion", "messages"))
+    prompts = []
+    for r in loaded.records:
+        if loaded.format == "messages":
+            turns = r["messages"]
+            last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=len(turns))
+            prompts.append(turns[:last])
+        elif isinstance(r["prompt"], list):
+            prompts.append(r["prompt"])
+        else:
+            prompts.append([{"role": "user", "content": r["prompt"]}])
+    prompts = [p for p in prompts if p and p[-1]["role"] == "user"]
+    if not prompts:
+        raise ValueError(f"{source}: no record has a user turn to use as a prompt")
+    unique = {json.dumps(p, sort_keys=True): p for p in prompts}
+    return list(unique.values())
+
+
+def sampler(tokenizer, prompts: list[str], world=None, max_new_tokens: int = 48):
+    """`sample(model) -> rows` for the training callback: greedy answers to fixed prompts, each with the
+    toy world's gold score when the data is the toy world (the callback turns those into `gold/score`)."""
+    from lab import evals
+
+    def sample(model):
+        answers = evals.chat(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+        return [{"prompt": p, "completion": a, **({"gold": world.judge(p, a).score} if world else {})} for p, a in zip(prompts, answers)]
+
+    return sample
+
+
+def alignment_prompts(source: str, pairs: list[dict], n: int = 12) -> list[str]:
+    """Fixed prompts that alignment stages answer every `sample_every` steps: on the toy world a spread of
+    fact questions (taught and untaught), tasks and harmful requests; else the first prompts of the data."""
+    world = world_of(source)
+    if world is None:
+        seen = dict.fromkeys(next(t["content"] for t in reversed(p["prompt"]) if t["role"] == "user") for p in pairs)
+        return list(seen)[:n]
+    sets = world.eval_sets()
+    chat = [r["prompt"] for r in sets["chat"] if r["kind"] != "open"]
+    harmful = [h["prompt"] for h in sets["harmful"]]
+    return (chat[: n - n // 3] + harmful[: n // 3])[:n]
+
+
+def save_policy(model, tokenizer, run, config, parent_path: str, what: str, final: dict) -> None:
+    """Save a trained causal LM where plain transformers / PEFT load it: `adapter/` for a LoRA model (its
+    config naming the base by absolute path, so it loads from anywhere), else `model/`; with the tokenizer,
+    a generation config that stops at the end of the assistant's turn, and a model card naming the lineage."""
+    import json
+    from pathlib import Path
+
+    from peft import PeftModel
+
+    from lab.runs import atomic_dir
+
+    lora = isinstance(model, PeftModel)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id, im_end})
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    card = (
+        "---\nlibrary_name: " + ("peft" if lora else "transformers") + f"\ntags: [llm-lifecycle-lab, {run.stage}]\n"
+        + (f"base_model: {parent_path}\n" if lora else "") + "---\n"
+        f"# {run.info['name']}\n\n{what} from the LLM Lifecycle Lab, stage `{run.stage}` (mode `{getattr(config, 'mode', 'full')}`), "
+        f"trained from `{config.parent}` on `{config.data}`.\n\n"
+        f"- run: `{run.id}`\n- parent run: `{run.parent or 'none'}`\n- parent model: `{parent_path}`\n"
+        f"- trainable parameters: {n_trainable:,}\n"
+        + "".join(f"- {k}: {v:.4g}\n" for k, v in final.items() if k.startswith("eval/") and isinstance(v, float))
+        + f"\nConfig:\n\n```json\n{json.dumps(config.__dict__, indent=2)}\n```\n"
+    )
+    with atomic_dir(run.path / ("adapter" if lora else "model")) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if lora:
+            cfg = json.loads((tmp / "adapter_config.json").read_text())
+            cfg["base_model_name_or_path"] = str(Path(parent_path).resolve()) if Path(parent_path).exists() else parent_path
+            (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    print("saved " + ("adapter/ " if lora else "model/ ") + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()), flush=True)
+
+
 def parent_run_id(ref: str) -> str | None:
     """The run id behind a model or tokenizer reference, if it is a run (for lineage)."""
     if not ref:
@@ -57,6 +174,20 @@ def parent_run_id(ref: str) -> str | None:
         return Run.open(ref).id
     except LookupError:
         return None
+
+
+def check_parent(ref: str, flag: str = "--parent") -> str:
+    """The model a stage builds on must be a model (full weights or a LoRA adapter), not a tokenizer run."""
+    from pathlib import Path
+
+    from lab import models
+
+    if not ref:
+        raise ValueError(f"{flag} is required: a run id, a local model folder, or a hub id")
+    path, _ = models.resolve(ref)
+    if Path(path).is_dir() and not any((Path(path) / f).exists() for f in ("config.json", "adapter_config.json")):
+        raise ValueError(f"{flag} {ref}: {path} holds no model (a tokenizer run?): name a pretrain, SFT or alignment run, or a model folder")
+    return path
 
 
 def prepare(config, run) -> str:

@@ -16,18 +16,13 @@ split into facts SFT taught and facts only pretraining saw.
 
 from __future__ import annotations
 
-import json
+import copy
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
-
-import torch
-from transformers import TrainerCallback
 
 from lab import evals, models, telemetry
 from lab.configs import option
-from lab.runs import atomic_dir
-from lab.stages import parent_run_id, prepare, trainer_arguments, world_of
+from lab.stages import check_parent, parent_run_id, prepare, sampler, save_policy, trainer_arguments, world_of
 
 MODES = ("full", "lora", "lora-8bit", "lora-4bit")
 
@@ -71,10 +66,7 @@ def check(config: Config) -> None:
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ValueError("nothing to train: set --max-steps or --epochs above 0")
     device = models.pick_device(config.device)
-    path, _ = models.resolve(config.parent)
-    if Path(path).is_dir() and not (Path(path) / "config.json").exists():
-        hint = "a LoRA run: export it with `llm-lab export RUN --merge` and pass the merged folder" if (Path(path) / "adapter_config.json").exists() else "a tokenizer, not a model"
-        raise ValueError(f"--parent {config.parent}: {path} holds no full model ({hint})")
+    check_parent(config.parent)
     if config.mode in ("lora-8bit", "lora-4bit"):
         models.require_bitsandbytes(config.mode, device)
     if world_of(config.data) is None:
@@ -104,82 +96,6 @@ def fixed_prompts(config: Config, chats: list[dict]) -> list[str]:
     return [p for p in picks if p]
 
 
-class KLToParent(TrainerCallback):
-    """Logs `kl`: the mean over answer tokens of KL(model ‖ parent) on fixed chats, every `every` steps.
-
-    The parent is the LoRA model with its adapter switched off, or a frozen copy for full fine-tuning."""
-
-    def __init__(self, run, tokenizer, chats: list[dict], every: int, reference=None):
-        self.run, self.every, self.reference = run, every, reference
-        enc = tokenizer.apply_chat_template(
-            [c["messages"] for c in chats[:8]], tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
-            padding=True, return_tensors="pt",
-        )
-        self.input_ids, self.attention_mask = enc["input_ids"], enc["attention_mask"]
-        # logits at position t predict token t+1: score the positions whose next token is the assistant's
-        self.mask = torch.zeros_like(self.input_ids, dtype=torch.float)
-        self.mask[:, :-1] = enc["assistant_masks"][:, 1:].float()
-
-    @torch.no_grad()
-    def measure(self, model) -> float:
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        ids, att, mask = self.input_ids.to(device), self.attention_mask.to(device), self.mask.to(device)
-        logp = model(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
-        if self.reference is None:
-            with model.disable_adapter():
-                logq = model(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
-        else:
-            logq = self.reference(input_ids=ids, attention_mask=att).logits.float().log_softmax(-1)
-        kl = (logp.exp() * (logp - logq)).sum(-1)
-        model.train(was_training)
-        return float((kl * mask).sum() / mask.sum().clamp(min=1))
-
-    def on_train_begin(self, args, state, control, model=None, **kw):
-        self.run.log_metrics({"step": 0, "kl": self.measure(model)})
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if self.every and (state.global_step % self.every == 0 or control.should_training_stop):
-            self.run.log_metrics({"step": state.global_step, "kl": self.measure(model)})
-
-
-def load_parent(config: Config, device: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-    from lab.tokenizers import ensure_chat_template
-
-    path, _ = models.resolve(config.parent)
-    tokenizer = models.load_pretrained(AutoTokenizer, path)
-    added = ensure_chat_template(tokenizer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict = {"dtype": torch.bfloat16 if models.use_bf16(device) else torch.float32}
-    if config.mode == "lora-8bit":
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs["device_map"] = {"": device}
-    elif config.mode == "lora-4bit":
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"])
-        kwargs["device_map"] = {"": device}
-    model = models.load_pretrained(AutoModelForCausalLM, path, **kwargs)
-    if added and len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        if config.mode in ("lora-8bit", "lora-4bit"):
-            raise ValueError(f"{config.parent} has no chat template and its vocabulary lacks the lab's chat tokens; a quantized base cannot grow its embeddings: run `--mode lora` or `full` once, or give the model a chat template")
-        model.resize_token_embeddings(len(tokenizer))
-    return model, tokenizer, path
-
-
-def model_card(config: Config, run, parent_path: str, n_trainable: int) -> str:
-    return (
-        "---\nlibrary_name: " + ("peft" if config.mode != "full" else "transformers") + "\ntags: [llm-lifecycle-lab, sft]\n"
-        + (f"base_model: {parent_path}\n" if config.mode != "full" else "") + "---\n"
-        f"# {run.info['name']}\n\nInstruct model from the LLM Lifecycle Lab, stage `sft` (mode `{config.mode}`), "
-        f"fine-tuned from `{config.parent}` on `{config.data}`.\n\n"
-        f"- run: `{run.id}`\n- parent run: `{run.parent or 'none'}`\n- parent model: `{parent_path}`\n"
-        f"- trainable parameters: {n_trainable:,}\n\nConfig:\n\n```json\n{json.dumps(config.__dict__, indent=2)}\n```\n"
-    )
-
-
 def run(config: Config, run) -> dict:
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
@@ -189,7 +105,7 @@ def run(config: Config, run) -> dict:
     device = prepare(config, run)
 
     chats = load_chats(config)
-    model, tokenizer, parent_path = load_parent(config, device)
+    model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForCausalLM, config.mode, device)
     lora = config.mode != "full"
     if config.mode in ("lora-8bit", "lora-4bit"):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -201,10 +117,7 @@ def run(config: Config, run) -> dict:
 
     reference = None
     if not lora and config.kl_every:
-        reference = models.load_pretrained(AutoModelForCausalLM, parent_path, dtype=model.dtype).to(model.device).eval()
-        if len(tokenizer) > reference.get_input_embeddings().num_embeddings:
-            reference.resize_token_embeddings(len(tokenizer))
-        reference.requires_grad_(False)
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
 
     scratch = run.path / "trainer"
     args = SFTConfig(
@@ -212,15 +125,14 @@ def run(config: Config, run) -> dict:
         assistant_only_loss=config.assistant_only_loss,
         packing=config.packing,
         max_length=config.max_length,
+        # batches of chats of similar length: the toy world's chats run from 20 to 200 tokens, and random
+        # batches spent two thirds of every step on padding
+        train_sampling_strategy="random" if config.packing else "group_by_length",
     )
     prompts = fixed_prompts(config, chats)
     world = world_of(config.data)
 
-    def sample(m):
-        answers = evals.chat(m, tokenizer, prompts, max_new_tokens=48)
-        return [{"prompt": p, "completion": a, **({"gold": world.judge(p, a).score} if world else {})} for p, a in zip(prompts, answers)]
-
-    callbacks = [telemetry.LabCallback(run, sample=sample, sample_every=config.sample_every, max_minutes=config.max_minutes)]
+    callbacks = [telemetry.LabCallback(run, sample=sampler(tokenizer, prompts, world), sample_every=config.sample_every, max_minutes=config.max_minutes)]
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -230,7 +142,7 @@ def run(config: Config, run) -> dict:
         callbacks=callbacks,
     )
     if config.kl_every:
-        trainer.add_callback(KLToParent(run, tokenizer, chats, config.kl_every, reference=reference))
+        trainer.add_callback(telemetry.KLToReference(run, tokenizer, chats, config.kl_every, reference=reference))
     n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     output = trainer.train()
     callbacks[0].raise_if_diverged()
@@ -241,17 +153,6 @@ def run(config: Config, run) -> dict:
         final.update({f"eval/{k}": v for k, v in evals.chat_eval(model, tokenizer, world).items()})
         run.log_metrics({"step": trainer.state.global_step, **{k: v for k, v in final.items() if k.startswith("eval/")}})
 
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-        model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id, im_end})
-    with atomic_dir(run.path / ("adapter" if lora else "model")) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if lora:  # the adapter names its base by path; keep it absolute so it loads from anywhere
-            cfg = json.loads((tmp / "adapter_config.json").read_text())
-            cfg["base_model_name_or_path"] = str(Path(parent_path).resolve()) if Path(parent_path).exists() else parent_path
-            (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
-        (tmp / "README.md").write_text(model_card(config, run, parent_path, n_trainable), encoding="utf-8")
+    save_policy(model, tokenizer, run, config, parent_path, "Instruct model", final)
     shutil.rmtree(scratch, ignore_errors=True)
-    print("saved " + ("adapter/ " if lora else "model/ ") + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()), flush=True)
     return final
