@@ -152,3 +152,24 @@ class KLToReference(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kw):
         if self.every and (state.global_step % self.every == 0 or control.should_training_stop):
             self.run.log_metrics({"step": state.global_step, "kl": self.measure(model)})
+
+
+def stoppable_generation(model) -> None:
+    """Make a stop request end `model.generate` mid-rollout (online RL spends most of a step sampling) by
+    raising StopRequested from a stopping criterion. Generation changes no weight, so the exception leaves
+    the policy exactly as the last optimizer step made it; the stage catches it and saves."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnRequest(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            if stop_requested():
+                raise StopRequested()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    generate = model.generate
+
+    def generate_until_stopped(*args, **kwargs):
+        kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), StopOnRequest()])
+        return generate(*args, **kwargs)
+
+    model.generate = generate_until_stopped

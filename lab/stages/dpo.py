@@ -135,7 +135,7 @@ def run(config: Config, run) -> dict:
         held = trainer.evaluate()
         final.update({f"eval/{k.removeprefix('eval_')}": v for k, v in held.items() if k.startswith("eval_rewards/")})
     model = trainer.model
-    if world is not None:
+    if world is not None and not telemetry.stop_requested():  # a stopped run saves at once
         final.update(evals.alignment_eval(model, tokenizer, world, baseline, config.eval_temperature, config.seed))
     evaluated = {k: v for k, v in final.items() if k.startswith("eval/")}
     if evaluated:

@@ -163,13 +163,17 @@ def run(config: Config, run) -> dict:
         callbacks=[callback],
     )
     n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    output = trainer.train()
+    telemetry.stoppable_generation(trainer.model)
+    try:
+        output = trainer.train()
+        final = {"train_loss": output.training_loss, "train_runtime": output.metrics.get("train_runtime")}
+    except telemetry.StopRequested:
+        print(f"stop requested: rollout abandoned at step {trainer.state.global_step}; saving the policy of that step", flush=True)
+        final = {}
     callback.raise_if_diverged()
-
-    final = {"train_loss": output.training_loss, "steps": trainer.state.global_step, "trainable_parameters": n_trainable,
-             "train_runtime": output.metrics.get("train_runtime")}
+    final.update(steps=trainer.state.global_step, trainable_parameters=n_trainable)
     model = trainer.model
-    if world is not None:
+    if world is not None and not telemetry.stop_requested():  # a stopped run saves at once
         final.update(evals.alignment_eval(model, tokenizer, world, baseline, config.eval_temperature, config.seed))
         run.log_metrics({"step": trainer.state.global_step, **{k: v for k, v in final.items() if k.startswith("eval/")}})
     save_policy(model, tokenizer, run, config, parent_path, f"Aligned model ({config.algorithm.upper()})", final)
