@@ -1,5 +1,6 @@
 """`llm-lab` / `python -m lab`: the lab from a terminal.
 
+    llm-lab [app] [--host H --port P --share --auth USER:PASS]   the lab in a browser (the default command)
     llm-lab world --out DIR                      write the toy world's datasets as jsonl
     llm-lab train STAGE [flags | --config F]     run a stage in the foreground; the last line printed is the run id
     llm-lab train STAGE ... --detach             queue it as a background job and print the run id at once
@@ -164,11 +165,30 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    auth = None
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not (sep and user and password):
+            raise ValueError("--auth takes USER:PASS, e.g. --auth ada:s3cret")
+        auth = (user, password)
+    from pages.app import launch  # gradio only here: the engine and its jobs never import it
+
+    launch(host=args.host, port=args.port, share=args.share, auth=auth)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-lab", description="LLM Lifecycle Lab: tokenizer → pretraining → SFT → alignment.", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command")
 
     from lab.world import WorldConfig
+
+    p = sub.add_parser("app", help="the lab in a browser (what `llm-lab` alone runs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on; 0.0.0.0 for every interface (default: %(default)s)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    p.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
 
     p = sub.add_parser("world", help="write the toy world's datasets as jsonl")
     p.add_argument("--out", required=True, help="output folder")
@@ -204,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     from lab.jobs import is_user_error
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv or ["app"])  # `llm-lab` alone opens the lab in a browser
     try:
         return dispatch(args, parser)
     except Exception as e:  # what the user got wrong is one line that says what to do; our bugs keep a traceback
@@ -227,5 +248,7 @@ def dispatch(args, parser) -> int:
         return cmd_presets(args)
     if args.command == "export":
         return cmd_export(args)
+    if args.command == "app":
+        return cmd_app(args)
     parser.print_help()
     return 0

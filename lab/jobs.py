@@ -145,6 +145,7 @@ _children: dict[str, subprocess.Popen] = {}
 
 def submit(stage: str, config, name: str | None = None) -> Run:
     """Create a run and start its job in the background; returns at once with the run `queued`."""
+    reap()
     run = create(stage, config, name)
     log = open(run.path / "log.txt", "ab")
     proc = subprocess.Popen(
@@ -159,6 +160,50 @@ def submit(stage: str, config, name: str | None = None) -> Run:
     run.update(pid=proc.pid)
     _children[run.id] = proc
     return run
+
+
+def reap() -> None:
+    """Collect the jobs this process started that have ended, so that a long-lived process (the app)
+    does not keep one zombie per finished job."""
+    for rid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            _children.pop(rid, None)
+
+
+# The config field through which a stage starts from an existing model: what `resume` points at the
+# stopped run's saved weights. Stages not listed cannot continue a run.
+CONTINUE_FROM = {"pretrain": "init_from", "sft": "parent"}
+
+
+def resume(run: Run) -> Run:
+    """Continue a stopped or failed run as far as the lab can: there are no trainer checkpoints, so this
+    submits a new run with the same config that starts from the run's saved model and trains the steps it
+    had left. The optimizer state, the learning-rate schedule (warm-up included) and the data order start
+    afresh, and the new run's parent is the old one."""
+    from lab import stages
+
+    info = run.info
+    status = run.status
+    if status in runs.ACTIVE:
+        raise ValueError(f"run {run.id} is {status}: there is nothing to resume yet")
+    if status == "completed":
+        raise ValueError(f"run {run.id} completed: there is nothing left to train (start a new run from it instead)")
+    field = CONTINUE_FROM.get(info["stage"])
+    if field is None:
+        raise ValueError(f"a {info['stage']} run cannot be resumed: the lab keeps no trainer checkpoints, and this stage cannot start from a saved model; start it again with the same config")
+    if not (run.path / "model").is_dir():
+        saved = "a LoRA adapter, which cannot be a base yet: export it with `llm-lab export RUN --merge` and start from the merged folder" if (run.path / "adapter").is_dir() else "no saved model"
+        raise ValueError(f"run {run.id} ({status}) has {saved}: start it again with the same config instead")
+    module = stages.get(info["stage"])
+    values = dict(info["config"])
+    done = (info.get("final_metrics") or {}).get("steps") or max((r.get("step", 0) for r in run.metrics()[0]), default=0)
+    if values.get("max_steps", 0) > 0:
+        left = values["max_steps"] - done
+        if left <= 0:
+            raise ValueError(f"run {run.id} trained all of its {values['max_steps']} steps: there is nothing left to train")
+        values["max_steps"] = left
+    values[field] = run.id
+    return submit(info["stage"], configs.from_dict(module.Config, values, source=f"resume of {run.id}"))
 
 
 def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:

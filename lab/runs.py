@@ -269,6 +269,22 @@ def read_jsonl_from(path: Path, start: int = 0) -> tuple[list[dict], int]:
     return rows, start + end
 
 
+def delete(run: Run) -> None:
+    """Remove a run's folder. Refused while its job is active, or while an active run builds on it
+    (that job would lose its parent half-way). The folder is renamed aside first, so the run leaves
+    the store at once and an interrupted delete never leaves half a run behind."""
+    status = run.status
+    if status in ACTIVE:
+        raise ValueError(f"run {run.id} is {status}: stop it first (`llm-lab stop {run.id}`), then delete it")
+    children = [r.id for r in list_runs() if r.id != run.id and r.parent == run.id and r.status in ACTIVE]
+    if children:
+        raise ValueError(f"run {run.id} is the parent of {', '.join(children)}, still active: stop that first")
+    trash = run.path.with_name(f".deleted-{run.id}-{os.getpid()}")
+    os.replace(run.path, trash)
+    (trash / "run.json").unlink(missing_ok=True)  # no longer a run, even if the rmtree below is cut short
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def list_runs() -> list[Run]:
     if not root().exists():
         return []

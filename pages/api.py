@@ -1,0 +1,272 @@
+"""Every action of the lab's pages, as plain functions of JSON-able values.
+
+Each one is both an API endpoint (same name; see README "API") and what a button calls, so a script
+driving the lab with gradio_client and a person clicking through it take the same path into `lab`.
+What a user got wrong (a bad file, an unknown run, a missing parent) comes back as `gr.Error(message)`:
+gradio_client raises it with the message, and the pages show it; anything else is a bug of ours and
+keeps its traceback in the server's log.
+
+Training never happens here: `start_run` spawns a job (`lab.jobs.submit`), and `export_run` runs
+`llm-lab export` in its own process, so the app never loads a model.
+"""
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from lab import configs, jobs, runs, stages
+from lab.runs import Run
+
+# The data each stage trains on, as lab.data names the formats (None: any format, flattened to text).
+WANTS = {"tokenizer": None, "pretrain": None, "sft": ("messages", "prompt_completion"), "reward": "preference", "dpo": "preference"}
+PROMPT_STAGES = ("ppo", "grpo")  # RL stages sample their own answers: only the prompts of the data matter
+
+
+def user_errors(fn):
+    """Turn the errors a user causes into gr.Error with the engine's message (which says what to do)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:
+            if jobs.is_user_error(e):
+                raise gr.Error(str(e), print_exception=False) from None
+            raise
+
+    return wrapper
+
+
+def _run(run_id: str) -> Run:
+    if not run_id:
+        raise ValueError("no run given: pick one (see list_runs)")
+    return Run.open(run_id)
+
+
+def _config(stage: str, config_json: str):
+    module = stages.get(stage)
+    try:
+        values = json.loads(config_json or "{}")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config_json is not valid JSON ({e.msg} at column {e.colno}); give an object of config fields, e.g. {{\"max_steps\": 50}}") from None
+    if not isinstance(values, dict):
+        raise ValueError("config_json must be one JSON object of config fields, e.g. {\"max_steps\": 50}")
+    return configs.from_dict(module.Config, values, source=f"{stage} config")
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+
+
+@user_errors
+def list_runs() -> list[dict]:
+    """Every run in the store, oldest first: id, stage, name, status, parent, created, error, last and final metrics."""
+    from lab.cli import run_row
+
+    jobs.reap()
+    return [run_row(r) for r in runs.list_runs()]
+
+
+def progress(info: dict, status: str, rows: list[dict]) -> dict:
+    """Where a run stands, from its run.json and its metrics rows: step of total, elapsed, ETA, tokens/s."""
+    now = time.time()
+    step = max((r.get("step", 0) for r in rows), default=0)
+    total = info["config"].get("max_steps") or 0
+    started, ended = info.get("started"), info.get("ended")
+    elapsed = ((ended or now) - started) if started else None
+    # The trainer's own clock (`elapsed` in its rows) starts after the model and data are loaded, so
+    # the rate it gives is the training rate, not the start-up's.
+    clock = next((r["elapsed"] for r in reversed(rows) if "elapsed" in r), None)
+    eta = clock / step * (total - step) if status == "running" and clock and step and total > step else None
+    tps = next((r["tokens_per_second"] for r in reversed(rows) if "tokens_per_second" in r), None)
+    return {
+        "id": info["id"], "stage": info["stage"], "name": info.get("name"), "status": status, "parent": info.get("parent"),
+        "step": step, "max_steps": total or None, "elapsed": elapsed, "eta": eta, "tokens_per_second": tps,
+        "error": info.get("error") if status in ("failed", "stopped") else None,
+        "final_metrics": info.get("final_metrics") or {},
+    }
+
+
+@user_errors
+def run_status(run_id: str) -> dict:
+    """A run's status and progress: status, queue_position (1 = next to start), step, max_steps, elapsed, eta (s), tokens_per_second, error."""
+    jobs.reap()
+    run = _run(run_id)
+    status = run.status
+    out = progress(run.info, status, run.metrics()[0])
+    out["queue_position"] = jobs.queue_position(run) if status == "queued" else None
+    return out
+
+
+@user_errors
+def run_metrics(run_id: str, offset: int = 0) -> dict:
+    """Rows of a run's metrics.jsonl from byte `offset`: {"rows": [...], "offset": next}. Pass `offset` back to get only new rows."""
+    rows, nxt = _run(run_id).metrics(int(offset or 0))
+    return {"rows": rows, "offset": nxt}
+
+
+@user_errors
+def run_samples(run_id: str, offset: int = 0) -> dict:
+    """Rows of a run's samples.jsonl (what the model wrote for fixed prompts) from byte `offset`: {"rows": [...], "offset": next}."""
+    rows, nxt = runs.read_jsonl_from(_run(run_id).path / "samples.jsonl", int(offset or 0))
+    return {"rows": rows, "offset": nxt}
+
+
+@user_errors
+def run_log(run_id: str, lines: int = 200) -> str:
+    """The last `lines` lines of a run's log.txt (the job's stdout and stderr)."""
+    path = _run(run_id).path / "log.txt"
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 200 * max(1, int(lines))))  # lines of log are rarely longer
+        tail = f.read().decode("utf-8", errors="replace")
+    return "\n".join(tail.splitlines()[-int(lines):])
+
+
+@user_errors
+def config_diff(run_a: str, run_b: str) -> list[dict]:
+    """The config fields (and stage and parent) where two runs differ: [{"field", "a", "b"}]."""
+    a, b = _run(run_a).info, _run(run_b).info
+    left = {"stage": a["stage"], "parent": a.get("parent"), **a["config"]}
+    right = {"stage": b["stage"], "parent": b.get("parent"), **b["config"]}
+    missing = "(not a field)"
+    return [{"field": k, "a": left.get(k, missing), "b": right.get(k, missing)} for k in dict.fromkeys([*left, *right]) if left.get(k, missing) != right.get(k, missing)]
+
+
+# -- actions ------------------------------------------------------------------------------------------
+
+
+@user_errors
+def start_run(stage: str, config_json: str = "{}") -> str:
+    """Queue a run of `stage` with the config fields in `config_json` (a JSON object; missing fields take their defaults). Returns the run id; the job runs in its own process."""
+    return jobs.submit(stage, _config(stage, config_json)).id
+
+
+@user_errors
+def stop_run(run_id: str) -> str:
+    """Ask a queued or running job to stop: it saves what it has and ends `stopped`. Returns "stopping", or the status of a run that was not active."""
+    return jobs.stop(_run(run_id), wait=False)
+
+
+@user_errors
+def resume_run(run_id: str) -> str:
+    """Continue a stopped or failed pretrain (or full SFT) run: a new run with the same config, starting from the run's saved model, for the steps it had left (optimizer and schedule start afresh). Returns the new run id."""
+    return jobs.resume(_run(run_id)).id
+
+
+@user_errors
+def delete_run(run_id: str) -> str:
+    """Delete a run's folder (refused while it, or a run built on it, is active). Returns a confirmation."""
+    run = _run(run_id)
+    runs.delete(run)
+    return f"deleted {run.id}"
+
+
+@user_errors
+def export_run(run_id: str) -> str:
+    """A standalone model folder of a run, with a LoRA adapter merged into its base (`llm-lab export RUN --merge`). Returns the folder's path."""
+    run = _run(run_id)
+    # Its own process: merging loads the base model, which the app never does.
+    proc = subprocess.run([sys.executable, "-m", "lab", "export", run.id, "--merge"], capture_output=True, text=True, env={**os.environ, "LAB_CHECKPOINTS": str(runs.root())})
+    if proc.returncode == 2:  # the CLI's one-line user error
+        raise gr.Error(proc.stderr.strip().removeprefix("error: "), print_exception=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llm-lab export {run.id} --merge exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+# -- configs and data ---------------------------------------------------------------------------------
+
+
+@user_errors
+def config_fields(stage: str) -> list[dict]:
+    """The config fields of a stage: name, type, default, help, choices, advanced."""
+    import dataclasses
+    from typing import get_type_hints
+
+    cls = stages.get(stage).Config
+    types = get_type_hints(cls)
+    return [{"name": f.name, "type": types[f.name].__name__, "default": f.default, "help": f.metadata.get("help", ""),
+             "choices": list(f.metadata.get("choices") or []) or None, "advanced": bool(f.metadata.get("advanced"))} for f in dataclasses.fields(cls)]
+
+
+@user_errors
+def cli_command(stage: str, config_json: str = "{}") -> str:
+    """The `llm-lab train` command that runs the same config from a terminal."""
+    return configs.cli_command(stage, _config(stage, config_json))
+
+
+def _world_records(stage: str, world) -> tuple[list[dict], str, str]:
+    if stage in ("tokenizer", "pretrain"):
+        corpus = world.pretrain_corpus()
+        return [{"text": d} for d in corpus["train"]], "text", f"toy world pretraining corpus (+{len(corpus['heldout'])} held-out documents)"
+    if stage == "sft":
+        return world.sft_chats(), "messages", "toy world SFT chats"
+    pairs = world.preference_pairs()
+    if stage in PROMPT_STAGES:
+        return [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in pairs)], "prompts", "toy world prompts (of its preference pairs)"
+    return pairs, "preference", "toy world preference pairs"
+
+
+@user_errors
+def preview_data(stage: str, source: str = "world", n: int = 5) -> dict:
+    """What `source` holds for `stage`: {"source", "format", "detected_from", "records", "bytes", "preview": first n records}. `source` is "world" (the toy world), "world:SEED", a file or folder path, or a hub id."""
+    from lab import data
+
+    source = (source or "world").strip()
+    world = stages.world_of(source)
+    if world is not None:
+        records, fmt, detected = _world_records(stage, world)
+        size = None
+    else:
+        stages.get(stage)  # an unknown stage is named before the data is read
+        want = WANTS.get(stage)
+        loaded = data.load(source, want=want)
+        records, fmt, detected = loaded.records, loaded.format, loaded.detected_from
+        if stage in PROMPT_STAGES:
+            records = [{"prompt": r["prompt"]} for r in records if "prompt" in r] or records
+        path = Path(source).expanduser()
+        size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else None
+    return {"source": source, "format": fmt, "detected_from": detected, "records": len(records), "bytes": size, "preview": records[: max(0, int(n))]}
+
+
+def uploads() -> list[str]:
+    """Files uploaded through the pages, newest first (kept in the run store, so queued jobs can still read them)."""
+    folder = runs.root() / "uploads"
+    return [str(p) for p in sorted(folder.glob("*"), reverse=True) if p.is_file()] if folder.is_dir() else []
+
+
+def keep_upload(temp_path: str) -> str:
+    """Copy a file gradio received into the run store's uploads/ and return its lasting path: gradio's own
+    copy lives in a cache that is cleaned, and a job may start long after the upload."""
+    folder = runs.root() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = Path(temp_path).name
+    dest = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    shutil.copyfile(temp_path, dest)
+    return str(dest)
+
+
+# Everything above that an API user may call, by its endpoint name.
+ENDPOINTS = {fn.__name__: fn for fn in (
+    start_run, stop_run, resume_run, delete_run, export_run, list_runs, run_status, run_metrics, run_samples,
+    run_log, config_diff, config_fields, cli_command, preview_data,
+)}
+# Reads are cheap and safe side by side, so many browsers polling at once never queue behind each other;
+# actions keep gradio's default of one at a time.
+READ_ONLY = ("list_runs", "run_status", "run_metrics", "run_samples", "run_log", "config_diff", "config_fields", "cli_command", "preview_data")
+
+
+def register() -> None:
+    """Wire every endpoint into the Blocks being built, with a stable api_name."""
+    for name, fn in ENDPOINTS.items():
+        gr.api(fn, api_name=name, concurrency_limit=None if name in READ_ONLY else "default")

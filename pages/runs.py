@@ -1,0 +1,184 @@
+"""Runs: every run with its status and lineage; one run's details, log and actions (stop, resume, delete,
+export); several runs' curves overlaid; the config diff of two runs."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import pandas as pd
+
+from lab.runs import Run
+from pages import api, curves
+from pages.stage import warn
+
+RESUME_NOTE = (
+    "**Resume** continues a stopped or failed pretrain run (or a full SFT run) as far as the lab can: it keeps "
+    "no trainer checkpoints, so resume queues a *new* run with the same config that starts from the stopped run's "
+    "saved model and trains the steps it had left. The optimizer state, the learning-rate warm-up and the data "
+    "order start afresh, and the new run's parent is the stopped one. **Export** writes a standalone model "
+    "folder (`merged/` in the run), with a LoRA adapter folded into its base."
+)
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    def last(row, key):
+        value = row["last_metrics"].get(key)
+        return round(value, 4) if isinstance(value, float) else value
+
+    return pd.DataFrame(
+        [
+            {"run": r["id"], "stage": r["stage"], "status": r["status"], "parent": r["parent"] or "",
+             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), "step": last(r, "step"), "loss": last(r, "loss")}
+            for r in reversed(rows)
+        ],
+        columns=["run", "stage", "status", "parent", "created", "step", "loss"],
+    )
+
+
+def lineage(run_id: str) -> list[str]:
+    """The chain of parents from the first ancestor down to `run_id` (as far as the store still has them)."""
+    chain, seen = [run_id], {run_id}
+    while True:
+        try:
+            parent = Run.open(chain[0]).parent
+        except LookupError:
+            break
+        if not parent or parent in seen:
+            break
+        chain.insert(0, parent)
+        seen.add(parent)
+    return chain
+
+
+def details(run_id: str | None) -> tuple[str, str, str]:
+    """A run's card, its CLI command and the tail of its log."""
+    if not run_id:
+        return "pick a run", "", ""
+    try:
+        status = api.run_status(run_id)
+        info = Run.open(run_id).info
+        log = api.run_log(run_id, 200)
+    except (gr.Error, FileNotFoundError) as e:
+        return f"⚠️ {getattr(e, 'message', e)}", "", ""
+    chain = " → ".join(f"**`{r}`**" if r == run_id else f"`{r}`" for r in lineage(run_id))
+    lines = [f"**{status['status']}** · stage `{info['stage']}` · name {info['name']}", f"lineage: {chain}"]
+    if status["step"]:
+        lines.append(f"step {status['step']}" + (f" of {status['max_steps']}" if status["max_steps"] else ""))
+    if status["error"]:
+        lines.append(f"⚠️ {status['error']}")
+    if status["final_metrics"]:
+        lines.append("final: " + " · ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in status["final_metrics"].items()))
+    lines.append(f"folder: `{Run.open(run_id).path}`")
+    return "\n\n".join(lines), info.get("command", ""), log
+
+
+def build(demo: gr.Blocks) -> None:
+    with gr.Tab("Runs") as tab:
+        with gr.Row():
+            gr.Markdown("Every run in the store, newest first. Click a row to open it.")
+            refresh = gr.Button("↻ Refresh", size="sm", scale=0)
+        runs_table = gr.Dataframe(interactive=False, wrap=True, max_height=360, elem_id="runs-table")
+        with gr.Row(equal_height=False):
+            with gr.Column():
+                picked = gr.Dropdown(label="run", elem_id="runs-picked")
+                card = gr.Markdown()
+                with gr.Row():
+                    stop = gr.Button("Stop", variant="stop", size="sm")
+                    resume = gr.Button("Resume", size="sm")
+                    export = gr.Button("Export (merge adapter)", size="sm")
+                    delete = gr.Button("Delete", size="sm")
+                outcome = gr.Markdown(elem_id="runs-outcome")
+                gr.Markdown(RESUME_NOTE)
+                command = gr.Code(label="CLI command", language="shell", lines=2, interactive=False)
+            with gr.Column():
+                log = gr.Textbox(label="log.txt (last 200 lines)", lines=18, max_lines=18, autoscroll=True, interactive=False)
+        gr.Markdown("### Curves of several runs")
+        with gr.Row():
+            overlaid = gr.Dropdown(label="runs", multiselect=True, scale=3, elem_id="runs-overlaid")
+            metric = gr.Dropdown(label="metric", scale=1, elem_id="runs-metric")
+            smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="smoothing", scale=1)
+        overlay = gr.Plot(show_label=False, elem_id="runs-overlay")
+        gr.Markdown("### Config diff")
+        with gr.Row():
+            run_a = gr.Dropdown(label="run A", elem_id="runs-a")
+            run_b = gr.Dropdown(label="run B", elem_id="runs-b")
+        diff = gr.Dataframe(pd.DataFrame(columns=["field", "A", "B"]), interactive=False, wrap=True, elem_id="runs-diff")
+
+    hidden = dict(api_visibility="private", show_progress="hidden")
+    pickers = [picked, overlaid, run_a, run_b]
+
+    def on_refresh():
+        rows = api.list_runs()
+        ids = [r["id"] for r in reversed(rows)]
+        return [table(rows), *[gr.Dropdown(choices=ids) for _ in pickers]]
+
+    def on_row(evt: gr.SelectData):
+        return evt.row_value[0] if evt.row_value else gr.skip()
+
+    def act(action, run_id):
+        """Run an action on the picked run, then show its outcome and the store as it is now."""
+        if not run_id:
+            return ["pick a run first", *on_refresh(), *details(run_id)]
+        try:
+            message = action(run_id)
+        except gr.Error as e:
+            message = warn(e)
+        return [message, *on_refresh(), *details(run_id)]
+
+    def stop_fn(run_id):
+        return f"`{run_id}`: {api.stop_run(run_id)}"
+
+    def resume_fn(run_id):
+        return f"resumed as a new run `{api.resume_run(run_id)}`; watch it on its stage's page"
+
+    def export_fn(run_id):
+        return f"exported to `{api.export_run(run_id)}`"
+
+    def delete_fn(run_id):
+        return api.delete_run(run_id)
+
+    def on_overlay(run_ids, metric_name, smoothing):
+        rows = {}
+        for run_id in run_ids or []:
+            try:
+                rows[run_id] = Run.open(run_id).metrics()[0]
+            except (LookupError, FileNotFoundError):
+                continue
+        names = list(dict.fromkeys(m for r in rows.values() for m in curves.metric_names(r)))
+        if metric_name not in names:
+            metric_name = next((m for m in ("loss", "eval_loss") if m in names), names[0] if names else None)
+        return gr.Dropdown(choices=names, value=metric_name), curves.overlay_figure(rows, metric_name, smoothing)
+
+    def on_diff(a, b):
+        if not (a and b):
+            return pd.DataFrame(columns=["field", "A", "B"])
+        try:
+            rows = api.config_diff(a, b)
+        except gr.Error as e:
+            return pd.DataFrame({"field": [f"⚠️ {e.message}"]})
+        if not rows:
+            return pd.DataFrame({"field": ["the two configs are the same"]})
+        return pd.DataFrame([{"field": r["field"], "A": str(r["a"]), "B": str(r["b"])} for r in rows])
+
+    def on_load():
+        """Open on the newest run."""
+        listing = on_refresh()
+        ids = listing[1].choices
+        listing[1] = gr.Dropdown(choices=ids, value=ids[0][1] if ids else None)
+        return listing
+
+    listing = [runs_table, *pickers]
+    for trigger in (refresh.click, tab.select):
+        trigger(on_refresh, outputs=listing, **hidden)
+    demo.load(on_load, outputs=listing, **hidden)
+    runs_table.select(on_row, outputs=picked, **hidden)
+    picked.change(details, inputs=picked, outputs=[card, command, log], **hidden)
+    act_outputs = [outcome, *listing, card, command, log]
+    for button, action in ((stop, stop_fn), (resume, resume_fn), (export, export_fn)):
+        button.click(lambda run_id, action=action: act(action, run_id), inputs=picked, outputs=act_outputs, api_visibility="private")
+    # A deleted run cannot come back: ask first, in the browser.
+    delete.click(lambda run_id: act(delete_fn, run_id), inputs=picked, outputs=act_outputs, api_visibility="private",
+                 js="(run) => (run && confirm(`Delete run ${run} and all its files?`)) ? run : null")
+    gr.on([overlaid.change, metric.input, smoothing.release], on_overlay, inputs=[overlaid, metric, smoothing], outputs=[metric, overlay], **hidden)
+    gr.on([run_a.change, run_b.change], on_diff, inputs=[run_a, run_b], outputs=diff, **hidden)

@@ -1,0 +1,297 @@
+"""The page of one training stage, built from nothing but the stage's config dataclass, so that a stage
+added to `lab.stages.STAGES` gets its page with no UI code of its own.
+
+Left: set up a run. Model fields pick a run of the right stage (or take a typed folder or hub id), the
+data is the toy world, an uploaded file or a path, with a preview; the rest of the form comes from the
+fields' metadata (`help`, `choices`, `advanced`), and the equivalent `llm-lab train` command follows the
+form. Start queues a job (`lab.jobs`, a subprocess); the page never trains.
+
+Right: watch a run. A timer reads only the new lines of its metrics.jsonl and samples.jsonl, keeping the
+offsets and the rows read so far in the browser session's state. Each page opens on the latest run of
+its stage with offsets at 0, so a reload, a second browser or a restarted app shows a job's curves from
+its first step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import get_type_hints
+
+import gradio as gr
+import pandas as pd
+
+from lab import jobs, runs, stages
+from lab.runs import Run
+from pages import api, curves
+
+# A page watching an active run reads it twice a second; one showing a finished run only now and then
+# (to notice a restart or a delete), so that open browsers cost the machine little between jobs.
+REFRESH_SECONDS = 0.5
+IDLE_SECONDS = 3.0
+
+# Config fields that name a model or a tokenizer, and the stages whose runs they offer. A stage's
+# `parent` is a run of the stage before it in the lifecycle; any other `*_model` field offers every run
+# with a saved model. A folder or a hub id can always be typed instead.
+REFERENCES = {"tokenizer": ("tokenizer",), "init_from": ("pretrain", "sft"), "reward": ("reward",), "reward_model": ("reward",)}
+UPSTREAM = {"sft": ("pretrain",), "reward": ("sft", "pretrain"), "dpo": ("sft",), "ppo": ("sft",), "grpo": ("sft",)}
+
+
+def reference_stages(stage: str, field: str) -> tuple | None | bool:
+    """The stages a model field offers runs of (None: any), or False for a field that names no model."""
+    if field == "parent":
+        return UPSTREAM.get(stage)
+    if field in REFERENCES:
+        return REFERENCES[field]
+    return None if field.endswith("_model") else False
+
+
+def run_choices(of_stages: tuple | None, saved_only: bool) -> list[tuple[str, str]]:
+    """(label, run id) of runs of those stages, newest first; with saved_only, those with a saved model."""
+    out = []
+    for run in reversed(runs.list_runs()):
+        try:
+            info = run.info
+            if of_stages is not None and info["stage"] not in of_stages:
+                continue
+            if saved_only and run.model_dir is None:
+                continue
+            out.append((f"{run.id} · {run.status}", run.id))
+        except FileNotFoundError:  # deleted while we listed
+            continue
+    return out
+
+
+def fresh(run_id: str | None) -> dict:
+    """A session's view of a run, before anything is read: everything from byte 0."""
+    return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None, "idle": False}
+
+
+def clock(seconds: float | None) -> str:
+    s = int(seconds or 0)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def progress_text(p: dict, queue_position: int | None) -> str:
+    parts = [f"**{p['status']}**"]
+    if p["status"] == "queued":
+        parts.append(f"position {queue_position} in the queue" if queue_position else "waiting to start")
+    if p["step"] or p["status"] == "running":
+        parts.append(f"step {p['step']} of {p['max_steps']}" if p["max_steps"] else f"step {p['step']}")
+    if p["elapsed"] is not None:
+        parts.append(f"elapsed {clock(p['elapsed'])}")
+    if p["eta"] is not None:
+        parts.append(f"ETA {clock(p['eta'])}")
+    if p["tokens_per_second"]:
+        parts.append(f"{p['tokens_per_second']:,.0f} tokens/s")
+    text = f"Run `{p['id']}`: " + " · ".join(parts)
+    if p["error"]:
+        text += f"\n\n{p['error']}"
+    if p["status"] == "completed" and p["final_metrics"]:
+        shown = {k: v for k, v in p["final_metrics"].items() if isinstance(v, (int, float)) and k != "train_runtime"}
+        text += "\n\n" + " · ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v:,}" for k, v in shown.items())
+    return text
+
+
+NO_SAMPLES = pd.DataFrame({"samples": ["none yet (the job writes them every `sample_every` steps)"]})
+
+
+def samples_table(rows: list[dict]) -> gr.Dataframe:
+    """The latest step's samples: what the model writes for the fixed prompts now."""
+    if not rows:
+        return gr.Dataframe(NO_SAMPLES, label="latest samples")
+    step = rows[-1].get("step", 0)
+    latest = [{k: v for k, v in r.items() if k not in ("time", "step")} for r in rows if r.get("step", 0) == step]
+    return gr.Dataframe(pd.DataFrame(latest), label=f"samples at step {step}")
+
+
+def preview(stage: str, source: str) -> tuple[str, list]:
+    try:
+        p = api.preview_data(stage, source)
+    except gr.Error as e:
+        return f"⚠️ {e.message}", []
+    size = f"{p['records']:,} records" + (f", {p['bytes']:,} bytes" if p["bytes"] else "")
+    return f"**{size}** · format **{p['format']}** (detected: {p['detected_from']})", p["preview"]
+
+
+def warn(e: gr.Error) -> str:
+    """Show a user's mistake as a toast and as the message under the buttons; never a traceback."""
+    gr.Warning(e.message)
+    return f"⚠️ {e.message}"
+
+
+def build(stage: str, demo: gr.Blocks, tab) -> None:
+    module = stages.get(stage)
+    cls = module.Config
+    types = get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    about = (module.__doc__ or "").strip().split("\n\n")[0]
+    gr.Markdown(about)
+
+    inputs: dict[str, gr.Component] = {}
+    references: dict[str, tuple | None] = {}
+
+    def field(f) -> gr.Component:
+        meta, t = f.metadata, types[f.name]
+        kw = dict(label=f.name.replace("_", " "), info=meta.get("help") or None, elem_id=f"{stage}-field-{f.name}")
+        of = reference_stages(stage, f.name) if t is str else False
+        if of is not False:
+            references[f.name] = of
+            return gr.Dropdown(choices=run_choices(of, saved_only=True), value=f.default or None, allow_custom_value=True, **kw)
+        if t is bool:
+            return gr.Checkbox(value=f.default, **kw)
+        if meta.get("choices"):
+            return gr.Dropdown(choices=list(meta["choices"]), value=f.default, **kw)
+        if t is int:
+            return gr.Number(value=f.default, precision=0, **kw)
+        if t is float:
+            return gr.Number(value=f.default, step=f.default / 10 if f.default else 0.1, **kw)
+        return gr.Textbox(value=f.default, **kw)
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            for f in [f for f in fields if not f.metadata.get("advanced")]:
+                if f.name == "data":
+                    with gr.Group():
+                        data = inputs["data"] = gr.Dropdown(
+                            choices=["world", *api.uploads()], value=f.default, allow_custom_value=True, label="data",
+                            info=(f.metadata.get("help") or "") + "; or upload a file", elem_id=f"{stage}-field-data",
+                        )
+                        upload = gr.UploadButton("Upload a file", size="sm", elem_id=f"{stage}-upload", file_types=[".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"])
+                        data_summary = gr.Markdown(elem_id=f"{stage}-data-summary")
+                        with gr.Accordion("Data preview", open=False):
+                            data_preview = gr.JSON(show_label=False)
+                else:
+                    inputs[f.name] = field(f)
+            with gr.Accordion("Advanced", open=False):
+                for f in [f for f in fields if f.metadata.get("advanced")]:
+                    inputs[f.name] = field(f)
+            command = gr.Code(label="The same run from a terminal", language="shell", lines=2, interactive=False, elem_id=f"{stage}-cli")
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id=f"{stage}-start")
+                stop = gr.Button("Stop", variant="stop", elem_id=f"{stage}-stop")
+            message = gr.Markdown(elem_id=f"{stage}-message")
+        with gr.Column(scale=3):
+            with gr.Row():
+                watched = gr.Dropdown(choices=run_choices((stage,), saved_only=False), value=None, label=f"{stage} run shown", scale=4, elem_id=f"{stage}-run")
+                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
+            status = gr.Markdown("no run yet: set one up and press Start", elem_id=f"{stage}-progress")
+            plot = gr.Plot(label="metrics", elem_id=f"{stage}-curves")
+            smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="smoothing (exponential moving average)")
+            samples = gr.Dataframe(NO_SAMPLES, label="latest samples", wrap=True, interactive=False, elem_id=f"{stage}-samples")
+    state = gr.State(fresh(None))
+    timer = gr.Timer(REFRESH_SECONDS)
+    names = list(inputs)
+
+    def values_json(*values) -> str:
+        # An emptied model picker gives None, which for a text field means "none given".
+        return json.dumps({name: "" if v is None and types[name] is str else v for name, v in zip(names, values)})
+
+    def on_form(*values):
+        try:
+            return api.cli_command(stage, values_json(*values))
+        except gr.Error as e:
+            return f"# not a valid config yet: {e.message}"
+
+    def on_start(*values):
+        try:
+            run_id = api.start_run(stage, values_json(*values))
+        except gr.Error as e:
+            return gr.skip(), gr.skip(), gr.skip(), warn(e)
+        picker = gr.Dropdown(choices=run_choices((stage,), saved_only=False), value=run_id)
+        return picker, fresh(run_id), gr.Timer(REFRESH_SECONDS), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
+
+    def on_stop(state):
+        if not state["run"]:
+            return "no run to stop"
+        try:
+            return f"Run `{state['run']}`: {api.stop_run(state['run'])} (it saves what it has learnt, then ends `stopped`)"
+        except gr.Error as e:
+            return warn(e)
+
+    def tick(state, smoothing):
+        """Read what is new since the last tick and redraw only what changed. The session's state is
+        updated in place, not returned: a tick that was under way when Start or the run picker replaced
+        the state then cannot put the old run back."""
+        run_id = state["run"]
+        if not run_id:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        run = Run(runs.root() / run_id)
+        try:
+            info = run.info
+            status = run.status
+            new = api.run_metrics(run_id, state["offset"])
+            new_samples = api.run_samples(run_id, state["samples_offset"])
+        except (FileNotFoundError, gr.Error):
+            state["run"] = None
+            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, gr.Dropdown(choices=run_choices((stage,), saved_only=False)), gr.Timer(IDLE_SECONDS)
+        first = state["shown"] is None
+        state["rows"] += new["rows"]
+        state["offset"] = new["offset"]
+        state["samples"] = (state["samples"] + new_samples["rows"])[-64:]
+        state["samples_offset"] = new_samples["offset"]
+        text = progress_text(api.progress(info, status, state["rows"]), jobs.queue_position(run) if status == "queued" else None)
+        shown_text = gr.skip() if text == state["shown"] else text
+        state["shown"] = text
+        figure = curves.metrics_figure(state["rows"], smoothing) if first or new["rows"] else gr.skip()
+        table = samples_table(state["samples"]) if first or new_samples["rows"] else gr.skip()
+        # The run picker's labels carry each run's status: relabel when this one's changes.
+        relabel = gr.skip() if first or status == state["status"] else gr.Dropdown(choices=run_choices((stage,), saved_only=False))
+        state["status"] = status
+        idle = status not in runs.ACTIVE and not new["rows"]
+        pace = gr.Timer(IDLE_SECONDS if idle else REFRESH_SECONDS) if first or idle != state["idle"] else gr.skip()
+        state["idle"] = idle
+        return shown_text, figure, table, relabel, pace
+
+    def watch(run_id, smoothing) -> list:
+        """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer]."""
+        state = fresh(run_id)
+        shown_text, figure, table, _, pace = tick(state, smoothing)
+        return [state, shown_text, figure, table, gr.Timer(IDLE_SECONDS) if run_id is None else pace]
+
+    def on_watch(run_id, state, smoothing):
+        if run_id == state["run"]:
+            return [gr.skip()] * 5
+        return watch(run_id, smoothing)
+
+    def on_smoothing(state, smoothing):
+        return curves.metrics_figure(state["rows"], smoothing) if state["run"] else gr.skip()
+
+    ref_outputs = [inputs[name] for name in references]
+    choice_outputs = [watched, *ref_outputs] + ([inputs["data"]] if "data" in inputs else [])
+
+    def refresh_choices() -> list:
+        """New runs of other stages become parents; new runs of this one can be watched."""
+        out = [gr.Dropdown(choices=run_choices((stage,), saved_only=False))]
+        out += [gr.Dropdown(choices=run_choices(of, saved_only=True)) for of in references.values()]
+        if "data" in inputs:
+            out.append(gr.Dropdown(choices=["world", *api.uploads()]))
+        return out
+
+    def on_load(smoothing):
+        """A new browser session opens on the latest run of this stage, read from its first step."""
+        mine = run_choices((stage,), saved_only=False)
+        latest = mine[0][1] if mine else None
+        return [gr.Dropdown(choices=mine, value=latest), *refresh_choices()[1:], *watch(latest, smoothing)]
+
+    def on_upload(file):
+        return gr.Dropdown(choices=["world", *api.uploads()], value=api.keep_upload(file))
+
+    watch_outputs = [state, status, plot, samples, timer]
+    form = list(inputs.values())
+    hidden = dict(api_visibility="private", show_progress="hidden")
+
+    gr.on([c.change for c in form], on_form, inputs=form, outputs=command, trigger_mode="always_last", **hidden)
+    start.click(on_start, inputs=form, outputs=[watched, state, timer, message], api_visibility="private")
+    stop.click(on_stop, inputs=state, outputs=message, api_visibility="private")
+    watched.change(on_watch, inputs=[watched, state, smoothing], outputs=watch_outputs, **hidden)
+    timer.tick(tick, inputs=[state, smoothing], outputs=[status, plot, samples, watched, timer], concurrency_limit=None, **hidden)
+    smoothing.release(on_smoothing, inputs=[state, smoothing], outputs=plot, **hidden)
+    refresh.click(refresh_choices, outputs=choice_outputs, **hidden)
+    tab.select(refresh_choices, outputs=choice_outputs, **hidden)
+    demo.load(on_load, inputs=smoothing, outputs=choice_outputs + watch_outputs, **hidden)
+    demo.load(on_form, inputs=form, outputs=command, **hidden)
+    if "data" in inputs:
+        data.change(lambda source: preview(stage, source), inputs=data, outputs=[data_summary, data_preview], **hidden)
+        demo.load(lambda source: preview(stage, source), inputs=data, outputs=[data_summary, data_preview], **hidden)
+        upload.upload(on_upload, inputs=upload, outputs=data, **hidden)

@@ -1,0 +1,90 @@
+"""The Pretrain page in a real browser (Debian's Chromium driven by Playwright): set up a nano run, start
+it, watch its curve grow, stop it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+playwright = pytest.importorskip("playwright.sync_api")
+
+if not CHROMIUM.exists():
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium) for the browser tests", allow_module_level=True)
+
+
+def step_shown(page) -> int:
+    match = re.search(r"step (\d+)", page.locator("#pretrain-progress").inner_text())
+    return int(match.group(1)) if match else 0
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        try:
+            page.goto(lab_app)
+            page.get_by_role("tab", name="Pretrain").click()
+            page.locator("#pretrain-field-preset input").click()
+            page.get_by_role("option", name="nano").click()
+            page.locator("#pretrain-field-batch_size input").fill("8")
+            page.locator("#pretrain-field-batch_size input").press("Enter")
+            # The CLI box follows the form.
+            wait_until(lambda: "--preset nano --batch-size 8" in page.locator("#pretrain-cli").inner_text(), 20, "the CLI command to follow the form")
+
+            page.locator("#pretrain-start").click()
+            wait_until(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")
+            run_id = re.search(r"Run (\S+) queued", page.locator("#pretrain-message").inner_text()).group(1)
+            wait_until(lambda: run_id in page.locator("#pretrain-progress").inner_text() and step_shown(page) >= 1, 180, "the first logged step")
+            first = step_shown(page)
+            wait_until(lambda: step_shown(page) > first, 120, "the step count to rise")
+            assert "running" in page.locator("#pretrain-progress").inner_text()
+            assert page.locator("#pretrain-curves .js-plotly-plot g.trace").count() > 0  # the plot has data
+
+            # A second browser re-attaches: its Pretrain page opens on the running job, curves from step 1.
+            other = browser.new_context().new_page()
+            other.goto(lab_app)
+            other.get_by_role("tab", name="Pretrain").click()
+            wait_until(lambda: run_id in other.locator("#pretrain-progress").inner_text() and step_shown(other) >= first, 60, "the second browser to show the run")
+            wait_until(lambda: other.locator("#pretrain-curves .js-plotly-plot g.trace").count() > 0, 30, "the second browser's curves")
+            xs = other.evaluate("() => document.querySelector('#pretrain-curves .js-plotly-plot').data.find(t => t.name === 'loss').x")
+            assert min(xs) == 1  # read from the first logged step, not from where the second browser came in
+            other.context.close()
+
+            page.locator("#pretrain-stop").click()
+            wait_until(lambda: "stopped" in page.locator("#pretrain-progress").inner_text(), 90, "the status to read stopped")
+        finally:
+            shot = tmp_path / "pretrain-page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("LAB_SCREENSHOTS"):
+                Path(os.environ["LAB_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, Path(os.environ["LAB_SCREENSHOTS"]) / shot.name)
+            browser.close()
+
+
+def test_a_mistake_shows_as_a_message_not_a_traceback(lab_app):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(lab_app)
+            page.get_by_role("tab", name="SFT").click()
+            page.locator("#sft-start").click()  # no parent model picked
+            wait_until(lambda: "needs a parent model" in page.locator("#sft-message").inner_text(), 30, "the message")
+            assert "Traceback" not in page.content()
+        finally:
+            browser.close()
