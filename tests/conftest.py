@@ -46,3 +46,50 @@ def nano_run(store) -> Path:
     """A nano causal LM pretrained for 30 steps on the toy world: the parent of later stages' tests."""
     proc = lab("train", "pretrain", "--preset", "nano", "--max-steps", "30", "--logging-steps", "5", "--sample-every", "10", "--eval-every", "15")
     return store / last_line(proc)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def lab_app(store, tmp_path_factory):
+    """The Gradio lab launched for real (`python -m lab app`) on the session's run store; yields its URL."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "LAB_CHECKPOINTS": str(store), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "lab", "app", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "config", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"the app did not come up on {url}:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def nano_sft_run(nano_run, store) -> Path:
+    """A nano instruct model: 3 SFT steps on the nano pretrain run (the parent of alignment tests)."""
+    proc = lab("train", "sft", "--parent", nano_run.name, "--max-steps", "3", "--batch-size", "4", "--kl-every", "0", "--sample-every", "0")
+    return store / last_line(proc)
