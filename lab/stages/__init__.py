@@ -8,7 +8,7 @@ import importlib
 import json
 import random
 
-STAGES = ("tokenizer", "pretrain", "sft", "reward", "dpo", "grpo")
+STAGES = ("tokenizer", "pretrain", "sft", "reward", "ppo", "dpo", "grpo")
 
 
 def get(stage: str):
