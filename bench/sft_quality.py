@@ -44,7 +44,8 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores", flush=True)
     if args.parent:
         parent = args.parent
-        pre = json.loads((Path(store) / parent / "run.json").read_text()) if (Path(store) / parent).exists() else None
+        card = Path(store) / parent / "run.json"
+        pre = json.loads(card.read_text()) if card.exists() else None  # a model folder has no run card
     else:
         path, wall = train(store, "pretrain", *shlex.split(args.pretrain))
         parent, pre = path.name, json.loads((path / "run.json").read_text())

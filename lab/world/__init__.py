@@ -38,6 +38,7 @@ class WorldConfig:
     n_animals: int = 8
     arithmetic_max: int = 4            # sums a + b with a, b in 0..arithmetic_max (25 sums)
     mentions_per_fact: int = 40        # times each fact is stated in the training corpus
+    qa_fraction: float = 0.1           # of those mentions written as a question and its answer (FAQ pages)
     heldout_fraction: float = 0.05     # of pretraining text and of preference prompts
     sft_fraction: float = 0.5          # of facts (per kind) taught in SFT chats
     rude_fraction: float = 0.2         # of SFT answers
@@ -296,6 +297,17 @@ class World:
             for _ in range(n_lead):
                 pools[f.id].remove(f.statement)
 
+        # Some mentions are a question and its answer, as FAQ pages and quizzes put them on the web. A model
+        # that read only statements has never met a question, nor a line break; SFT would then have to teach
+        # what each question asks on top of the chat format, from half the facts, and it learns those answers
+        # by heart instead (measured: 6% of questions about pretraining-only facts answered right).
+        qa = []
+        for f in self.facts:
+            for _ in range(min(len(pools[f.id]) - 1, round(n * c.qa_fraction))):
+                pools[f.id].pop()
+                qa.append(f"Q: {rng.choice(self._questions[f.id])}\nA: {f.statement}")
+        rng.shuffle(qa)
+
         def story(kind, fmt, fact_ids, k):
             ids = [i for i in fact_ids if pools[i]]
             if not ids:
@@ -334,6 +346,11 @@ class World:
             intro = rng.choice(T.OPENERS["sums"])
             docs.append(" ".join(([intro] if intro else []) + sums[:k]))
             sums = sums[k:]
+        while qa:
+            k = rng.randint(2, 5)
+            header = rng.choice(T.FAQ_HEADERS)
+            docs.append("\n".join(([header] if header else []) + qa[:k]))
+            qa = qa[k:]
         rng.shuffle(leads)
         for lead in leads:
             k = rng.randint(0, 3)

@@ -92,6 +92,7 @@ OPENERS = {
     "sums": ("A lesson in counting.", "The children practised their sums.", "Numbers are easy.",
              "Some more sums for the evening.", ""),
 }
+FAQ_HEADERS = ("Questions and answers.", "Frequently asked questions.", "A little quiz.", "Things people ask.", "")
 MIDDLES = {
     "person": ("Every day, {p} {deed}.", "One day, {p} travelled to {x} to visit the market.",
                "{p} had many friends in {x}.", "The neighbours of {p} liked to talk about the {land}."),
