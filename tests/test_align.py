@@ -1,0 +1,118 @@
+"""Alignment on TRL, run as a user runs it: the reward model, DPO and GRPO/RLOO as real subprocesses on
+nano models, and what they save loaded back with plain transformers / PEFT."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from conftest import lab, last_line, read_jsonl
+from lab import evals
+from lab.runs import Run
+
+FEW = ("--logging-steps", "1", "--seed", "0")
+
+
+@pytest.fixture(scope="module")
+def sft_run(nano_run, store):
+    return last_line(lab("train", "sft", "--parent", nano_run.name, "--max-steps", "3", "--batch-size", "4", "--kl-every", "0", "--sample-every", "0"))
+
+
+@pytest.fixture(scope="module")
+def reward_run(sft_run, store):
+    return last_line(lab("train", "reward", "--parent", sft_run, "--max-steps", "6", "--batch-size", "8", *FEW))
+
+
+def test_reward_model_trains_logs_accuracy_and_saves_a_sequence_classifier(reward_run, store):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    run = Run.open(reward_run)
+    assert run.status == "completed"
+    rows = read_jsonl(run.path / "metrics.jsonl")
+    assert {"loss", "accuracy", "margin"} <= {k for r in rows for k in r}
+    final = run.info["final_metrics"]
+    # held-out pairs of the toy world, overall and per gold criterion
+    assert 0 <= final["eval/accuracy"] <= 1 and {"eval/accuracy_correct", "eval/accuracy_polite", "eval/accuracy_refuses_harmful"} <= set(final)
+    model = AutoModelForSequenceClassification.from_pretrained(run.path / "model")
+    tok = AutoTokenizer.from_pretrained(run.path / "model")
+    chat = [{"role": "user", "content": "What is 1 plus 1?"}, {"role": "assistant", "content": "1 plus 1 is 2."}]
+    scores = evals.reward_scores(model, tok, [chat, chat[:1] + [{"role": "assistant", "content": "Go away."}]])
+    assert len(scores) == 2 and all(map(torch.isfinite, torch.tensor(scores)))
+
+
+def test_lora_reward_model_is_saved_merged(sft_run, store):
+    run = Run.open(last_line(lab("train", "reward", "--parent", sft_run, "--mode", "lora", "--max-steps", "2", "--batch-size", "4", *FEW)))
+    files = {p.name for p in (run.path / "model").iterdir()}
+    assert "model.safetensors" in files and "adapter_config.json" not in files  # PPO and GRPO load it with transformers alone
+
+
+def test_dpo_logs_margins_kl_and_gold_and_beats_nothing_silently(sft_run, store):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = Run.open(last_line(lab("train", "dpo", "--parent", sft_run, "--max-steps", "4", "--batch-size", "4", "--kl-every", "2", "--sample-every", "2", *FEW)))
+    rows = read_jsonl(run.path / "metrics.jsonl")
+    keys = {k for r in rows for k in r}
+    assert {"loss", "rewards/margins", "rewards/accuracies", "kl", "gold/score"} <= keys
+    kl = [r["kl"] for r in rows if "kl" in r]
+    assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[-1] > 0  # the policy leaves its reference
+    final = run.info["final_metrics"]
+    assert 0 <= final["eval/win_rate_vs_parent"] <= 1 and "eval/refusal_rate" in final and "eval/rewards/accuracies" in final
+    samples = read_jsonl(run.path / "samples.jsonl")
+    assert samples and all("gold" in s for s in samples)
+    model = AutoModelForCausalLM.from_pretrained(run.path / "model")
+    tok = AutoTokenizer.from_pretrained(run.path / "model")
+    assert isinstance(evals.chat(model, tok, ["What is 1 plus 1?"], max_new_tokens=8)[0], str)
+
+
+def test_lora_dpo_on_a_lora_sft_run_saves_an_adapter_on_the_merged_sft_model(nano_run, store):
+    from peft import AutoPeftModelForCausalLM
+
+    lora_sft = last_line(lab("train", "sft", "--parent", nano_run.name, "--mode", "lora", "--max-steps", "2", "--batch-size", "4", "--kl-every", "0", "--sample-every", "0"))
+    run = Run.open(last_line(lab("train", "dpo", "--parent", lora_sft, "--mode", "lora", "--max-steps", "2", "--batch-size", "4", "--kl-every", "1", "--sample-every", "0", *FEW)))
+    base = json.loads((run.path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str(Run.open(lora_sft).path / "adapter-merged")  # the SFT adapter folded in once, then the reference
+    assert [r for r in read_jsonl(run.path / "metrics.jsonl") if "kl" in r]
+    AutoPeftModelForCausalLM.from_pretrained(run.path / "adapter")
+
+
+def test_grpo_with_a_reward_model_logs_reward_kl_and_the_gold_judge(sft_run, reward_run, store):
+    run = Run.open(last_line(lab("train", "grpo", "--parent", sft_run, "--reward", reward_run, "--max-steps", "2", "--batch-size", "8", "--max-completion-length", "12", "--sample-every", "0", *FEW)))
+    keys = {k for r in read_jsonl(run.path / "metrics.jsonl") for k in r}
+    assert {"reward", "reward_std", "kl", "entropy", "rewards/gold_judge/mean"} <= keys
+    assert (run.path / "model" / "model.safetensors").exists() and "eval/win_rate_vs_parent" in run.info["final_metrics"]
+
+
+def test_rloo_with_the_gold_judge_as_reward(sft_run, store):
+    run = Run.open(last_line(lab("train", "grpo", "--parent", sft_run, "--reward", "gold", "--algorithm", "rloo", "--mode", "lora", "--max-steps", "1", "--batch-size", "4", "--num-generations", "2", "--max-completion-length", "8", "--sample-every", "0", *FEW)))
+    assert run.status == "completed" and (run.path / "adapter" / "adapter_config.json").exists()
+    assert any("reward" in r for r in read_jsonl(run.path / "metrics.jsonl"))
+
+
+def test_stop_ends_grpo_mid_rollout_and_keeps_the_policy(sft_run, store):
+    run = Run.open(last_line(lab("train", "grpo", "--parent", sft_run, "--reward", "gold", "--max-steps", "500", "--batch-size", "8",
+                                 "--max-completion-length", "400", "--sample-every", "0", "--detach", *FEW)))
+    deadline = time.time() + 240
+    while not any("reward" in r for r in run.metrics()[0]):
+        assert time.time() < deadline and run.status in ("queued", "running"), run.info
+        time.sleep(0.5)
+    lab("stop", run.id)
+    assert run.status == "stopped"
+    assert "rollout abandoned" in (run.path / "log.txt").read_text()
+    assert (run.path / "model" / "model.safetensors").exists() and run.info["final_metrics"]["steps"] < 500
+
+
+@pytest.mark.parametrize("args, message", [
+    (("grpo", "--reward", "SFT"), "is not a reward model"),
+    (("grpo", "--reward", "gold", "--batch-size", "6"), "must be a multiple of --num-generations"),
+    (("dpo", "--beta", "0"), "must be above 0"),
+    (("reward", "--data", "MISSING.jsonl"), "MISSING.jsonl"),
+])
+def test_bad_alignment_input_is_refused_before_a_run_exists(sft_run, store, args, message):
+    before = {p.name for p in store.iterdir()}
+    args = tuple(sft_run if a == "SFT" else a for a in args)
+    proc = lab("train", args[0], "--parent", sft_run, *args[1:], check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert {p.name for p in store.iterdir()} == before
