@@ -7,21 +7,24 @@ gradio_client raises it with the message, and the pages show it; anything else i
 keeps its traceback in the server's log.
 
 Training never happens here: `start_run` spawns a job (`lab.jobs.submit`), and `export_run` runs
-`llm-lab export` in its own process, so the app never loads a model.
+`llm-lab export` in its own process. The one place the app itself loads models is generation for the
+Compare and Feedback pages (`compare`), through `lab.inference` and its memory-bounded cache.
 """
 
 import functools
+import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
 
-from lab import configs, jobs, runs, stages
+from lab import configs, feedback, inference, jobs, runs, stages
 from lab.runs import Run
 
 # The data each stage trains on, as lab.data names the formats (None: any format, flattened to text).
@@ -30,18 +33,36 @@ PROMPT_STAGES = ("ppo", "grpo")  # RL stages sample their own answers: only the 
 
 
 def user_errors(fn):
-    """Turn the errors a user causes into gr.Error with the engine's message (which says what to do)."""
+    """Turn the errors a user causes into gr.Error with the engine's message (which says what to do).
+    A generator (a streaming endpoint) raises them as it is read, so it is wrapped as one."""
+
+    def translate(e: Exception):
+        if isinstance(e, gr.Error):
+            return e
+        return gr.Error(str(e), print_exception=False) if jobs.is_user_error(e) else None
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:
+                error = translate(e)
+                if error is None:
+                    raise
+                raise error from None
+
+        return streaming
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
         except Exception as e:
-            if jobs.is_user_error(e):
-                raise gr.Error(str(e), print_exception=False) from None
-            raise
+            error = translate(e)
+            if error is None:
+                raise
+            raise error from None
 
     return wrapper
 
@@ -256,17 +277,80 @@ def keep_upload(temp_path: str) -> str:
     return str(dest)
 
 
+# -- compare and feedback -----------------------------------------------------------------------------
+
+
+@user_errors
+def compare(models: list[str], prompt: str, temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 64, seed: int = 0,
+            mode: str = "auto", reward_model: str = "", histories: list | None = None, distinct_seeds: bool = False) -> Iterator[list[dict]]:
+    """Answers of 1–4 models (runs, model folders or hub ids) to one prompt, streamed side by side with the same sampling settings and seed (temperature 0: greedy). Yields the panes as they grow; in the last, each has its `answer`, `tokens`, `seconds`, `ttft`, `tokens_per_second`, `token_probs` (every token's probability and its top-5 alternatives), `reward` (with reward_model, a reward run), `gold` (the toy world's judge, for its prompts), `mode` (mode auto: raw for base models, chat for the rest) and `note`. histories: per model, the turns before this prompt. distinct_seeds: model i samples with seed + i (K different answers of one model)."""
+    models = [m for m in (models or []) if m]
+    settings = inference.Settings(float(temperature), float(top_p), int(max_new_tokens), int(seed))
+    seeds = [int(seed) + i for i in range(len(models))] if distinct_seeds else None
+    yield from inference.compare(models, prompt, histories=histories or None, settings=settings, mode=mode or "auto",
+                                 reward_model=(reward_model or "").strip() or None, seeds=seeds)
+
+
+def _prompt_turns(prompt: str, history: list | None) -> list[dict]:
+    if not (prompt or "").strip():
+        raise ValueError("the prompt is empty: give the user's message the answers reply to")
+    return inference.check_turns(history) + [{"role": "user", "content": prompt}]
+
+
+@user_errors
+def vote(prompt: str, answers: list[str], best: int, history: list | None = None, dataset: str = "compare", models: list[str] | None = None) -> dict:
+    """A best-of-N vote (A/B with two answers): answer `best` (0-based) is preferred to each other answer. Saves those pairs to checkpoints/feedback/<dataset>.jsonl as conversational prompt/chosen/rejected records (prompt: history + the user's prompt), the data the reward and DPO stages take. Returns {"file", "pairs", "rankings", "added", "skipped"}."""
+    answers = list(answers or [])
+    if not 0 <= int(best) < len(answers):
+        raise ValueError(f"best {best}: give the index of the best answer, 0 to {len(answers) - 1}")
+    ranks = [1 if i == int(best) else 2 for i in range(len(answers))]
+    return feedback.add_ranking(dataset, _prompt_turns(prompt, history), answers, ranks, "compare", models or None)
+
+
+@user_errors
+def rank(prompt: str, answers: list[str], ranks: list[int], history: list | None = None, dataset: str = "feedback", model: str = "") -> dict:
+    """A ranking of K answers to one prompt: ranks[i] is answer i's rank (1 = best; equal ranks state no preference). Saves every pair it implies (K choose 2 when all ranks differ) to checkpoints/feedback/<dataset>.jsonl. Returns {"file", "pairs", "rankings", "added", "skipped"}."""
+    answers = list(answers or [])
+    return feedback.add_ranking(dataset, _prompt_turns(prompt, history), answers, list(ranks or []), "feedback", [model] * len(answers) if model else None)
+
+
+@user_errors
+def feedback_count(dataset: str = "feedback") -> dict:
+    """How much a feedback dataset holds: {"file", "pairs", "rankings"} (0 and 0 before its first vote)."""
+    return feedback.count(dataset)
+
+
+@user_errors
+def undo_feedback(dataset: str = "feedback") -> dict:
+    """Remove the pairs of the last ranking or vote saved to a feedback dataset. Returns {"file", "pairs", "rankings", "removed"}."""
+    return feedback.undo(dataset)
+
+
+@user_errors
+def lifecycle(run_id: str) -> list[str]:
+    """The models of a run's lifecycle, oldest first (base → instruct → aligned), by following parent links: what the Compare page fills its panes with."""
+    return inference.lifecycle(_run(run_id).id)
+
+
 # Everything above that an API user may call, by its endpoint name.
 ENDPOINTS = {fn.__name__: fn for fn in (
     start_run, stop_run, resume_run, delete_run, export_run, list_runs, run_status, run_metrics, run_samples,
-    run_log, config_diff, config_fields, cli_command, preview_data,
+    run_log, config_diff, config_fields, cli_command, preview_data, compare, vote, rank, feedback_count, undo_feedback, lifecycle,
 )}
 # Reads are cheap and safe side by side, so many browsers polling at once never queue behind each other;
 # actions keep gradio's default of one at a time.
-READ_ONLY = ("list_runs", "run_status", "run_metrics", "run_samples", "run_log", "config_diff", "config_fields", "cli_command", "preview_data")
+READ_ONLY = ("list_runs", "run_status", "run_metrics", "run_samples", "run_log", "config_diff", "config_fields", "cli_command", "preview_data",
+             "feedback_count", "lifecycle")
+# Generation runs in the app's own process and takes every core it gets: one request at a time, shared
+# with the Compare and Feedback pages' buttons (the same concurrency id), so that two browsers queue
+# instead of halving each other's speed.
+GENERATION = dict(concurrency_limit=1, concurrency_id="generation")
 
 
 def register() -> None:
     """Wire every endpoint into the Blocks being built, with a stable api_name."""
     for name, fn in ENDPOINTS.items():
-        gr.api(fn, api_name=name, concurrency_limit=None if name in READ_ONLY else "default")
+        if name == "compare":
+            gr.api(fn, api_name=name, **GENERATION)
+        else:
+            gr.api(fn, api_name=name, concurrency_limit=None if name in READ_ONLY else "default")

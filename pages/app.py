@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pages import align, api, data, pretrain, runs, sft
+from pages import align, api, compare, data, feedback, pretrain, runs, sft
 
-PAGES = [data, pretrain, sft, align, runs]
+PAGES = [data, pretrain, sft, align, feedback, compare, runs]
 
 HEADER = """# LLM Lifecycle Lab
 **tokenizer → pretraining → supervised fine-tuning → alignment.** Every run is a job in its own process and a
@@ -21,7 +21,7 @@ folder in the run store: close the browser whenever you like, and come back to i
 def build() -> gr.Blocks:
     with gr.Blocks(title="LLM Lifecycle Lab", analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # on a narrow screen every page stays in sight, on two rows
             for page in PAGES:
                 page.build(demo)
         api.register()

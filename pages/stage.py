@@ -2,9 +2,10 @@
 added to `lab.stages.STAGES` gets its page with no UI code of its own.
 
 Left: set up a run. Model fields pick a run of the right stage (or take a typed folder or hub id), the
-data is the toy world, an uploaded file or a path, with a preview; the rest of the form comes from the
-fields' metadata (`help`, `choices`, `advanced`), and the equivalent `llm-lab train` command follows the
-form. Start queues a job (`lab.jobs`, a subprocess); the page never trains.
+data is the toy world, an uploaded file, a path or (for stages that learn from preferences) the pairs
+collected on the Compare and Feedback pages, with a preview; the rest of the form comes from the fields'
+metadata (`help`, `choices`, `advanced`), and the equivalent `llm-lab train` command follows the form.
+Start queues a job (`lab.jobs`, a subprocess); the page never trains.
 
 Right: watch a run. A timer reads only the new lines of its metrics.jsonl and samples.jsonl, keeping the
 offsets and the rows read so far in the browser session's state. Each page opens on the latest run of
@@ -21,7 +22,7 @@ from typing import get_type_hints
 import gradio as gr
 import pandas as pd
 
-from lab import jobs, runs, stages
+from lab import feedback, jobs, runs, stages
 from lab.runs import Run
 from pages import api, curves
 
@@ -60,6 +61,21 @@ def run_choices(of_stages: tuple | None, saved_only: bool) -> list[tuple[str, st
         except FileNotFoundError:  # deleted while we listed
             continue
     return out
+
+
+# Stages that can train on the Compare and Feedback pages' preference pairs (PPO and GRPO take their prompts).
+FEEDBACK_STAGES = ("reward", "dpo", "ppo", "grpo")
+
+
+def data_choices(stage: str) -> list[tuple[str, str]]:
+    """The data picker's (label, value): the toy world, the feedback datasets for stages that learn from
+    preferences, then uploaded files."""
+    out = [("world", "world")]
+    if stage in FEEDBACK_STAGES:
+        for path in feedback.files():
+            pairs = feedback.count(path.stem)["pairs"]
+            out.append((f"feedback: {path.stem} ({pairs} pairs)", str(path)))
+    return out + [(p, p) for p in api.uploads()]
 
 
 def fresh(run_id: str | None) -> dict:
@@ -154,7 +170,7 @@ def build(stage: str, demo: gr.Blocks, tab) -> None:
                 if f.name == "data":
                     with gr.Group():
                         data = inputs["data"] = gr.Dropdown(
-                            choices=["world", *api.uploads()], value=f.default, allow_custom_value=True, label="data",
+                            choices=data_choices(stage), value=f.default, allow_custom_value=True, label="data",
                             info=(f.metadata.get("help") or "") + "; or upload a file", elem_id=f"{stage}-field-data",
                         )
                         upload = gr.UploadButton("Upload a file", size="sm", elem_id=f"{stage}-upload", file_types=[".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"])
@@ -265,7 +281,7 @@ def build(stage: str, demo: gr.Blocks, tab) -> None:
         out = [gr.Dropdown(choices=run_choices((stage,), saved_only=False))]
         out += [gr.Dropdown(choices=run_choices(of, saved_only=True)) for of in references.values()]
         if "data" in inputs:
-            out.append(gr.Dropdown(choices=["world", *api.uploads()]))
+            out.append(gr.Dropdown(choices=data_choices(stage)))
         return out
 
     def on_load(smoothing):
@@ -275,7 +291,8 @@ def build(stage: str, demo: gr.Blocks, tab) -> None:
         return [gr.Dropdown(choices=mine, value=latest), *refresh_choices()[1:], *watch(latest, smoothing)]
 
     def on_upload(file):
-        return gr.Dropdown(choices=["world", *api.uploads()], value=api.keep_upload(file))
+        kept = api.keep_upload(file)
+        return gr.Dropdown(choices=data_choices(stage), value=kept)
 
     watch_outputs = [state, status, plot, samples, timer]
     form = list(inputs.values())

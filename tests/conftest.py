@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import lab  # noqa: F401  (first: it sets OpenMP's passive waiting before any test imports torch)
+
 
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
@@ -92,4 +94,17 @@ def lab_app(store, tmp_path_factory):
 def nano_sft_run(nano_run, store) -> Path:
     """A nano instruct model: 3 SFT steps on the nano pretrain run (the parent of alignment tests)."""
     proc = lab("train", "sft", "--parent", nano_run.name, "--max-steps", "3", "--batch-size", "4", "--kl-every", "0", "--sample-every", "0")
+    return store / last_line(proc)
+
+
+@pytest.fixture(scope="session")
+def nano_dpo_run(nano_sft_run, store, tmp_path_factory) -> Path:
+    """A nano aligned model: 2 LoRA DPO steps on the nano SFT run, from 16 of the toy world's pairs given as a
+    file (so the run skips the toy world's end-of-run evals), saved as an adapter/ on the SFT model."""
+    from lab.world import build_world
+
+    pairs = tmp_path_factory.mktemp("dpo") / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in build_world().preference_pairs()[:16]))
+    proc = lab("train", "dpo", "--parent", nano_sft_run.name, "--data", str(pairs), "--mode", "lora", "--max-steps", "2",
+               "--batch-size", "4", "--kl-every", "0", "--sample-every", "0")
     return store / last_line(proc)

@@ -1,0 +1,140 @@
+"""Human feedback as preference data: the Compare page's votes and the Feedback page's rankings, saved as
+prompt/chosen/rejected pairs in the run store, which the reward-model and DPO stages take as data.
+
+    checkpoints/feedback/<name>.jsonl    one pair per line, in TRL's conversational shape:
+        {"prompt": [{"role": "user", "content": "..."}, ...], "chosen": [{"role": "assistant", "content": "..."}],
+         "rejected": [{"role": "assistant", "content": "..."}], "ranking": "<id>", "source": "compare", ...}
+
+    llm-lab train reward --parent SFT_RUN --data checkpoints/feedback/feedback.jsonl
+
+Every record is conversational, even for a one-turn prompt: `lab.data` refuses a file that mixes the two
+shapes, and a later prompt with history could only be saved as turns. A ranking of K answers saves every
+pair it implies (K choose 2 when no two are ranked equal), all under one ranking id, so undo removes
+exactly the last ranking. Writers append under a lock; undo rewrites the file atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from lab import runs
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def folder() -> Path:
+    return runs.root() / "feedback"
+
+
+def path_of(name: str) -> Path:
+    name = (name or "").strip().removesuffix(".jsonl")
+    if not NAME.fullmatch(name):
+        raise ValueError(f"dataset name '{name}': use letters, digits, '-', '_' or '.' (up to 64), e.g. feedback or compare-tiny")
+    return folder() / f"{name}.jsonl"
+
+
+def files() -> list[Path]:
+    """The feedback datasets in the store, most recently written first."""
+    if not folder().is_dir():
+        return []
+    return sorted((p for p in folder().glob("*.jsonl") if p.stat().st_size), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _read(path: Path) -> list[dict]:
+    return runs.read_jsonl_from(path)[0]
+
+
+def pairs_of(answers: list[str], ranks: list[int]) -> tuple[list[tuple[int, int]], int]:
+    """(better, worse) index pairs a ranking implies (rank 1 = best; equal ranks: no preference), and how
+    many pairs were left out because the two answers are the same text or one is empty (no training data
+    can say which of two identical answers is better, and an empty turn is refused by the data loader)."""
+    pairs, skipped = [], 0
+    for i in range(len(answers)):
+        for j in range(i + 1, len(answers)):
+            if ranks[i] == ranks[j]:
+                continue
+            better, worse = (i, j) if ranks[i] < ranks[j] else (j, i)
+            if not answers[i].strip() or not answers[j].strip() or answers[i].strip() == answers[j].strip():
+                skipped += 1
+                continue
+            pairs.append((better, worse))
+    return pairs, skipped
+
+
+def add_ranking(name: str, prompt: list[dict], answers: list[str], ranks: list[int], source: str,
+                models: list[str] | None = None) -> dict:
+    """Save the pairs a ranking of `answers` to the conversation `prompt` implies. Returns count(name)
+    with `added` and `skipped`."""
+    path = path_of(name)
+    if len(answers) < 2:
+        raise ValueError(f"{len(answers)} answer(s): a preference needs at least two")
+    if len(ranks) != len(answers):
+        raise ValueError(f"{len(ranks)} ranks for {len(answers)} answers: give every answer a rank (1 = best)")
+    try:
+        ranks = [int(r) for r in ranks]
+    except (TypeError, ValueError):
+        raise ValueError(f"ranks {ranks}: give every answer a whole-number rank, 1 = best") from None
+    if any(r < 1 for r in ranks):
+        raise ValueError(f"ranks {ranks}: ranks start at 1 (the best answer)")
+    if not prompt or prompt[-1]["role"] != "user":
+        raise ValueError("the prompt must end with the user's turn that the answers reply to")
+    pairs, skipped = pairs_of(answers, ranks)
+    if not pairs:
+        why = "every answer has the same rank" if len(set(ranks)) == 1 else "the answers ranked apart are identical or empty"
+        raise ValueError(f"this ranking says nothing to learn from: {why}. Rank a better answer above a worse one (1 = best)")
+    ranking, now = uuid.uuid4().hex[:12], time.time()
+    lines = []
+    for better, worse in pairs:
+        record = {"prompt": prompt, "chosen": [{"role": "assistant", "content": answers[better].strip()}],
+                  "rejected": [{"role": "assistant", "content": answers[worse].strip()}],
+                  "ranking": ranking, "source": source, "time": now}
+        if models:
+            record["chosen_model"], record["rejected_model"] = models[better], models[worse]
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    with _locked(path):
+        # One write of the whole ranking in append mode: a reader sees all of its pairs or none.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, "".join(lines).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return {**count(name), "added": len(pairs), "skipped": skipped}
+
+
+def count(name: str) -> dict:
+    """{"file", "pairs", "rankings"} of a feedback dataset (0 and 0 before its first vote)."""
+    path = path_of(name)
+    rows = _read(path)
+    return {"file": str(path), "pairs": len(rows), "rankings": len({r.get("ranking") for r in rows})}
+
+
+def undo(name: str) -> dict:
+    """Remove the pairs of the last ranking (or vote) saved to a dataset. Returns count(name) with `removed`."""
+    path = path_of(name)
+    with _locked(path):
+        rows = _read(path)
+        if not rows:
+            raise ValueError(f"{path.name} has nothing to undo: no ranking saved yet")
+        last = rows[-1].get("ranking")
+        kept = [r for r in rows if r.get("ranking") != last]
+        if kept:
+            runs.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+        else:  # an empty file is no dataset: the data pickers should not offer it
+            path.unlink()
+    return {**count(name), "removed": len(rows) - len(kept)}

@@ -1,0 +1,193 @@
+"""Feedback: the human-ranking loop. A model answers each prompt K times (K different seeds, the same
+settings); you rank the answers; the ranking is saved as every preference pair it implies (K choose 2),
+in checkpoints/feedback/<dataset>.jsonl, the data a reward model (one click here) or DPO then learns from.
+
+Prompts come from the toy world (the prompts of its preference pairs) or from a file of yours (prompts,
+preference pairs or chats, as `lab.stages.prompt_set` reads them). Undo removes the last ranking's pairs;
+the dataset downloads as jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from lab import stages
+from pages import api
+from pages.compare import model_choices
+from pages.stage import warn
+
+MAX_K = 4
+
+ABOUT = """Pick a model and a prompt set; **Sample** draws K answers to the prompt (seeds *seed* … *seed + K − 1*,
+so raise the temperature for variety); rank them, 1 the best (equal ranks: no preference), and **Save ranking**:
+every pair the ranking implies becomes a preference pair (3 answers → 3 pairs, 4 → 6). Enough pairs, and
+**Train a reward model on these** queues a reward run on them, with the model as its parent."""
+
+
+def fresh() -> dict:
+    return {"source": None, "prompts": [], "index": -1, "context": [], "answers": [], "model": None}
+
+
+def export_copy(path: str) -> str | None:
+    """A copy of a feedback file in the temp folder, for the download box: gradio serves files from there
+    whatever LAB_CHECKPOINTS points at, and a later vote does not change a download in progress."""
+    if not Path(path).exists():
+        return None
+    folder = Path(tempfile.gettempdir()) / "lab-feedback-export"
+    folder.mkdir(exist_ok=True)
+    return shutil.copy(path, folder / Path(path).name)
+
+
+def summary(dataset: str) -> tuple[str, str | None]:
+    """The counter's text and the export file of a dataset."""
+    try:
+        c = api.feedback_count(dataset)
+    except gr.Error as e:
+        return f"⚠️ {e.message}", None
+    return f"**{c['pairs']}** preference pairs from **{c['rankings']}** rankings in `{c['file']}`", export_copy(c["file"])
+
+
+def build(demo: gr.Blocks) -> None:
+    with gr.Tab("Feedback") as tab:
+        gr.Markdown(ABOUT)
+        with gr.Row(equal_height=True):
+            model = gr.Dropdown(label="model", allow_custom_value=True, scale=2, elem_id="feedback-model")
+            source = gr.Dropdown(["world", *api.uploads()], value="world", allow_custom_value=True, scale=2,
+                                 label="prompts: the toy world's, or a file of prompts, pairs or chats", elem_id="feedback-source")
+            upload = gr.UploadButton("Upload prompts", size="sm", scale=0, file_types=[".jsonl", ".json", ".csv", ".tsv", ".parquet"])
+            k = gr.Slider(2, MAX_K, value=3, step=1, label="answers per prompt (K)", scale=1, elem_id="feedback-k")
+        with gr.Accordion("Sampling", open=False):
+            with gr.Row():
+                temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="temperature", info="answers differ only by chance: keep it high")
+                top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
+                max_new = gr.Slider(1, 512, value=48, step=1, label="max new tokens")
+                seed = gr.Number(0, precision=0, label="seed (answer i uses seed + i)")
+                mode = gr.Radio(["auto", "chat", "raw"], value="auto", label="mode")
+        context = gr.Markdown(elem_id="feedback-context")
+        with gr.Row(equal_height=True):
+            prompt = gr.Textbox(label="prompt", lines=2, scale=4, elem_id="feedback-prompt")
+            with gr.Column(scale=1, min_width=160):
+                next_prompt = gr.Button("Next prompt", size="sm", elem_id="feedback-next")
+                sample = gr.Button("Sample", variant="primary", elem_id="feedback-sample")
+        answers, ranks, boxes = [], [], []
+        with gr.Row(equal_height=False):
+            for i in range(MAX_K):
+                with gr.Column(visible=i < 3, min_width=200) as box:
+                    boxes.append(box)
+                    answers.append(gr.Textbox(label=f"answer {i + 1}", lines=5, interactive=False, elem_id=f"feedback-answer-{i}"))
+                    ranks.append(gr.Radio(list(range(1, MAX_K + 1))[:3], label="rank (1 = best)", elem_id=f"feedback-rank-{i}"))
+        with gr.Row(equal_height=True):
+            save = gr.Button("Save ranking", variant="primary", elem_id="feedback-save")
+            undo = gr.Button("Undo last ranking", elem_id="feedback-undo")
+            train = gr.Button("Train a reward model on these", elem_id="feedback-train")
+        message = gr.Markdown(elem_id="feedback-message")
+        with gr.Row(equal_height=True):
+            dataset = gr.Textbox("feedback", label="preference dataset: checkpoints/feedback/NAME.jsonl", scale=2, elem_id="feedback-dataset")
+            export = gr.File(label="export (jsonl)", interactive=False, height=90, scale=2, elem_id="feedback-export")
+        counter = gr.Markdown(elem_id="feedback-counter")
+        # inside the tab: a component placed in the Tabs between two tabs broke the tab bar (the next
+        # tab's button showed the selected tab's label)
+        state = gr.State(fresh())
+    hidden = dict(api_visibility="private", show_progress="hidden")
+
+    def on_k(k):
+        k = int(k)
+        return [gr.Column(visible=i < k) for i in range(MAX_K)] + [gr.Radio(choices=list(range(1, k + 1)), value=None) for _ in range(MAX_K)]
+
+    def on_next(source, state):
+        """The next prompt of the set (read when the set changes), its earlier turns shown above it."""
+        source = (source or "world").strip()
+        state = dict(state)
+        if source != state["source"]:
+            try:
+                prompts = stages.prompt_set(source)
+            except (ValueError, FileNotFoundError, LookupError) as e:  # a bad file: the message names the line and the fix
+                return gr.skip(), gr.skip(), gr.skip(), warn(gr.Error(str(e)))
+            state.update(source=source, prompts=prompts, index=-1)
+        state["index"] = (state["index"] + 1) % len(state["prompts"])
+        turns = state["prompts"][state["index"]]
+        state.update(context=turns[:-1], answers=[])
+        shown = "\n\n".join(f"**{t['role']}**: {t['content']}" for t in turns[:-1])
+        where = f"prompt {state['index'] + 1} of {len(state['prompts'])} from `{source}`"
+        return turns[-1]["content"], (f"{where}; the conversation so far:\n\n{shown}" if shown else where), state, ""
+
+    def on_sample(model, prompt, k, temperature, top_p, max_new, seed, mode, state):
+        k = int(k)
+        quiet = [gr.skip()] * (2 * MAX_K + 1)
+        if not model:
+            yield quiet + [warn(gr.Error("pick a model first"))]
+            return
+        if not float(temperature):
+            yield quiet + [warn(gr.Error("temperature 0 is greedy: all K answers would be the same; raise it"))]
+            return
+        # The set's earlier turns belong to its prompt: a prompt typed instead starts a conversation of its own.
+        from_set = state["prompts"] and state["index"] >= 0 and prompt == state["prompts"][state["index"]][-1]["content"]
+        history = state["context"] if from_set else []
+        panes = None
+        try:
+            for panes in api.compare([model] * k, prompt, temperature, top_p, int(max_new), int(seed or 0), mode, "", [history] * k, True):
+                yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [None] * MAX_K + [gr.skip(), ""]
+        except gr.Error as e:
+            yield quiet + [warn(e)]
+            return
+        done = {**state, "answers": [p["answer"] for p in panes], "model": model, "prompt": prompt, "history": history}
+        yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [gr.skip()] * MAX_K + [done, "rank the answers (1 = best), then save"]
+
+    def on_save(dataset, state, *given):
+        answers = state["answers"]
+        if not answers:
+            return gr.skip(), gr.skip(), warn(gr.Error("nothing to rank yet: sample answers first")), gr.skip()
+        chosen = list(given[: len(answers)])
+        if any(r is None for r in chosen):
+            return gr.skip(), gr.skip(), warn(gr.Error("give every answer a rank (1 = best; equal ranks for no preference)")), gr.skip()
+        try:
+            saved = api.rank(state["prompt"], answers, [int(r) for r in chosen], state["history"], dataset, state["model"])
+        except gr.Error as e:
+            return gr.skip(), gr.skip(), warn(e), gr.skip()
+        text, file = summary(dataset)
+        skipped = f"; {saved['skipped']} left out (identical or empty answers)" if saved["skipped"] else ""
+        # Saved: the answers are spent, so they cannot be saved twice by a second click.
+        return text, file, f"saved {saved['added']} pair(s){skipped}: press Next prompt, then Sample", {**state, "answers": []}
+
+    def on_undo(dataset):
+        try:
+            undone = api.undo_feedback(dataset)
+        except gr.Error as e:
+            return gr.skip(), gr.skip(), warn(e)
+        return *summary(dataset), f"removed the last ranking's {undone['removed']} pair(s)"
+
+    def on_train(model, dataset):
+        try:
+            c = api.feedback_count(dataset)
+            if not c["pairs"]:
+                raise gr.Error(f"{Path(c['file']).name} holds no pairs yet: rank some answers first")
+            if not model:
+                raise gr.Error("pick the model the reward model starts from (its parent) first")
+            config = {"parent": model, "data": c["file"], "batch_size": min(16, c["pairs"])}
+            run_id = api.start_run("reward", json.dumps(config))
+        except gr.Error as e:
+            return warn(e)
+        return f"reward run `{run_id}` queued on {c['pairs']} pairs, from `{model}`: watch it on Align → Reward model"
+
+    def on_upload(file):
+        return gr.Dropdown(choices=["world", *api.uploads()], value=api.keep_upload(file))
+
+    k.change(on_k, inputs=k, outputs=boxes + ranks, **hidden)
+    next_prompt.click(on_next, inputs=[source, state], outputs=[prompt, context, state, message], **hidden)
+    source.change(lambda source, state: on_next(source, {**state, "source": None}), inputs=[source, state], outputs=[prompt, context, state, message], **hidden)
+    sample.click(on_sample, inputs=[model, prompt, k, temperature, top_p, max_new, seed, mode, state], outputs=answers + ranks + [state, message],
+                 api_visibility="private", show_progress="minimal", **api.GENERATION)
+    save.click(on_save, inputs=[dataset, state, *ranks], outputs=[counter, export, message, state], **hidden)
+    undo.click(on_undo, inputs=dataset, outputs=[counter, export, message], **hidden)
+    train.click(on_train, inputs=[model, dataset], outputs=message, api_visibility="private")
+    dataset.blur(summary, inputs=dataset, outputs=[counter, export], **hidden)
+    upload.upload(on_upload, inputs=upload, outputs=source, **hidden)
+    for trigger in (tab.select, demo.load):
+        trigger(lambda: gr.Dropdown(choices=model_choices()), outputs=model, **hidden)
+    demo.load(summary, inputs=dataset, outputs=[counter, export], **hidden)
+    demo.load(on_next, inputs=[source, state], outputs=[prompt, context, state, message], **hidden)
