@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--reward", help="a reward run to reuse")
     ap.add_argument("--only", default="dpo,ppo,grpo", help="which aligners to run, comma-separated")
     for stage in ("reward", "dpo", "ppo", "grpo"):
-        ap.add_argument(f"--{stage}-flags", dest=stage, default="", help=f"extra `train {stage}` flags, as one string")
+        ap.add_argument(f"--{stage}-flags", dest=f"{stage}_flags", default="", help=f"extra `train {stage}` flags, as one string")
     args = ap.parse_args()
     store = os.environ.setdefault("LAB_CHECKPOINTS", tempfile.mkdtemp(prefix="lab-bench-"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,14 +59,14 @@ def main():
     if args.reward:
         reward = json.loads((Path(store) / args.reward / "run.json").read_text())
     else:
-        reward, wall = train(store, "reward", "--parent", sft["id"], *shlex.split(args.reward))
+        reward, wall = train(store, "reward", "--parent", sft["id"], *shlex.split(args.reward_flags))
         f = reward["final_metrics"]
         print(f"reward {reward['id']} ({wall:.0f} s): held-out accuracy {f['eval/accuracy']:.1%} "
               + ", ".join(f"{k.split('_', 1)[1]} {v:.1%}" for k, v in f.items() if k.startswith("eval/accuracy_")), flush=True)
     print("| stage | flags | wall | win rate vs SFT | refusals | fact QA taught | fact QA pretrain-only | Δ fact QA (points) | format | gold score |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for stage in args.only.split(","):
-        extra = getattr(args, stage)
+        extra = getattr(args, f"{stage}_flags")
         flags = ["--parent", sft["id"]] + (["--reward", reward["id"]] if stage in ("ppo", "grpo") else []) + shlex.split(extra)
         info, wall = train(store, stage, *flags)
         f = info["final_metrics"]

@@ -17,6 +17,7 @@ split into facts SFT taught and facts only pretraining saw.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ class Config:
     data: str = option("world", "chats: 'world' (the toy world's SFT chats) or a file/folder of messages or prompt/completion records")
     max_steps: int = option(150, "optimizer steps (0: train for `epochs` instead)")
     batch_size: int = option(16, "chats per step (per device)")
-    learning_rate: float = option(1e-3, "peak learning rate (LoRA usually wants more than full fine-tuning)")
+    learning_rate: float = option(0.0, "peak learning rate (0: 1e-4 for full fine-tuning, 1e-3 for LoRA, which trains far fewer weights)")
     assistant_only_loss: bool = option(True, "train on the assistant's tokens only (off: on the whole chat)")
     lora_r: int = option(16, "LoRA rank", advanced=True)
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True)
@@ -65,6 +66,8 @@ def check(config: Config) -> None:
         raise ValueError("SFT needs a parent model: --parent PRETRAIN_RUN, a local model folder, or a hub id")
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ValueError("nothing to train: set --max-steps or --epochs above 0")
+    if config.learning_rate < 0:
+        raise ValueError(f"--learning-rate {config.learning_rate} is negative: give a positive rate, or 0 for the mode's default")
     device = models.pick_device(config.device)
     check_parent(config.parent)
     if config.mode in ("lora-8bit", "lora-4bit"):
@@ -119,9 +122,13 @@ def run(config: Config, run) -> dict:
     if not lora and config.kl_every:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
 
+    # Full fine-tuning at 1e-3 (ten passes over the toy world's 241 chats) learnt the taught answers by heart
+    # and answered questions about other facts with them: 17% of pretraining-only facts right, 40% at 1e-4.
+    learning_rate = config.learning_rate or (1e-3 if lora else 1e-4)
+    print(f"learning rate {learning_rate:g}", flush=True)
     scratch = run.path / "trainer"
     args = SFTConfig(
-        **trainer_arguments(config, device, scratch),
+        **trainer_arguments(dataclasses.replace(config, learning_rate=learning_rate), device, scratch),
         assistant_only_loss=config.assistant_only_loss,
         packing=config.packing,
         max_length=config.max_length,
