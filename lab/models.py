@@ -165,6 +165,8 @@ def load_model(ref: str, auto_cls, mode: str = "full", device: str = "cpu", **kw
         kwargs.update(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]),
                       device_map={"": device})
     model = load_pretrained(auto_cls, path, **kwargs)
+    if mode == "lora-4bit" and device == "cpu":
+        keep_4bit_weights_trainable_on_cpu(model)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         if mode in QUANTIZED:
             raise ValueError(f"{ref} has no chat template and its vocabulary lacks the lab's chat tokens; a quantized base cannot "
@@ -172,6 +174,19 @@ def load_model(ref: str, auto_cls, mode: str = "full", device: str = "cpu", **kw
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token by it
     return model, tokenizer, path
+
+
+def keep_4bit_weights_trainable_on_cpu(model) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weights in place for fast inference
+    the first time the layer runs in eval mode without gradients. That repack is one-way and meant for
+    models that only generate; a lab run alternates training steps with evals (KL, samples), and the repack
+    also needs each layer's input width to be a multiple of the quantization block (64), which nano's 96 is
+    not: "shape '[96, 1]' is invalid for input of size 144" mid-run. Keep the training layout."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def require_bitsandbytes(mode: str, device: str) -> None:
