@@ -23,13 +23,14 @@ def step_shown(page) -> int:
     return int(match.group(1)) if match else 0
 
 
-def wait_until(predicate, timeout, what):
+def wait_until(predicate, timeout, what, shown=None):
+    """`shown()`, when given, says what the page showed instead, for the failure message."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; the page shows {shown()!r}" if shown else ""))
 
 
 def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
@@ -41,10 +42,13 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             page.get_by_role("tab", name="Pretrain").click()
             page.locator("#pretrain-field-preset input").click()
             page.get_by_role("option", name="nano").click()
+            # Steps enough that the run is still going when Stop is pressed, on however fast a machine.
+            page.locator("#pretrain-field-max_steps input").fill("100000")
+            page.locator("#pretrain-field-max_steps input").press("Enter")
             page.locator("#pretrain-field-batch_size input").fill("8")
             page.locator("#pretrain-field-batch_size input").press("Enter")
             # The CLI box follows the form.
-            wait_until(lambda: "--preset nano --batch-size 8" in page.locator("#pretrain-cli").inner_text(), 20, "the CLI command to follow the form")
+            wait_until(lambda: "--preset nano --max-steps 100000 --batch-size 8" in page.locator("#pretrain-cli").inner_text(), 20, "the CLI command to follow the form")
 
             page.locator("#pretrain-start").click()
             wait_until(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")
@@ -66,7 +70,8 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             other.context.close()
 
             page.locator("#pretrain-stop").click()
-            wait_until(lambda: "stopped" in page.locator("#pretrain-progress").inner_text(), 90, "the status to read stopped")
+            progress = lambda: page.locator("#pretrain-progress").inner_text()  # noqa: E731
+            wait_until(lambda: "stopped" in progress(), 90, "the status to read stopped", shown=progress)
         finally:
             shot = tmp_path / "pretrain-page.png"
             page.screenshot(path=str(shot), full_page=True)

@@ -222,7 +222,8 @@ def run(config: Config, run) -> dict:
     callback.raise_if_diverged()
 
     final = {"train_loss": output.training_loss, "steps": trainer.state.global_step, "parameters": n_params, "train_runtime": output.metrics.get("train_runtime")}
-    if eval_blocks is not None:
+    stopped = telemetry.stop_requested()  # a stopped run saves at once: the evals could outlast the stop's grace
+    if eval_blocks is not None and not stopped:
         step = trainer.state.global_step
         done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
         metrics = done[-1] if done else trainer.evaluate()  # the schedule may have just evaluated this step
@@ -230,7 +231,7 @@ def run(config: Config, run) -> dict:
         final["eval_loss"] = metrics["eval_loss"]
         final["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
     world = world_of(config.data)
-    if config.objective == "clm" and world is not None:
+    if config.objective == "clm" and world is not None and not stopped:
         facts = world.eval_sets()["pretrain_facts"]
         final.update({f"eval/{k}": v for k, v in evals.fact_completion(model, tokenizer, facts).items()})
         run.log_metrics({"step": trainer.state.global_step, **{k: v for k, v in final.items() if k.startswith("eval/")}})

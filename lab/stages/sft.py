@@ -156,7 +156,7 @@ def run(config: Config, run) -> dict:
 
     final = {"train_loss": output.training_loss, "steps": trainer.state.global_step, "trainable_parameters": n_trainable, "train_runtime": output.metrics.get("train_runtime")}
     model = trainer.model
-    if world is not None:
+    if world is not None and not telemetry.stop_requested():  # a stopped run saves at once
         final.update({f"eval/{k}": v for k, v in evals.chat_eval(model, tokenizer, world).items()})
         run.log_metrics({"step": trainer.state.global_step, **{k: v for k, v in final.items() if k.startswith("eval/")}})
 
