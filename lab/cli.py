@@ -178,7 +178,10 @@ def cmd_app(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every command's flags. The stages' flags come from their Config dataclasses, whose modules import
+    torch and transformers: they are loaded only when `argv` is a `train` command (or None: all of them),
+    so `llm-lab runs` and `llm-lab stop` answer in a second instead of eight."""
     parser = argparse.ArgumentParser(prog="llm-lab", description="LLM Lifecycle Lab: tokenizer → pretraining → SFT → alignment.", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command")
 
@@ -196,7 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="run a stage")
     stage_parsers = p.add_subparsers(dest="stage", required=True)
+    training = argv is None or argv[:1] == ["train"]
+    named = argv[1] if training and argv and len(argv) > 1 and argv[1] in stages.STAGES else None
     for stage in stages.STAGES:
+        if not training or named not in (None, stage):
+            stage_parsers.add_parser(stage)  # its flags are not needed to parse this command line
+            continue
         module = stages.get(stage)
         sp = stage_parsers.add_parser(stage, help=(module.__doc__ or "").strip().splitlines()[0], description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         configs.add_arguments(sp, module.Config)
@@ -223,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from lab.jobs import is_user_error
 
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv or ["app"])  # `llm-lab` alone opens the lab in a browser
     try:
         return dispatch(args, parser)

@@ -22,7 +22,7 @@ import time
 import traceback
 from contextlib import contextmanager
 
-from lab import configs, runs, telemetry
+from lab import configs, runs
 from lab.runs import Run
 
 
@@ -49,6 +49,8 @@ def queue_position(run: Run) -> int | None:
 @contextmanager
 def slot(run: Run, poll: float = 0.25):
     """Wait for our turn and a free slot; hold it while the block runs."""
+    from lab import telemetry
+
     lock_dir = runs.root() / ".slots"
     lock_dir.mkdir(parents=True, exist_ok=True)
     held = None
@@ -76,7 +78,11 @@ def slot(run: Run, poll: float = 0.25):
 def is_user_error(e: Exception) -> bool:
     """Errors a user causes (bad data, a missing run, a diverging learning rate) carry their own advice.
     KeyError and IndexError are LookupErrors too, but always ours."""
-    return isinstance(e, (ValueError, FileNotFoundError, LookupError, telemetry.Diverged)) and not isinstance(e, (KeyError, IndexError))
+    # Only a process that trained can have diverged; the others (`llm-lab runs`, `stop`) never import
+    # telemetry, which pulls in torch and transformers (seconds of start-up).
+    telemetry = sys.modules.get("lab.telemetry")
+    user_errors = (ValueError, FileNotFoundError, LookupError) + ((telemetry.Diverged,) if telemetry else ())
+    return isinstance(e, user_errors) and not isinstance(e, (KeyError, IndexError))
 
 
 def _versions() -> dict:
@@ -97,7 +103,7 @@ def execute(run: Run) -> str:
     """Run a created run's stage in this process, from the queue to its final status. Returns the status.
 
     Whatever happens, the run ends in completed, stopped or failed, never "running"."""
-    from lab import stages
+    from lab import stages, telemetry
 
     telemetry.install_signal_handlers()
     module = stages.get(run.stage)

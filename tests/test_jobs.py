@@ -53,24 +53,23 @@ def test_kill_9_reads_failed_and_a_new_process_lists_it(store):
     assert not (run.path / "model").exists()
 
 
-def test_jobs_queue_one_at_a_time_and_all_complete(store):
-    first = long_nano(store)
-    second_id = last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", "4", "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach"))
-    second = Run.open(second_id)
-    wait_for(lambda: first.status == "running")
+def short_nano(store) -> Run:
+    return Run.open(last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", "4", "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach")))
+
+
+def test_jobs_queue_one_at_a_time_a_queued_one_can_be_stopped_and_the_rest_complete(store):
+    first, second, third = long_nano(store), short_nano(store), short_nano(store)
+    wait_for(lambda: first.status == "running" and third.info.get("pid_start"))
     time.sleep(1.0)
-    assert second.status == "queued" and jobs.queue_position(second) == 1
+    assert second.status == third.status == "queued"
+    assert jobs.queue_position(second) == 1 and jobs.queue_position(third) == 2
     assert not second.metrics()[0]  # it has not started
-    jobs.stop(first, wait=True)
-    assert jobs.wait(second, timeout=120) == "completed"
-    assert second.info["started"] >= first.info["ended"] - 0.5
 
-
-def test_stop_while_queued_never_starts(store):
-    first = long_nano(store)
-    second = Run.open(last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", "4", "--detach")))
-    wait_for(lambda: first.status == "running" and second.info.get("pid_start"))
-    jobs.stop(second, wait=True)
-    assert second.status == "stopped" and not second.info["started"]
+    jobs.stop(third, wait=True)  # stopped while queued: it never starts
+    assert third.status == "stopped" and not third.info["started"]
+    assert jobs.queue_position(second) == 1
     jobs.stop(first, wait=True)
     assert first.status == "stopped"
+    assert jobs.wait(second, timeout=120) == "completed"
+    assert second.info["started"] >= first.info["ended"] - 0.5
+    assert third.status == "stopped" and not third.info["started"]
