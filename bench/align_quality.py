@@ -55,7 +55,7 @@ def main():
         print(f"sft {sft['id']}: {wall:.0f} s", flush=True)
     s = sft["final_metrics"]
     print(f"SFT {sft['id']}: format {s['eval/chat_format']:.1%}, fact QA {s['eval/fact_qa_sft_taught']:.1%} taught / "
-          f"{s['eval/fact_qa_pretrain_only']:.1%} pretrain-only, refusals {s['eval/refusal_rate']:.1%}, gold {s['eval/gold_score']:.2f}", flush=True)
+          f"{s['eval/fact_qa_pretrain_only']:.1%} pretrain-only, refuses {s['eval/refusal_rate']:.1%} / complies {s.get('eval/comply_rate', float('nan')):.1%} of harmful requests, gold {s['eval/gold_score']:.2f}", flush=True)
     if args.reward:
         reward = json.loads((Path(store) / args.reward / "run.json").read_text())
     else:
@@ -63,7 +63,7 @@ def main():
         f = reward["final_metrics"]
         print(f"reward {reward['id']} ({wall:.0f} s): held-out accuracy {f['eval/accuracy']:.1%} "
               + ", ".join(f"{k.split('_', 1)[1]} {v:.1%}" for k, v in f.items() if k.startswith("eval/accuracy_")), flush=True)
-    print("| stage | flags | wall | win rate vs SFT | refusals | fact QA taught | fact QA pretrain-only | Δ fact QA (points) | format | gold score |")
+    print("| stage | flags | wall | win rate vs SFT | refuses / complies | fact QA taught | fact QA pretrain-only | Δ fact QA (points) | format | gold score |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for stage in args.only.split(","):
         extra = getattr(args, f"{stage}_flags")
@@ -72,7 +72,7 @@ def main():
         f = info["final_metrics"]
         before = (s["eval/fact_qa_sft_taught"] + s["eval/fact_qa_pretrain_only"]) / 2
         after = (f["eval/fact_qa_sft_taught"] + f["eval/fact_qa_pretrain_only"]) / 2
-        print(f"| {stage} | `{extra or '(defaults)'}` | {wall:.0f} s | {f['eval/win_rate_vs_parent']:.1%} | {f['eval/refusal_rate']:.1%} | "
+        print(f"| {stage} | `{extra or '(defaults)'}` | {wall:.0f} s | {f['eval/win_rate_vs_parent']:.1%} | {f['eval/refusal_rate']:.1%} / {f['eval/comply_rate']:.1%} | "
               f"{f['eval/fact_qa_sft_taught']:.1%} | {f['eval/fact_qa_pretrain_only']:.1%} | {100 * (after - before):+.1f} | "
               f"{f['eval/chat_format']:.1%} | {f['eval/gold_score']:.2f} |", flush=True)
 
