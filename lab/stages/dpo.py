@@ -44,6 +44,7 @@ class Config:
     lora_r: int = option(16, "LoRA rank", advanced=True)
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True)
     lora_dropout: float = option(0.0, "LoRA dropout", advanced=True)
+    sft_weight: float = option(0.0, "weight of a negative log-likelihood term on the chosen answers (RPO): keeps what SFT taught likely (0: plain DPO)")
     label_smoothing: float = option(0.0, "conservative DPO: the share of pairs assumed mislabelled", advanced=True)
     max_length: int = option(256, "tokens per chat (prompt + answer); longer ones are truncated", advanced=True)
     heldout_fraction: float = option(0.05, "share of your pairs held out (the toy world has its own split)", advanced=True)
@@ -69,6 +70,8 @@ def parent_of(config: Config) -> str | None:
 def check(config: Config) -> None:
     if config.max_steps <= 0 and config.epochs <= 0:
         raise ValueError("nothing to train: set --max-steps or --epochs above 0")
+    if config.sft_weight < 0:
+        raise ValueError(f"--sft-weight {config.sft_weight}: the weight of the chosen answers' log-likelihood must be 0 (off) or above")
     if config.beta <= 0:
         raise ValueError(f"--beta {config.beta}: β must be above 0 (it scales the implicit reward; 0.1 is the usual start)")
     device = models.pick_device(config.device)
@@ -105,7 +108,10 @@ def run(config: Config, run) -> dict:
     args = DPOConfig(
         **trainer_arguments(config, device, scratch),
         beta=config.beta,
-        loss_type=[config.loss_type],
+        # DPO alone only widens the gap between chosen and rejected, and can lower both; the "sft" term
+        # keeps the chosen answers (the correct, polite ones) likely in absolute terms.
+        loss_type=[config.loss_type] + (["sft"] if config.sft_weight else []),
+        loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
         label_smoothing=config.label_smoothing,
         max_length=config.max_length,
     )
