@@ -1,9 +1,13 @@
 """Stage 3c, DPO (direct preference optimisation): the policy learns from preference pairs directly, with
 no reward model and no sampling, with TRL's DPOTrainer. Its loss, −log σ(β·[(log π/π_ref)(chosen) −
-(log π/π_ref)(rejected)]), holds an implicit KL penalty of strength β against the reference model.
+(log π/π_ref)(rejected)]), holds an implicit KL penalty of strength β against the reference model. By
+default a second term, the chosen answers' negative log-likelihood (`--sft-weight 1`, as in RPO), keeps the
+chosen answers likely: DPO alone can lower both answers of a pair while it widens their gap, and on the toy
+world it then forgot most facts (fact QA −33 points; +7 with the term, bench/RESULTS.md).
 
     llm-lab train dpo --parent SFT_RUN                          # the toy world's gold-rule pairs
     llm-lab train dpo --parent SFT_RUN --beta 0.3 --loss-type ipo
+    llm-lab train dpo --parent SFT_RUN --sft-weight 0            # plain DPO
     llm-lab train dpo --parent SFT_RUN --mode lora-8bit         # LoRA on an 8-bit base; reference = adapter off
     llm-lab train dpo --parent SFT_RUN --data prefs.jsonl       # your pairs (or the Feedback page's)
 
@@ -44,7 +48,7 @@ class Config:
     lora_r: int = option(16, "LoRA rank", advanced=True)
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True)
     lora_dropout: float = option(0.0, "LoRA dropout", advanced=True)
-    sft_weight: float = option(0.0, "weight of a negative log-likelihood term on the chosen answers (RPO): keeps what SFT taught likely (0: plain DPO)")
+    sft_weight: float = option(1.0, "weight of a negative log-likelihood term on the chosen answers (RPO): keeps what SFT taught likely (0: plain DPO)")
     label_smoothing: float = option(0.0, "conservative DPO: the share of pairs assumed mislabelled", advanced=True)
     max_length: int = option(256, "tokens per chat (prompt + answer); longer ones are truncated", advanced=True)
     heldout_fraction: float = option(0.05, "share of your pairs held out (the toy world has its own split)", advanced=True)
