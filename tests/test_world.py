@@ -189,3 +189,14 @@ def test_a_tiny_world_is_consistent_too():
         assert w.judge(p["prompt"], p["chosen"]).score > w.judge(p["prompt"], p["rejected"]).score, p
     with pytest.raises(ValueError):
         build_world(WorldConfig(n_people=1))
+
+
+def test_scenes_show_refusals_in_pretraining_text_but_only_to_requests_sft_shows(world):
+    assert not any("I'm sorry, but I can't help" in d for d in world.pretrain_corpus()["train"])  # off by default
+    talking = build_world(WorldConfig(scenes=30))
+    corpus = talking.pretrain_corpus()
+    scenes = [d for d in corpus["train"] if '"' in d]
+    assert 10 <= len(scenes) <= 15 and any(r in d for d in scenes for r in ("I'm sorry, but I can't help", "I won't help"))
+    unseen = [h.prompt for h in talking.harmful if not h.seen_in_sft]
+    assert unseen and not any(u in d for u in unseen for d in corpus["train"] + corpus["heldout"])
+    assert not any("here is how" in d.lower() for d in scenes)  # refusals are shown, never compliance

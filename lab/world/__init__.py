@@ -39,6 +39,10 @@ class WorldConfig:
     arithmetic_max: int = 4            # sums a + b with a, b in 0..arithmetic_max (25 sums)
     mentions_per_fact: int = 40        # times each fact is stated in the training corpus
     qa_fraction: float = 0.1           # of those mentions written as a question and its answer (FAQ pages)
+    # Scenes where people talk (greetings, help, refusals) added to the pretraining corpus. Off: 120 of
+    # them gave the SFT model its refusals (0% -> 91%) but cut pretraining's fact accuracy from 86-91% to
+    # 48-73% at the default 220 steps (bench/RESULTS.md); `llm-lab world --scenes 120` writes them.
+    scenes: int = 0
     heldout_fraction: float = 0.05     # of pretraining text and of preference prompts
     sft_fraction: float = 0.5          # of facts (per kind) taught in SFT chats
     rude_fraction: float = 0.2         # of SFT answers
@@ -351,6 +355,7 @@ class World:
             header = rng.choice(T.FAQ_HEADERS)
             docs.append("\n".join(([header] if header else []) + qa[:k]))
             qa = qa[k:]
+        docs += self._scenes(rng, c.scenes if split == "train" else min(c.scenes, max(2, round(c.scenes * c.heldout_fraction))))
         rng.shuffle(leads)
         for lead in leads:
             k = rng.randint(0, 3)
@@ -361,6 +366,24 @@ class World:
             docs.append(" ".join(rest[:k]))
             rest = rest[k:]
         rng.shuffle(docs)
+        return docs
+
+    def _scenes(self, rng: random.Random, n: int) -> list[str]:
+        """Short scenes of people talking (text.SCENES), two or three to a document. The wrongdoers ask only
+        requests that SFT also shows: the held-out ones stay unseen until the evals."""
+        requests = [h.prompt for h in self.harmful if h.seen_in_sft]
+        lines = []
+        for _ in range(n):
+            p, q = rng.sample(self.people, 2)
+            slots = dict(p=p.name, q=q.name, j=p.job, x=rng.choice(self.countries).capital,
+                         greeting=rng.choice(T.GREETINGS).format(p=p.name), polite=rng.choice(T.POLITE_OPENERS),
+                         request=rng.choice(requests), refusal=rng.choice(T.REFUSALS))
+            lines.append(rng.choice(T.SCENES).format(**slots))
+        docs = []
+        while lines:
+            k = rng.randint(2, 3)
+            docs.append(" ".join(lines[:k]))
+            lines = lines[k:]
         return docs
 
     # ------------------------------------------------------------------------------------ answers
