@@ -18,6 +18,11 @@ if not CHROMIUM.exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium) for the browser tests", allow_module_level=True)
 
 
+# Playwright's default of 30 s per action is short on 2 busy cores (a training job, the app, another test
+# worker, two pages redrawing plots): a tab click once timed out there while the page was still rendering.
+SLOW_CLICK_MS = 90_000
+
+
 def step_shown(page) -> int:
     match = re.search(r"step (\d+)", page.locator("#pretrain-progress").inner_text())
     return int(match.group(1)) if match else 0
@@ -37,6 +42,8 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.set_default_timeout(SLOW_CLICK_MS)
+        run_id = None
         try:
             page.goto(lab_app)
             page.get_by_role("tab", name="Pretrain").click()
@@ -61,6 +68,7 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
 
             # A second browser re-attaches: its Pretrain page opens on the running job, curves from step 1.
             other = browser.new_context().new_page()
+            other.set_default_timeout(SLOW_CLICK_MS)
             other.goto(lab_app)
             other.get_by_role("tab", name="Pretrain").click()
             wait_until(lambda: run_id in other.locator("#pretrain-progress").inner_text() and step_shown(other) >= first, 60, "the second browser to show the run")
@@ -75,6 +83,12 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
         finally:
             shot = tmp_path / "pretrain-page.png"
             page.screenshot(path=str(shot), full_page=True)
+            if run_id:  # a run left going would hold the job slot and stall every later test of this worker
+                from lab import jobs
+                from lab.runs import ACTIVE, Run
+
+                if Run.open(run_id).status in ACTIVE:
+                    jobs.stop(Run.open(run_id), grace=10, wait=True)
             if os.environ.get("LAB_SCREENSHOTS"):
                 Path(os.environ["LAB_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
                 shutil.copy(shot, Path(os.environ["LAB_SCREENSHOTS"]) / shot.name)

@@ -59,6 +59,7 @@ def test_compare_page_streams_a_lifecycle_side_by_side_and_counts_a_vote(lab_app
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.set_default_timeout(90_000)  # 30 s is short on 2 busy cores (see test_browser.SLOW_CLICK_MS)
         try:
             page.goto(lab_app)
             page.get_by_role("tab", name="Compare").click()
