@@ -41,7 +41,8 @@ class WorldConfig:
     qa_fraction: float = 0.1           # of those mentions written as a question and its answer (FAQ pages)
     # Scenes where people talk (greetings, help, refusals) added to the pretraining corpus. Off: 120 of
     # them gave the SFT model its refusals (0% -> 91%) but cut pretraining's fact accuracy from 86-91% to
-    # 48-73% at the default 220 steps (bench/RESULTS.md); `llm-lab world --scenes 120` writes them.
+    # 48-73% at the default 220 steps; 300 steps bring it to 94%, past the 3-minute budget
+    # (bench/RESULTS.md). `llm-lab world --scenes 120` writes them.
     scenes: int = 0
     heldout_fraction: float = 0.05     # of pretraining text and of preference prompts
     sft_fraction: float = 0.5          # of facts (per kind) taught in SFT chats
