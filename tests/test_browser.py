@@ -87,8 +87,9 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
                 from lab import jobs
                 from lab.runs import ACTIVE, Run
 
-                if Run.open(run_id).status in ACTIVE:
-                    jobs.stop(Run.open(run_id), grace=10, wait=True)
+                run = Run.open(run_id)
+                if run.status in ACTIVE:
+                    jobs.stop(run, grace=10, wait=True)
             if os.environ.get("LAB_SCREENSHOTS"):
                 Path(os.environ["LAB_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
                 shutil.copy(shot, Path(os.environ["LAB_SCREENSHOTS"]) / shot.name)

@@ -25,13 +25,13 @@ def steps_logged(run: Run) -> int:
     return max((r["step"] for r in run.metrics()[0] if "loss" in r), default=0)
 
 
-def long_nano(store) -> Run:
-    run_id = last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", "5000", "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach"))
-    return Run.open(run_id)
+def nano_job(steps: int = 5000) -> Run:
+    """A nano pretrain queued as a background job; by default long enough to be stopped."""
+    return Run.open(last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", str(steps), "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach")))
 
 
 def test_stop_ends_the_run_at_the_next_step_saved_and_stopped(store):
-    run = long_nano(store)
+    run = nano_job()
     wait_for(lambda: steps_logged(run) >= 4)
     assert run.status == "running"
     lab("stop", run.id)
@@ -43,7 +43,7 @@ def test_stop_ends_the_run_at_the_next_step_saved_and_stopped(store):
 
 
 def test_kill_9_reads_failed_and_a_new_process_lists_it(store):
-    run = long_nano(store)
+    run = nano_job()
     wait_for(lambda: steps_logged(run) >= 2)
     os.kill(run.info["pid"], signal.SIGKILL)
     wait_for(lambda: run.status == "failed", timeout=10)
@@ -53,12 +53,8 @@ def test_kill_9_reads_failed_and_a_new_process_lists_it(store):
     assert not (run.path / "model").exists()
 
 
-def short_nano(store) -> Run:
-    return Run.open(last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", "4", "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach")))
-
-
 def test_jobs_queue_one_at_a_time_a_queued_one_can_be_stopped_and_the_rest_complete(store):
-    first, second, third = long_nano(store), short_nano(store), short_nano(store)
+    first, second, third = nano_job(), nano_job(4), nano_job(4)
     wait_for(lambda: first.status == "running" and third.info.get("pid_start"))
     time.sleep(1.0)
     assert second.status == third.status == "queued"
