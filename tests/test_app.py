@@ -116,8 +116,12 @@ def test_two_clients_at_once_are_queued_and_both_complete(lab_app):
     first_client = clients[0]
 
     def one_running():
-        states = [status(first_client, r) for r in ids]
-        return states if sorted(s["status"] for s in states) == ["queued", "running"] else None
+        # Read both twice: a queue position is only meaningful once the other run was already seen running
+        # before it was read (one pass alone can read the queued run while the other has not left the queue).
+        before = [status(first_client, r) for r in ids]
+        after = [status(first_client, r) for r in ids]
+        same = [b["status"] for b in before] == [a["status"] for a in after]
+        return after if same and sorted(s["status"] for s in after) == ["queued", "running"] else None
 
     states = wait_for(one_running, timeout=120, what="one job running and the other queued")
     assert next(s for s in states if s["status"] == "queued")["queue_position"] == 1
