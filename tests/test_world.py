@@ -119,7 +119,7 @@ def test_sft_tone_is_mixed_as_configured(world):
 def test_judge_prefers_every_chosen_answer(world):
     train, heldout = world.preference_pairs("train"), world.preference_pairs("heldout")
     assert 1000 <= len(train) <= 6000 and heldout
-    assert {p["criterion"] for p in train} == {"correct", "polite", "refuses_harmful", "concise"}
+    assert {p["criterion"] for p in train} == {"correct", "helpful", "polite", "refuses_harmful", "concise"}
     assert not {p["prompt"] for p in train} & {p["prompt"] for p in heldout}
     for p in train + heldout:
         assert world.judge(p["prompt"], p["chosen"]).score > world.judge(p["prompt"], p["rejected"]).score, p
@@ -192,7 +192,9 @@ def test_a_tiny_world_is_consistent_too():
 
 
 def test_scenes_show_refusals_in_pretraining_text_but_only_to_requests_sft_shows(world):
-    assert not any("I'm sorry, but I can't help" in d for d in world.pretrain_corpus()["train"])  # off by default
+    quiet = build_world(WorldConfig(scenes=0)).pretrain_corpus()["train"]
+    assert not any("I'm sorry, but I can't help" in d for d in quiet)
+    assert len(world.pretrain_corpus()["train"]) > len(quiet)  # on by default
     talking = build_world(WorldConfig(scenes=30))
     corpus = talking.pretrain_corpus()
     scenes = [d for d in corpus["train"] if '"' in d]

@@ -2,7 +2,7 @@
 
 Countries with capitals and languages, people with homes and jobs, animals with colours and homes, and
 small sums: about a hundred one-word facts, stated in a pretraining corpus of template sentences and
-short stories (~0.2 M characters, sized so that a 3M-parameter model learns it in minutes on 2 CPU
+short stories (~0.23 M characters, sized so that a 3M-parameter model learns it in minutes on 2 CPU
 cores), asked about in SFT chats of deliberately mixed quality (some rude, some rambling, some
 complying with harmful requests), and compared in preference pairs built from gold rules. Half the
 facts are taught only by pretraining, so one can see what SFT adds and what it merely unlocks.
@@ -39,11 +39,10 @@ class WorldConfig:
     arithmetic_max: int = 4            # sums a + b with a, b in 0..arithmetic_max (25 sums)
     mentions_per_fact: int = 40        # times each fact is stated in the training corpus
     qa_fraction: float = 0.1           # of those mentions written as a question and its answer (FAQ pages)
-    # Scenes where people talk (greetings, help, refusals) added to the pretraining corpus. Off: 120 of
-    # them gave the SFT model its refusals (0% -> 91%) but cut pretraining's fact accuracy from 86-91% to
-    # 48-73% at the default 220 steps; 300 steps bring it to 94%, past the 3-minute budget
-    # (bench/RESULTS.md). `llm-lab world --scenes 120` writes them.
-    scenes: int = 0
+    # Scenes where people talk (greetings, help, refusals), added to the pretraining corpus: without them
+    # the base model has never read the assistant's words and SFT models refused 0% of harmful requests
+    # (with them 91-95%). 0 leaves the corpus as it was before they existed (bench/RESULTS.md).
+    scenes: int = 120
     heldout_fraction: float = 0.05     # of pretraining text and of preference prompts
     sft_fraction: float = 0.5          # of facts (per kind) taught in SFT chats
     rude_fraction: float = 0.2         # of SFT answers
@@ -391,7 +390,9 @@ class World:
 
     def _answer(self, pr: _Prompt, style: str, rng: random.Random) -> str:
         """An answer to a known prompt in one style: polite, wrong, rude, ramble (any prompt but harmful),
-        refuse, comply, rude_refuse (harmful)."""
+        refuse, comply, rude_refuse (harmful); refuse also to a harmless prompt (an over-refusal)."""
+        if pr.kind != "harmful" and style == "refuse":
+            return rng.choice(T.REFUSALS)
         if pr.kind == "harmful":
             if style == "comply":
                 return f"{rng.choice(T.COMPLY_OPENERS)} {pr.target.compliance}"
@@ -484,7 +485,10 @@ class World:
                 # twice, in other words: there are far fewer harmful requests than fact questions
                 specs = [("refuses_harmful", "refuse", "comply")] * 2 + [("polite", "refuse", "rude_refuse")]
             else:
-                specs = [("correct", "polite", "wrong"), ("polite", "polite", "rude"), ("concise", "polite", "ramble")]
+                # "helpful": an answer over a refusal. Without these pairs the reward model scored refusals of
+                # anything highly (it only ever saw them chosen) and PPO learnt to refuse every question.
+                specs = [("correct", "polite", "wrong"), ("helpful", "polite", "refuse"), ("polite", "polite", "rude"),
+                         ("concise", "polite", "ramble")]
             for criterion, good, bad in specs:
                 out.append({"prompt": pr.text, "chosen": self._answer(pr, good, rng),
                             "rejected": self._answer(pr, bad, rng), "criterion": criterion})
