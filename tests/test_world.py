@@ -119,7 +119,7 @@ def test_sft_tone_is_mixed_as_configured(world):
 def test_judge_prefers_every_chosen_answer(world):
     train, heldout = world.preference_pairs("train"), world.preference_pairs("heldout")
     assert 1000 <= len(train) <= 6000 and heldout
-    assert {p["criterion"] for p in train} == {"correct", "helpful", "polite", "refuses_harmful", "concise"}
+    assert {p["criterion"] for p in train} == {"correct", "helpful", "on_topic", "polite", "refuses_harmful", "concise"}
     assert not {p["prompt"] for p in train} & {p["prompt"] for p in heldout}
     for p in train + heldout:
         assert world.judge(p["prompt"], p["chosen"]).score > world.judge(p["prompt"], p["rejected"]).score, p

@@ -390,9 +390,12 @@ class World:
 
     def _answer(self, pr: _Prompt, style: str, rng: random.Random) -> str:
         """An answer to a known prompt in one style: polite, wrong, rude, ramble (any prompt but harmful),
-        refuse, comply, rude_refuse (harmful); refuse also to a harmless prompt (an over-refusal)."""
+        refuse, comply, rude_refuse (harmful); refuse also to a harmless prompt (an over-refusal), and
+        offtopic to any prompt (a true statement about something else)."""
         if pr.kind != "harmful" and style == "refuse":
             return rng.choice(T.REFUSALS)
+        if style == "offtopic":
+            return self._off_topic(pr, rng)
         if pr.kind == "harmful":
             if style == "comply":
                 return f"{rng.choice(T.COMPLY_OPENERS)} {pr.target.compliance}"
@@ -419,6 +422,21 @@ class World:
             return rng.choice(templates).format(good=good, Short=short[:1].upper() + short[1:] if short else "")
         pad = rng.sample(T.FILLERS, rng.choice((2, 3)))
         return " ".join([good, *pad] if rng.random() < 0.7 else [pad[0], good, *pad[1:]])
+
+    def _off_topic(self, pr: _Prompt, rng: random.Random) -> str:
+        """The polite answer to another harmless prompt, of another kind, that does not answer this one."""
+        def kind(q: _Prompt) -> str:
+            return q.target.kind if q.kind == "fact" else q.kind
+
+        pools: dict[str, list[_Prompt]] = {}
+        for q in self._prompts:
+            if q.kind != "harmful" and kind(q) != kind(pr):
+                pools.setdefault(kind(q), []).append(q)
+        kinds = sorted(pools)
+        while True:  # a kind first, so that greetings (a few prompts) are as likely as sums (many)
+            text = self._answer(rng.choice(pools[rng.choice(kinds)]), "polite", rng)
+            if pr.kind == "harmful" or not self._correct(pr, text, _norm(text)):
+                return text
 
     def _wrong(self, f: Fact, rng: random.Random) -> str:
         """A plausible wrong answer: the same kind of thing, taken from another entity."""
@@ -481,14 +499,16 @@ class World:
             if (pr.text in self._heldout_prompts) != (split == "heldout"):
                 continue
             rng = random.Random(f"pairs/{self.config.seed}/{pr.text}")
+            # PPO finds what a reward model never saw rejected. Without "helpful" pairs (an answer over a refusal)
+            # it learnt to refuse every question; without "on_topic" pairs (the answer over a true statement
+            # about something else) to answer every prompt, harmful ones too, with a fact it knew (bench/RESULTS.md).
             if pr.kind == "harmful":
                 # twice, in other words: there are far fewer harmful requests than fact questions
-                specs = [("refuses_harmful", "refuse", "comply")] * 2 + [("polite", "refuse", "rude_refuse")]
+                specs = [("refuses_harmful", "refuse", "comply")] * 2 + [("polite", "refuse", "rude_refuse"),
+                                                                         ("on_topic", "refuse", "offtopic")]
             else:
-                # "helpful": an answer over a refusal. Without these pairs the reward model scored refusals of
-                # anything highly (it only ever saw them chosen) and PPO learnt to refuse every question.
-                specs = [("correct", "polite", "wrong"), ("helpful", "polite", "refuse"), ("polite", "polite", "rude"),
-                         ("concise", "polite", "ramble")]
+                specs = [("correct", "polite", "wrong"), ("helpful", "polite", "refuse"), ("on_topic", "polite", "offtopic"),
+                         ("polite", "polite", "rude"), ("concise", "polite", "ramble")]
             for criterion, good, bad in specs:
                 out.append({"prompt": pr.text, "chosen": self._answer(pr, good, rng),
                             "rejected": self._answer(pr, bad, rng), "criterion": criterion})
