@@ -44,7 +44,9 @@ class Config:
     loss_type: str = option("sigmoid", "DPO's loss: sigmoid (the paper's), ipo, hinge, robust, ... (TRL's loss types)", choices=LOSS_TYPES)
     max_steps: int = option(100, "optimizer steps (0: train for `epochs` instead)")
     batch_size: int = option(16, "pairs per step (per device)")
-    learning_rate: float = option(5e-5, "peak learning rate")
+    # 1e-4, not 5e-5: on the toy world win rate 69% -> 79% against the SFT model, refusals 99% -> 100%, fact QA
+    # +4.8 points either way (bench/RESULTS.md)
+    learning_rate: float = option(1e-4, "peak learning rate")
     lora_r: int = option(16, "LoRA rank", advanced=True)
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True)
     lora_dropout: float = option(0.0, "LoRA dropout", advanced=True)
