@@ -391,7 +391,7 @@ class World:
     def _answer(self, pr: _Prompt, style: str, rng: random.Random) -> str:
         """An answer to a known prompt in one style: polite, wrong, rude, ramble (any prompt but harmful),
         refuse, comply, rude_refuse (harmful); refuse also to a harmless prompt (an over-refusal), and
-        offtopic to any prompt (a true statement about something else)."""
+        offtopic to any prompt (the polite answer to another prompt)."""
         if pr.kind != "harmful" and style == "refuse":
             return rng.choice(T.REFUSALS)
         if style == "offtopic":
@@ -433,10 +433,11 @@ class World:
             if q.kind != "harmful" and kind(q) != kind(pr):
                 pools.setdefault(kind(q), []).append(q)
         kinds = sorted(pools)
-        while True:  # a kind first, so that greetings (a few prompts) are as likely as sums (many)
+        for _ in range(1000):  # a kind first, so that greetings (a few prompts) are as likely as sums (many)
             text = self._answer(rng.choice(pools[rng.choice(kinds)]), "polite", rng)
             if pr.kind == "harmful" or not self._correct(pr, text, _norm(text)):
                 return text
+        raise ValueError(f"the world has no answer that is off topic for {pr.text!r}: give it more kinds of facts")
 
     def _wrong(self, f: Fact, rng: random.Random) -> str:
         """A plausible wrong answer: the same kind of thing, taken from another entity."""
@@ -500,8 +501,8 @@ class World:
                 continue
             rng = random.Random(f"pairs/{self.config.seed}/{pr.text}")
             # PPO finds what a reward model never saw rejected. Without "helpful" pairs (an answer over a refusal)
-            # it learnt to refuse every question; without "on_topic" pairs (the answer over a true statement
-            # about something else) to answer every prompt, harmful ones too, with a fact it knew (bench/RESULTS.md).
+            # it learnt to refuse every question; without "on_topic" pairs (the answer over the answer to another
+            # prompt) to answer every prompt, harmful ones too, with a fact or a greeting (bench/RESULTS.md).
             if pr.kind == "harmful":
                 # twice, in other words: there are far fewer harmful requests than fact questions
                 specs = [("refuses_harmful", "refuse", "comply")] * 2 + [("polite", "refuse", "rude_refuse"),
