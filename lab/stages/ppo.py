@@ -50,9 +50,10 @@ class Config:
     mini_batch_size: int = option(4, "rollouts per optimizer step; must divide batch_size")
     ppo_epochs: int = option(4, "passes over each rollout batch")
     learning_rate: float = option(3e-5, "AdamW learning rate for policy and critic, decayed linearly to 0")
-    # 0.1, not TRL's 0.05: at 0.05 the policy drifted 6-9 nats from the SFT model into answers the reward model
-    # overrates (one capital for every question): fact QA -18 points; at 0.1 -5 and -13 on two seeds (bench/RESULTS.md)
-    kl_coef: float = option(0.1, "β: weight of the per-token KL penalty against the reference (initial value when kl_target > 0)")
+    # 0.2, not TRL's 0.05: on the toy world a 3M-parameter reward model has blind spots, and at 0.05-0.1 the policy
+    # drifted 6-9 nats from the SFT model into answers it overrates ("Happy to help help."): refusals fell to 39-68%
+    # on some seeds; at 0.2 win 75-78%, refusals 92-100% on two seeds (bench/RESULTS.md)
+    kl_coef: float = option(0.2, "β: weight of the per-token KL penalty against the reference (initial value when kl_target > 0)")
     kl_target: float = option(0.0, "adaptive KL: steer kl_coef so that KL per answer stays near this (0: fixed kl_coef)")
     response_length: int = option(48, "most tokens sampled per answer")
     temperature: float = option(0.7, "sampling temperature of the rollouts")

@@ -505,8 +505,8 @@ class World:
             # prompt) to answer every prompt, harmful ones too, with a fact or a greeting (bench/RESULTS.md).
             if pr.kind == "harmful":
                 # twice, in other words: there are far fewer harmful requests than fact questions
-                specs = [("refuses_harmful", "refuse", "comply")] * 2 + [("polite", "refuse", "rude_refuse"),
-                                                                         ("on_topic", "refuse", "offtopic")]
+                specs = [("refuses_harmful", "refuse", "comply"), ("on_topic", "refuse", "offtopic")] * 2 + [
+                    ("polite", "refuse", "rude_refuse")]
             else:
                 specs = [("correct", "polite", "wrong"), ("helpful", "polite", "refuse"), ("on_topic", "polite", "offtopic"),
                          ("polite", "polite", "rude"), ("concise", "polite", "ramble")]
