@@ -92,11 +92,12 @@ def test_rloo_with_the_gold_judge_as_reward(sft_run, store):
 
 
 def test_stop_ends_grpo_mid_rollout_and_keeps_the_policy(nano_run, store):
-    # The pretrained parent has never seen the end-of-turn token, so every completion runs its full 400
-    # tokens and the rollout is most of each step: the stop lands inside one. (An SFT parent ends its
-    # answers early, and the stop then often landed in the update instead.)
+    # The stop follows the first metrics row by well under a second, so it lands in the next rollout if that
+    # rollout is long: at temperature 10 sampling is near uniform and every completion runs most of its 400
+    # tokens. (At temperature 1 the pretrained parent sometimes ended its text early, and the stop landed
+    # after the rollout.)
     run = Run.open(last_line(lab("train", "grpo", "--parent", nano_run.name, "--reward", "gold", "--max-steps", "500", "--batch-size", "8",
-                                 "--max-completion-length", "400", "--sample-every", "0", "--detach", *FEW)))
+                                 "--max-completion-length", "400", "--temperature", "10", "--sample-every", "0", "--detach", *FEW)))
     deadline = time.time() + 240
     while not any("reward" in r for r in run.metrics()[0]):
         assert time.time() < deadline and run.status in ("queued", "running"), run.info

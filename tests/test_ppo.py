@@ -235,9 +235,13 @@ def test_lora_ppo_on_user_prompts_saves_an_adapter_on_the_sft_model(nano_sft_run
 
 
 def test_stop_ends_ppo_mid_rollout_and_keeps_the_policy(nano_sft_run, reward_dir, prompts_file, store):
+    # The stop follows the first metrics row by well under a second, so it lands in the next rollout if that
+    # rollout is long: at temperature 10 sampling is near uniform, the end-of-turn token rare, and every
+    # rollout runs its 300 tokens whatever the SFT model learnt (at 0.7 its answers ended in ~15 tokens and
+    # the stop could land after the rollout).
     run = Run.open(last_line(lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", str(reward_dir), "--data", str(prompts_file),
-                                 "--max-steps", "1000", "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1", "--response-length", "100",
-                                 "--missing-eos-penalty", "0", "--threads", "1", "--detach")))
+                                 "--max-steps", "1000", "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1", "--response-length", "300",
+                                 "--temperature", "10", "--missing-eos-penalty", "0", "--threads", "1", "--detach")))
     deadline = time.time() + 120
     while not any("objective/kl" in r for r in run.metrics()[0]):
         assert time.time() < deadline and run.status in ("queued", "running"), run.info
