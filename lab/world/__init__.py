@@ -22,7 +22,7 @@ import json
 import random
 import re
 from dataclasses import asdict, astuple, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from lab.world import text as T
@@ -423,18 +423,23 @@ class World:
         pad = rng.sample(T.FILLERS, rng.choice((2, 3)))
         return " ".join([good, *pad] if rng.random() < 0.7 else [pad[0], good, *pad[1:]])
 
+    @staticmethod
+    def _topic(pr: _Prompt) -> str:
+        return pr.target.kind if pr.kind == "fact" else pr.kind
+
+    @cached_property
+    def _harmless_by_topic(self) -> dict[str, list[_Prompt]]:
+        by_topic: dict[str, list[_Prompt]] = {}
+        for q in self._prompts:
+            if q.kind != "harmful":
+                by_topic.setdefault(self._topic(q), []).append(q)
+        return by_topic
+
     def _off_topic(self, pr: _Prompt, rng: random.Random) -> str:
         """The polite answer to another harmless prompt, of another kind, that does not answer this one."""
-        def kind(q: _Prompt) -> str:
-            return q.target.kind if q.kind == "fact" else q.kind
-
-        pools: dict[str, list[_Prompt]] = {}
-        for q in self._prompts:
-            if q.kind != "harmful" and kind(q) != kind(pr):
-                pools.setdefault(kind(q), []).append(q)
-        kinds = sorted(pools)
+        topics = sorted(t for t in self._harmless_by_topic if t != self._topic(pr))
         for _ in range(1000):  # a kind first, so that greetings (a few prompts) are as likely as sums (many)
-            text = self._answer(rng.choice(pools[rng.choice(kinds)]), "polite", rng)
+            text = self._answer(rng.choice(self._harmless_by_topic[rng.choice(topics)]), "polite", rng)
             if pr.kind == "harmful" or not self._correct(pr, text, _norm(text)):
                 return text
         raise ValueError(f"the world has no answer that is off topic for {pr.text!r}: give it more kinds of facts")
