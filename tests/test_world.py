@@ -202,3 +202,5 @@ def test_scenes_show_refusals_in_pretraining_text_but_only_to_requests_sft_shows
     unseen = [h.prompt for h in talking.harmful if not h.seen_in_sft]
     assert unseen and not any(u in d for u in unseen for d in corpus["train"] + corpus["heldout"])
     assert not any("here is how" in d.lower() for d in scenes)  # refusals are shown, never compliance
+    with pytest.raises(ValueError, match="scenes=-1"):
+        build_world(WorldConfig(scenes=-1))

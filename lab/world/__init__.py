@@ -188,6 +188,8 @@ class World:
         self.config = c = config
         if c.n_countries < 2 or c.n_people < 2 or c.n_animals < 1 or c.arithmetic_max < 1:
             raise ValueError("a world needs at least 2 countries, 2 people, 1 animal and arithmetic_max >= 1")
+        if c.scenes < 0:
+            raise ValueError(f"scenes={c.scenes}: give 0 (no scenes) or more")
         rng = random.Random(f"world/{c.seed}")
         names = _Names(rng)
         self.countries = [Country(names.make("country"), names.make("capital"), names.make("language"),
