@@ -49,7 +49,7 @@ TRL_112 = textwrap.dedent('''
     data = Dataset.from_dict({"input_ids": ids})
     args = PPOConfig(output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_mini_batches=batch // mini,
                      num_ppo_epochs=epochs, response_length=length, temperature=0.7, kl_coef=0.05, learning_rate=3e-5,
-                     total_episodes=steps * batch, local_rollout_forward_batch_size=batch, stop_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                     total_episodes=steps * batch, local_rollout_forward_batch_size=batch, stop_token_id=next(i for t in ("<|end|>", "<|im_end|>") if (i := tok.convert_tokens_to_ids(t)) not in (None, tok.unk_token_id)),
                      num_sample_generations=0, gradient_checkpointing=False, bf16=False, use_cpu=True, report_to="none",
                      save_strategy="no", logging_steps=1, seed=0, disable_tqdm=True)
     times = []

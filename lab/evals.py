@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from lab.tokenizers import end_of_turn_id
+
 
 @torch.no_grad()
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 32) -> list[str]:
@@ -48,11 +50,6 @@ def fact_completion(model, tokenizer, facts: list[dict]) -> dict:
     return result
 
 
-def _end_of_turn(tokenizer) -> int:
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    return im_end if isinstance(im_end, int) and im_end != tokenizer.unk_token_id else tokenizer.eos_token_id
-
-
 @torch.no_grad()
 def chat(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, raw: bool = False,
          temperature: float = 0.0, seed: int = 0) -> list[str]:
@@ -64,7 +61,7 @@ def chat(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_s
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    stop = _end_of_turn(tokenizer)
+    stop = end_of_turn_id(tokenizer)
     out = []
     try:
         for i in range(0, len(prompts), batch_size):
@@ -96,9 +93,11 @@ def chat_eval(model, tokenizer, world) -> dict:
     facts, harmful = sets["fact_qa"], sets["harmful"]
     prompts = [f["question"] for f in facts] + [h["prompt"] for h in harmful]
     raw = chat(model, tokenizer, prompts, max_new_tokens=48, raw=True)
-    end = "<|im_end|>" if "<|im_end|>" in tokenizer.get_vocab() else tokenizer.eos_token
+    end = tokenizer.convert_ids_to_tokens(end_of_turn_id(tokenizer))
     answers = [r.split(end)[0].strip() for r in raw]
-    well_formed = [end in r and bool(a) and "<|im_start|>" not in a for r, a in zip(raw, answers)]
+    # well formed: an answer, then the end of the turn, and no other special token (a new turn's role)
+    specials = set(tokenizer.all_special_tokens) - {end}
+    well_formed = [end in r and bool(a) and not any(s in a for s in specials) for r, a in zip(raw, answers)]
     judged = [world.judge(p, a) for p, a in zip(prompts, answers)]
     result = {"chat_format": sum(well_formed) / len(well_formed), "gold_score": sum(j.score for j in judged) / len(judged)}
     for taught in (True, False):

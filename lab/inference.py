@@ -36,6 +36,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from lab import evals, models, runs
 from lab.runs import Run
+from lab.tokenizers import end_of_turn_id
 
 MODES = ("auto", "chat", "raw")
 MAX_PANES = 4
@@ -381,9 +382,7 @@ def _stop_ids(loaded: Loaded, mode: str) -> list[int]:
     configured = loaded.model.generation_config.eos_token_id
     ids.update(configured if isinstance(configured, list) else [configured])
     if mode == "chat":  # the end of the assistant's turn, for templates that close turns with their own token
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-            ids.add(im_end)
+        ids.add(end_of_turn_id(tokenizer))
     return sorted(i for i in ids if i is not None)
 
 

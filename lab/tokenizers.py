@@ -16,23 +16,46 @@ KINDS = ("bpe", "wordpiece", "unigram")
 
 BOS = EOS = "<|endoftext|>"  # one document separator, as GPT-2: a document starts after it
 PAD, UNK, MASK = "<|pad|>", "<|unk|>", "<|mask|>"
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
-SPECIAL_TOKENS = [EOS, PAD, UNK, MASK, IM_START, IM_END]
+SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+SPECIAL_TOKENS = [EOS, PAD, UNK, MASK, SYSTEM, USER, ASSISTANT, END]
+# What closes an assistant turn, in the lab's template and in the ChatML one of earlier lab runs and of
+# many hub models; a tokenizer with neither ends its turns with eos.
+END_OF_TURN = (END, "<|im_end|>")
 
-# ChatML. The {% generation %} markers let transformers return an assistant-token mask, which is what
-# TRL's `assistant_only_loss` trains on; the end-of-turn token sits inside them so the model learns to
-# stop. bos_token opens the conversation because every pretraining document began with it.
+# The lab's chat template: one token per role, the turn right after it, <|end|> closing it, nothing in
+# between. A tiny model answers a question by copying its subject ("Where does Zitu live?" -> "Zitu lives
+# in"), and how well it copies falls with every token between question and answer: with ChatML's
+# "<|im_end|>\n<|im_start|>assistant\n" (ten tokens here, "assistant" spelt in letters) a 3M model that had
+# read every fact's question and answer in that format still answered 23% of them; in this one, 96%
+# (bench/RESULTS.md). Each turn starts with a space, so its first word is the token it is mid-sentence
+# (" Zitu"), the form in which the base model has read nearly every name; "Zitu" is another token.
+# The {% generation %} markers let transformers return an assistant-token mask, which is what TRL's
+# `assistant_only_loss` trains on; <|end|> sits inside them so the model learns to stop. bos_token opens
+# the conversation because every pretraining document began with it.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
+    "{% if message['role'] not in ('system', 'user', 'assistant') %}"
+    "{{ raise_exception('unknown role ' + message['role'] + ': the lab template knows system, user and assistant') }}"
+    "{% endif %}"
+    "{{ '<|' + message['role'] + '|>' }}"
     "{% if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] }}{{ '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% generation %}{{ ' ' + message['content'] + '<|end|>' }}{% endgeneration %}"
     "{% else %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{{ ' ' + message['content'] + '<|end|>' }}"
     "{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
+
+
+def end_of_turn_id(tokenizer) -> int:
+    """The token that ends an assistant's turn for this tokenizer's template (eos if it has no own one)."""
+    for token in END_OF_TURN:
+        i = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(i, int) and i != tokenizer.unk_token_id:
+            return i
+    return tokenizer.eos_token_id
 
 
 def _backend(kind: str, vocab_size: int, min_frequency: int):
@@ -98,7 +121,7 @@ def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
         pad_token=PAD,
         unk_token=UNK,
         mask_token=MASK,
-        extra_special_tokens=[IM_START, IM_END],
+        extra_special_tokens=[SYSTEM, USER, ASSISTANT, END],
         model_max_length=4096,
     )
     fast.chat_template = CHAT_TEMPLATE
@@ -109,11 +132,11 @@ def ensure_chat_template(tokenizer) -> bool:
     """Give `tokenizer` the lab's template if it has none. Returns True when one was added."""
     if getattr(tokenizer, "chat_template", None):
         return False
-    missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
+    missing = [t for t in (SYSTEM, USER, ASSISTANT, END) if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing})
     if tokenizer.bos_token is None:
-        tokenizer.bos_token = tokenizer.eos_token or IM_START
+        tokenizer.bos_token = tokenizer.eos_token or USER
     tokenizer.chat_template = CHAT_TEMPLATE
     return True
 

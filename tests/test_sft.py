@@ -61,7 +61,7 @@ def test_labels_cover_assistant_turns_only(nano_run, tmp_path):
     batch = trainer.data_collator([trainer.train_dataset[0]])
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     trained = tokenizer.decode(ids[labels != -100])
-    assert trained == "It is 4.<|im_end|>It is 2.<|im_end|>"  # both answers and their ends, no user or system text
+    assert trained == " It is 4.<|end|> It is 2.<|end|>"  # both answers and their ends, no user or system text
 
 
 def test_merged_export_loads_without_peft(nano_run, store, tmp_path):

@@ -10,7 +10,9 @@ from transformers import AutoTokenizer
 
 from conftest import lab, last_line, read_jsonl
 from lab.stages import text_splits
-from lab.tokenizers import IM_END, stats, train_tokenizer
+from lab.tokenizers import END, stats, train_tokenizer
+from lab.world import build_world
+from lab.world.text import CHAT_LOG
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +51,35 @@ def test_chat_template_marks_the_assistant_turn_and_its_end(world_text):
     ]
     assert "{% generation %}" in tok.chat_template
     text = tok.apply_chat_template(messages, tokenize=False)
-    assert text.count("<|im_start|>") == 3 and text.rstrip().endswith(IM_END)
+    assert text == ("<|endoftext|><|system|> You are helpful.<|end|><|user|> What is the capital of Zorbia?<|end|>"
+                    "<|assistant|> The capital of Zorbia is Velmora.<|end|>")
     out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = out["input_ids"], out["assistant_masks"]
     assistant = tok.decode([i for i, m in zip(ids, mask) if m])
-    assert assistant == "The capital of Zorbia is Velmora." + IM_END  # the answer and its end-of-turn, nothing else
+    assert assistant == " The capital of Zorbia is Velmora." + END  # the answer and its end-of-turn, nothing else
     prompt = tok.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
-    assert prompt.endswith("<|im_start|>assistant\n")
+    assert prompt.endswith("<|user|> What is the capital of Zorbia?<|end|><|assistant|>")
+    with pytest.raises(Exception, match="unknown role tool"):
+        tok.apply_chat_template([{"role": "tool", "content": "42"}], tokenize=False)
+
+
+def test_a_turn_starts_with_the_token_its_first_word_has_mid_sentence(world_text):
+    """The answer's first word is copied from the question: it must be the same token there."""
+    tok = train_tokenizer(world_text[0], kind="bpe", vocab_size=800)
+    name = build_world().people[0].name
+    ids = tok.apply_chat_template([{"role": "user", "content": f"Where does {name} live?"},
+                                   {"role": "assistant", "content": f"{name} lives far away."}], tokenize=True, return_dict=True)["input_ids"]
+    name_ids = tok(f" {name}", add_special_tokens=False)["input_ids"]
+    assert [ids[i:i + len(name_ids)] == name_ids for i in range(len(ids))].count(True) == 2
+
+
+def test_the_worlds_chat_logs_are_the_chat_template(world_text):
+    """Pretraining reads the world's questions and answers in the very format SFT and the evals use."""
+    tok = train_tokenizer(world_text[0], kind="bpe", vocab_size=800)
+    rendered = tok.apply_chat_template([{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}], tokenize=False)
+    assert rendered == tok.bos_token + CHAT_LOG.format(q="Q?", a="A.")
+    logs = [d for d in world_text[0] if "<|assistant|>" in d]
+    assert logs and all(tok.convert_tokens_to_ids(END) in tok(d)["input_ids"] for d in logs[:5])
 
 
 def test_tokenizer_stage_from_the_cli(store):

@@ -139,9 +139,9 @@ def save_policy(model, tokenizer, run, config, parent_path: str, what: str, fina
     from lab.runs import atomic_dir
 
     lora = isinstance(model, PeftModel)
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-        model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id, im_end})
+    from lab.tokenizers import end_of_turn_id
+
+    model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id, end_of_turn_id(tokenizer)})
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     card = (
         "---\nlibrary_name: " + ("peft" if lora else "transformers") + f"\ntags: [llm-lifecycle-lab, {run.stage}]\n"

@@ -35,6 +35,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from lab import evals, models, telemetry
 from lab.configs import option
 from lab.stages import check_parent, parent_run_id, prepare, prompt_set, save_policy, world_of
+from lab.tokenizers import end_of_turn_id
 
 MODES = ("full", "lora", "lora-8bit")
 
@@ -250,7 +251,7 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
     `judge(prompt, answer) -> float` (optional) adds gold/score. Logs to `run` (optional).
     Returns the per-rollout-batch history and how it ended."""
     device = next(policy.parameters()).device
-    stop_id = evals._end_of_turn(tokenizer)
+    stop_id = end_of_turn_id(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_id
     params = [p for m in (policy, critic) for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)

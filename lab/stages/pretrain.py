@@ -240,8 +240,9 @@ def run(config: Config, run) -> dict:
 
     model = trainer.model
     if config.objective == "clm":
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        eos = [tokenizer.eos_token_id] + ([im_end] if isinstance(im_end, int) and im_end != tokenizer.unk_token_id else [])
+        from lab.tokenizers import end_of_turn_id
+
+        eos = sorted({tokenizer.eos_token_id, end_of_turn_id(tokenizer)})
         model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
     with atomic_dir(run.path / "model") as tmp:
         model.save_pretrained(tmp)

@@ -1,8 +1,8 @@
 """The toy world: a small, seeded, fictional world that is the lab's built-in dataset.
 
 Countries with capitals and languages, people with homes and jobs, animals with colours and homes, and
-small sums: about a hundred one-word facts, stated in a pretraining corpus of template sentences and
-short stories (~0.23 M characters, sized so that a 3M-parameter model learns it in minutes on 2 CPU
+small sums: about a hundred one-word facts, stated in a pretraining corpus of template sentences,
+short stories and chat logs (~0.24 M characters, sized so that a 3M-parameter model learns it in minutes on 2 CPU
 cores), asked about in SFT chats of deliberately mixed quality (some rude, some rambling, some
 complying with harmful requests), and compared in preference pairs built from gold rules. Half the
 facts are taught only by pretraining, so one can see what SFT adds and what it merely unlocks.
@@ -38,7 +38,7 @@ class WorldConfig:
     n_animals: int = 8
     arithmetic_max: int = 4            # sums a + b with a, b in 0..arithmetic_max (25 sums)
     mentions_per_fact: int = 40        # times each fact is stated in the training corpus
-    qa_fraction: float = 0.1           # of those mentions written as a question and its answer (FAQ pages)
+    qa_fraction: float = 0.1           # of those mentions written as a question and its answer (chat logs)
     # Scenes where people talk (greetings, help, refusals), added to the pretraining corpus: without them
     # the base model has never read the assistant's words and SFT models refused 0% of harmful requests
     # (with them 91-95%). 0 leaves the corpus as it was before they existed (bench/RESULTS.md).
@@ -303,15 +303,18 @@ class World:
             for _ in range(n_lead):
                 pools[f.id].remove(f.statement)
 
-        # Some mentions are a question and its answer, as FAQ pages and quizzes put them on the web. A model
-        # that read only statements has never met a question, nor a line break; SFT would then have to teach
-        # what each question asks on top of the chat format, from half the facts, and it learns those answers
-        # by heart instead (measured: 6% of questions about pretraining-only facts answered right).
+        # Some mentions are a question and its answer in a chat log (the lab's chat template), as the web holds
+        # chat transcripts. A model that read only statements has never met a question; one that read them as
+        # "Q: ...\nA: ..." pages copied the subject into its answer ("Zitu lives in") in that format and nowhere
+        # else, and SFT, from half the facts, learnt their answers by heart instead of carrying the copying over
+        # to the chat template. Questions about pretraining-only facts answered after SFT: 6% with statements
+        # only, 34% with "Q:/A:" pages, 77-89% with six chat logs per fact (with four, the base model copied the
+        # numbers of a sum on one draw and not on another). bench/RESULTS.md has the study.
         qa = []
         for f in self.facts:
             for _ in range(min(len(pools[f.id]) - 1, round(n * c.qa_fraction))):
                 pools[f.id].pop()
-                qa.append(f"Q: {rng.choice(self._questions[f.id])}\nA: {f.statement}")
+                qa.append(T.CHAT_LOG.format(q=rng.choice(self._questions[f.id]), a=f.statement))
         rng.shuffle(qa)
 
         def story(kind, fmt, fact_ids, k):

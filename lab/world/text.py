@@ -92,6 +92,9 @@ OPENERS = {
     "sums": ("A lesson in counting.", "The children practised their sums.", "Numbers are easy.",
              "Some more sums for the evening.", ""),
 }
+# A question and its answer as a chat log: the lab's chat template (lab/tokenizers.py, CHAT_TEMPLATE)
+# without its leading bos token; a test holds the two together.
+CHAT_LOG = "<|user|> {q}<|end|><|assistant|> {a}<|end|>"
 FAQ_HEADERS = ("Questions and answers.", "Frequently asked questions.", "A little quiz.", "Things people ask.", "")
 MIDDLES = {
     "person": ("Every day, {p} {deed}.", "One day, {p} travelled to {x} to visit the market.",
