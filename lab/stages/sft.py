@@ -34,7 +34,10 @@ class Config:
     mode: str = option("full", "full fine-tuning, or a LoRA adapter on a full, 8-bit or 4-bit base", choices=MODES)
     data: str = option("world", "chats: 'world' (the toy world's SFT chats) or a file/folder of messages or prompt/completion records")
     max_steps: int = option(150, "optimizer steps (0: train for `epochs` instead)")
-    batch_size: int = option(16, "chats per step (per device)")
+    # 8: five passes over the toy world's 241 chats in 150 steps. At 16 (ten passes) the model drifted further
+    # from its parent (KL 3.4-3.7 nats a token against 3.1-3.4) and answered 70-77% of pretraining-only facts,
+    # at 8 77% on both pretrain seeds tried (bench/RESULTS.md).
+    batch_size: int = option(8, "chats per step (per device)")
     learning_rate: float = option(0.0, "peak learning rate (0: 1e-4 for full fine-tuning, 1e-3 for LoRA, which trains far fewer weights)")
     assistant_only_loss: bool = option(True, "train on the assistant's tokens only (off: on the whole chat)")
     lora_r: int = option(16, "LoRA rank", advanced=True)
@@ -122,7 +125,7 @@ def run(config: Config, run) -> dict:
     if not lora and config.kl_every:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
 
-    # Full fine-tuning at 1e-3 (ten passes over the toy world's 241 chats) learnt the taught answers by heart
+    # Full fine-tuning at 1e-3 (batch 16, ten passes over the toy world's chats) learnt the taught answers by heart
     # and answered questions about other facts with them: 17% of pretraining-only facts right, 40% at 1e-4.
     learning_rate = config.learning_rate or (1e-3 if lora else 1e-4)
     print(f"learning rate {learning_rate:g}", flush=True)

@@ -38,7 +38,7 @@ class WorldConfig:
     n_animals: int = 8
     arithmetic_max: int = 4            # sums a + b with a, b in 0..arithmetic_max (25 sums)
     mentions_per_fact: int = 40        # times each fact is stated in the training corpus
-    qa_fraction: float = 0.1           # of those mentions written as a question and its answer (chat logs)
+    qa_fraction: float = 0.15          # of those mentions written as a question and its answer (chat logs)
     # Scenes where people talk (greetings, help, refusals), added to the pretraining corpus: without them
     # the base model has never read the assistant's words and SFT models refused 0% of harmful requests
     # (with them 91-95%). 0 leaves the corpus as it was before they existed (bench/RESULTS.md).
