@@ -40,7 +40,7 @@ TRL_112 = textwrap.dedent('''
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
     parent, reward, prompts_file, out = sys.argv[1:5]
-    steps, batch, mini, epochs, length, threads = map(int, sys.argv[5:11])
+    steps, batch, mini, epochs, length, threads, stop_id = map(int, sys.argv[5:12])
     if threads:
         torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(parent, padding_side="left")
@@ -49,7 +49,7 @@ TRL_112 = textwrap.dedent('''
     data = Dataset.from_dict({"input_ids": ids})
     args = PPOConfig(output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_mini_batches=batch // mini,
                      num_ppo_epochs=epochs, response_length=length, temperature=0.7, kl_coef=0.05, learning_rate=3e-5,
-                     total_episodes=steps * batch, local_rollout_forward_batch_size=batch, stop_token_id=next(i for t in ("<|end|>", "<|im_end|>") if (i := tok.convert_tokens_to_ids(t)) not in (None, tok.unk_token_id)),
+                     total_episodes=steps * batch, local_rollout_forward_batch_size=batch, stop_token_id=stop_id,
                      num_sample_generations=0, gradient_checkpointing=False, bf16=False, use_cpu=True, report_to="none",
                      save_strategy="no", logging_steps=1, seed=0, disable_tqdm=True)
     times = []
@@ -111,7 +111,7 @@ def main():
 
     from lab.models import PRESETS
     from lab.stages import prompt_set, text_splits
-    from lab.tokenizers import train_tokenizer
+    from lab.tokenizers import end_of_turn_id, train_tokenizer
 
     texts = [p[-1]["content"] for p in prompt_set("world")]
     prompts_file = work / "prompts.jsonl"
@@ -141,7 +141,7 @@ def main():
         if trl_python:
             out, peak = measured([trl_python, "-c", TRL_112, str(parent), str(reward), str(work / "prompts.json"), str(work / f"trl-{preset}"),
                                   str(args.steps), str(b), str(args.mini_batch_size), str(args.ppo_epochs), str(args.response_length),
-                                  str(args.threads)], env)
+                                  str(args.threads), str(end_of_turn_id(tokenizer))], env)
             times = json.loads(out.strip().splitlines()[-1])["step_times"][1:]
             trl_total = b / (sum(times) / len(times))
             results.append((preset, n_params, "TRL 1.12 PPOTrainer", peak, None, None, trl_total, lab_total / trl_total))

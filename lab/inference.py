@@ -36,7 +36,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from lab import evals, models, runs
 from lab.runs import Run
-from lab.tokenizers import end_of_turn_id
+from lab.tokenizers import stop_ids
 
 MODES = ("auto", "chat", "raw")
 MAX_PANES = 4
@@ -377,13 +377,8 @@ class _PaneStreamer(TextStreamer):
 
 
 def _stop_ids(loaded: Loaded, mode: str) -> list[int]:
-    tokenizer = loaded.tokenizer
-    ids = {tokenizer.eos_token_id}
-    configured = loaded.model.generation_config.eos_token_id
-    ids.update(configured if isinstance(configured, list) else [configured])
-    if mode == "chat":  # the end of the assistant's turn, for templates that close turns with their own token
-        ids.add(end_of_turn_id(tokenizer))
-    return sorted(i for i in ids if i is not None)
+    # the end of the assistant's turn only in chat mode: raw text may hold the token and go on
+    return stop_ids(loaded.tokenizer, loaded.model.generation_config.eos_token_id, end_of_turn=mode == "chat")
 
 
 def _inputs(loaded: Loaded, turns: list[dict], mode: str, max_new_tokens: int) -> tuple[dict, str | None]:

@@ -16,8 +16,8 @@ KINDS = ("bpe", "wordpiece", "unigram")
 
 BOS = EOS = "<|endoftext|>"  # one document separator, as GPT-2: a document starts after it
 PAD, UNK, MASK = "<|pad|>", "<|unk|>", "<|mask|>"
-SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
-SPECIAL_TOKENS = [EOS, PAD, UNK, MASK, SYSTEM, USER, ASSISTANT, END]
+SYSTEM, USER, ASSISTANT, END = CHAT_TOKENS = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+SPECIAL_TOKENS = [EOS, PAD, UNK, MASK, *CHAT_TOKENS]
 # What closes an assistant turn, in the lab's template and in the ChatML one of earlier lab runs and of
 # many hub models; a tokenizer with neither ends its turns with eos.
 END_OF_TURN = (END, "<|im_end|>")
@@ -56,6 +56,16 @@ def end_of_turn_id(tokenizer) -> int:
         if isinstance(i, int) and i != tokenizer.unk_token_id:
             return i
     return tokenizer.eos_token_id
+
+
+def stop_ids(tokenizer, configured=None, end_of_turn: bool = True) -> list[int]:
+    """The ids generation stops at: eos, the end of an assistant's turn (unless end_of_turn=False, for raw
+    text), and any a model's generation config already names (`configured`: an id or a list of ids; a hub
+    model may stop at several, e.g. Llama 3's <|eot_id|> beside its eos)."""
+    ids = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
+    if end_of_turn:
+        ids.add(end_of_turn_id(tokenizer))
+    return sorted(i for i in ids if i is not None)
 
 
 def _backend(kind: str, vocab_size: int, min_frequency: int):
@@ -121,7 +131,7 @@ def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
         pad_token=PAD,
         unk_token=UNK,
         mask_token=MASK,
-        extra_special_tokens=[SYSTEM, USER, ASSISTANT, END],
+        extra_special_tokens=list(CHAT_TOKENS),
         model_max_length=4096,
     )
     fast.chat_template = CHAT_TEMPLATE
@@ -132,7 +142,7 @@ def ensure_chat_template(tokenizer) -> bool:
     """Give `tokenizer` the lab's template if it has none. Returns True when one was added."""
     if getattr(tokenizer, "chat_template", None):
         return False
-    missing = [t for t in (SYSTEM, USER, ASSISTANT, END) if t not in tokenizer.get_vocab()]
+    missing = [t for t in CHAT_TOKENS if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing})
     if tokenizer.bos_token is None:

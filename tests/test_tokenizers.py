@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from conftest import lab, last_line, read_jsonl
 from lab.stages import text_splits
-from lab.tokenizers import END, stats, train_tokenizer
+from lab.tokenizers import END, stats, stop_ids, train_tokenizer
 from lab.world import build_world
 from lab.world.text import CHAT_LOG
 
@@ -92,3 +92,11 @@ def test_tokenizer_stage_from_the_cli(store):
     proc = lab("train", "pretrain", "--preset", "nano", "--tokenizer", run_dir.name, "--max-steps", "3", "--sample-every", "0", "--eval-every", "0")
     child = json.loads((store / last_line(proc) / "run.json").read_text())
     assert child["status"] == "completed" and child["parent"] == run_dir.name
+
+
+def test_generation_stops_at_eos_the_end_of_turn_and_every_stop_a_model_already_names(world_text):
+    tok = train_tokenizer(world_text[0], kind="bpe", vocab_size=800)
+    eos, end = tok.eos_token_id, tok.convert_tokens_to_ids(END)
+    assert stop_ids(tok) == sorted({eos, end})
+    assert stop_ids(tok, [eos, 700]) == sorted({eos, end, 700})  # a hub model's own stops are kept
+    assert stop_ids(tok, 700, end_of_turn=False) == sorted({eos, 700})  # raw text may hold the end-of-turn token

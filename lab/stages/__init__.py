@@ -139,9 +139,10 @@ def save_policy(model, tokenizer, run, config, parent_path: str, what: str, fina
     from lab.runs import atomic_dir
 
     lora = isinstance(model, PeftModel)
-    from lab.tokenizers import end_of_turn_id
+    from lab.tokenizers import stop_ids
 
-    model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id, end_of_turn_id(tokenizer)})
+    # keep the stops the parent's generation config names (a hub model may have several), add the end of turn
+    model.generation_config.eos_token_id = stop_ids(tokenizer, model.generation_config.eos_token_id)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     card = (
         "---\nlibrary_name: " + ("peft" if lora else "transformers") + f"\ntags: [llm-lifecycle-lab, {run.stage}]\n"

@@ -240,10 +240,9 @@ def run(config: Config, run) -> dict:
 
     model = trainer.model
     if config.objective == "clm":
-        from lab.tokenizers import end_of_turn_id
+        from lab.tokenizers import stop_ids
 
-        eos = sorted({tokenizer.eos_token_id, end_of_turn_id(tokenizer)})
-        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+        model.generation_config = GenerationConfig(eos_token_id=stop_ids(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
     with atomic_dir(run.path / "model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
