@@ -70,11 +70,10 @@ def main():
     os.environ.setdefault("LAB_CHECKPOINTS", tempfile.mkdtemp(prefix="lab-bench-"))
     torch.set_num_threads(args.threads)
 
-    from lab.models import build_from_scratch, count_parameters
+    from lab.models import PRESETS, build_from_scratch, count_parameters
     from lab.stages import text_splits
     from lab.stages.pretrain import pack
     from lab.tokenizers import train_tokenizer
-    from lab.models import PRESETS
 
     train, _ = text_splits("world")
     tokenizer = train_tokenizer(train, vocab_size=PRESETS[args.preset].vocab)
@@ -93,8 +92,8 @@ def main():
     print()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, fp32")
     print(f"model: {args.preset} ({n_params:,} parameters), batch {args.batch_size} x {args.seq_len} tokens, {args.steps} timed steps after {args.warmup}, best of {args.rounds}")
-    print(f"| loop | tokens/s | ratio |")
-    print(f"|---|---:|---:|")
+    print("| loop | tokens/s | ratio |")
+    print("|---|---:|---:|")
     print(f"| bare PyTorch | {b:,.0f} | 1.00 |")
     print(f"| lab (Trainer + callback) | {l:,.0f} | {l / b:.3f} |")
     print(f"all rounds: bare {[round(x) for x in bare]}, lab {[round(x) for x in lab]}; "

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from lab import configs, stages
+from lab.errors import UserError
 
 
 class _Tee:
@@ -128,10 +129,11 @@ def cmd_world(args) -> int:
 
 
 def cmd_presets(args) -> int:
+    from tokenizers import Tokenizer
+    from tokenizers import models as tk_models
+
     from lab.models import PRESETS, build_from_scratch, count_parameters
     from lab.tokenizers import SPECIAL_TOKENS, UNK, wrap
-
-    from tokenizers import Tokenizer, models as tk_models
 
     print(f"{'preset':<8} {'vocab':>6} {'clm params':>12} {'mlm params':>12}  about")
     for name, p in PRESETS.items():
@@ -170,7 +172,7 @@ def cmd_app(args) -> int:
     if args.auth:
         user, sep, password = args.auth.partition(":")
         if not (sep and user and password):
-            raise ValueError("--auth takes USER:PASS, e.g. --auth ada:s3cret")
+            raise UserError("--auth takes USER:PASS, e.g. --auth ada:s3cret")
         auth = (user, password)
     from pages.app import launch  # gradio only here: the engine and its jobs never import it
 
@@ -229,15 +231,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lab.jobs import is_user_error
-
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv or ["app"])  # `llm-lab` alone opens the lab in a browser
     try:
         return dispatch(args, parser)
     except Exception as e:  # what the user got wrong is one line that says what to do; our bugs keep a traceback
-        if not is_user_error(e):
+        if not isinstance(e, UserError):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ import shlex
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from lab.errors import ConfigError
+
 
 def option(default, help: str, choices: tuple | None = None, advanced: bool = False):
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "advanced": advanced})
@@ -50,7 +52,7 @@ def from_dict(cls, values: dict, source: str = "config"):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(names))}")
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(names))}")
     types = _types(cls)
     clean = {}
     for k, v in values.items():
@@ -58,9 +60,9 @@ def from_dict(cls, values: dict, source: str = "config"):
         try:
             clean[k] = t(v) if not isinstance(v, t) and not (t is float and isinstance(v, int)) else v
         except (TypeError, ValueError):
-            raise ValueError(f"{source}: field '{k}' must be {t.__name__}, got {v!r}") from None
+            raise ConfigError(f"{source}: field '{k}' must be {t.__name__}, got {v!r}") from None
         if t is bool and not isinstance(v, bool):
-            raise ValueError(f"{source}: field '{k}' must be true or false, got {v!r}")
+            raise ConfigError(f"{source}: field '{k}' must be true or false, got {v!r}")
     config = cls(**clean)
     validate(config, source)
     return config
@@ -70,7 +72,7 @@ def validate(config, source: str = "config") -> None:
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
         if choices and getattr(config, f.name) not in choices:
-            raise ValueError(f"{source}: {f.name}={getattr(config, f.name)!r} is not one of {', '.join(map(str, choices))}")
+            raise ConfigError(f"{source}: {f.name}={getattr(config, f.name)!r} is not one of {', '.join(map(str, choices))}")
 
 
 def from_args(cls, ns: argparse.Namespace, config_file: str | None = None):
@@ -80,11 +82,11 @@ def from_args(cls, ns: argparse.Namespace, config_file: str | None = None):
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ValueError(f"--config {config_file}: no such file") from None
+            raise ConfigError(f"--config {config_file}: no such file") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"--config {config_file}: not valid JSON (line {e.lineno}: {e.msg})") from None
+            raise ConfigError(f"--config {config_file}: not valid JSON (line {e.lineno}: {e.msg})") from None
         if not isinstance(values, dict):
-            raise ValueError(f"--config {config_file}: must hold one JSON object of config fields")
+            raise ConfigError(f"--config {config_file}: must hold one JSON object of config fields")
         values = values.get("config", values)  # a run.json works as a config file too
     names = {f.name for f in dataclasses.fields(cls)}
     values.update({k: v for k, v in vars(ns).items() if k in names})

@@ -14,15 +14,13 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+
+from lab.errors import DataError, UserError
 
 FORMATS = ("text", "messages", "prompt_completion", "preference")
-
-
-class DataError(ValueError):
-    """A problem with the user's data; str(error) is the message to show them."""
 
 
 @dataclass
@@ -359,7 +357,7 @@ def read_rows(source, split="train") -> list[dict]:
 def _wanted(want):
     wanted = (want,) if isinstance(want, str) else tuple(want or ())
     if bad := [w for w in wanted if w not in FORMATS]:
-        raise ValueError(f"unknown format(s) {bad}; expected some of {FORMATS}")
+        raise UserError(f"unknown format(s) {bad}; expected some of {FORMATS}")
     return wanted
 
 

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lab import runs
+from lab.errors import UserError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -36,7 +37,7 @@ def folder() -> Path:
 def path_of(name: str) -> Path:
     name = (name or "").strip().removesuffix(".jsonl")
     if not NAME.fullmatch(name):
-        raise ValueError(f"dataset name '{name}': use letters, digits, '-', '_' or '.' (up to 64), e.g. feedback or compare-tiny")
+        raise UserError(f"dataset name '{name}': use letters, digits, '-', '_' or '.' (up to 64), e.g. feedback or compare-tiny")
     return folder() / f"{name}.jsonl"
 
 
@@ -82,21 +83,21 @@ def add_ranking(name: str, prompt: list[dict], answers: list[str], ranks: list[i
     with `added` and `skipped`."""
     path = path_of(name)
     if len(answers) < 2:
-        raise ValueError(f"{len(answers)} answer(s): a preference needs at least two")
+        raise UserError(f"{len(answers)} answer(s): a preference needs at least two")
     if len(ranks) != len(answers):
-        raise ValueError(f"{len(ranks)} ranks for {len(answers)} answers: give every answer a rank (1 = best)")
+        raise UserError(f"{len(ranks)} ranks for {len(answers)} answers: give every answer a rank (1 = best)")
     try:
         ranks = [int(r) for r in ranks]
     except (TypeError, ValueError):
-        raise ValueError(f"ranks {ranks}: give every answer a whole-number rank, 1 = best") from None
+        raise UserError(f"ranks {ranks}: give every answer a whole-number rank, 1 = best") from None
     if any(r < 1 for r in ranks):
-        raise ValueError(f"ranks {ranks}: ranks start at 1 (the best answer)")
+        raise UserError(f"ranks {ranks}: ranks start at 1 (the best answer)")
     if not prompt or prompt[-1]["role"] != "user":
-        raise ValueError("the prompt must end with the user's turn that the answers reply to")
+        raise UserError("the prompt must end with the user's turn that the answers reply to")
     pairs, skipped = pairs_of(answers, ranks)
     if not pairs:
         why = "every answer has the same rank" if len(set(ranks)) == 1 else "the answers ranked apart are identical or empty"
-        raise ValueError(f"this ranking says nothing to learn from: {why}. Rank a better answer above a worse one (1 = best)")
+        raise UserError(f"this ranking says nothing to learn from: {why}. Rank a better answer above a worse one (1 = best)")
     ranking, now = uuid.uuid4().hex[:12], time.time()
     lines = []
     for better, worse in pairs:
@@ -130,7 +131,7 @@ def undo(name: str) -> dict:
     with _locked(path):
         rows = _read(path)
         if not rows:
-            raise ValueError(f"{path.name} has nothing to undo: no ranking saved yet")
+            raise UserError(f"{path.name} has nothing to undo: no ranking saved yet")
         last = rows[-1].get("ranking")
         kept = [r for r in rows if r.get("ranking") != last]
         if kept:

@@ -35,6 +35,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TemperatureLogitsWarper, TextStreamer, TopPLogitsWarper
 
 from lab import evals, models, runs
+from lab.errors import NotFound, UserError
 from lab.runs import Run
 from lab.tokenizers import stop_ids
 
@@ -54,13 +55,13 @@ class Settings:
     max_new_tokens: int = 64
     seed: int = 0
 
-    def check(self) -> "Settings":
+    def check(self) -> Settings:
         if not 0 <= self.temperature <= 5:
-            raise ValueError(f"temperature {self.temperature}: use 0 (greedy) to 5; 0.7 is a usual start")
+            raise UserError(f"temperature {self.temperature}: use 0 (greedy) to 5; 0.7 is a usual start")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top-p {self.top_p}: use a share above 0 and at most 1 (1: no cut)")
+            raise UserError(f"top-p {self.top_p}: use a share above 0 and at most 1 (1: no cut)")
         if not 1 <= int(self.max_new_tokens) <= 4096:
-            raise ValueError(f"max new tokens {self.max_new_tokens}: use 1 to 4096")
+            raise UserError(f"max new tokens {self.max_new_tokens}: use 1 to 4096")
         return self
 
 
@@ -96,7 +97,7 @@ def pick_device(preference: str = "auto", cuda: bool | None = None) -> tuple[str
     busy = gpu_jobs()
     if busy:
         if preference.startswith("cuda"):
-            raise ValueError(f"training job {busy[0]} is using the GPU: generate on the CPU (device auto or cpu), or wait until it ends")
+            raise UserError(f"training job {busy[0]} is using the GPU: generate on the CPU (device auto or cpu), or wait until it ends")
         return "cpu", f"generated on the CPU, slower: training job {busy[0]} is using the GPU, and a second process on it could run that job out of memory"
     return "cuda", None
 
@@ -163,23 +164,23 @@ def _check_kind(ref: str, path: str, run_id: str | None, kind: str) -> str | Non
         info = Run.open(run_id).info
         stage = info["stage"]
         if stage == "tokenizer":
-            raise ValueError(f"run {run_id} is a tokenizer run: it has no model to {'score' if kind == 'reward' else 'write'} with; pick a pretrain, SFT or aligned run")
+            raise UserError(f"run {run_id} is a tokenizer run: it has no model to {'score' if kind == 'reward' else 'write'} with; pick a pretrain, SFT or aligned run")
         if kind == "causal" and stage == "reward":
-            raise ValueError(f"run {run_id} is a reward model: it scores answers but writes none; pick it as the reward model instead")
+            raise UserError(f"run {run_id} is a reward model: it scores answers but writes none; pick it as the reward model instead")
         if kind == "reward" and stage != "reward":
-            raise ValueError(f"run {run_id} is a {stage} run, not a reward model: train one on Align → Reward model (`llm-lab train reward --parent SFT_RUN`)")
+            raise UserError(f"run {run_id} is a {stage} run, not a reward model: train one on Align → Reward model (`llm-lab train reward --parent SFT_RUN`)")
         if info["config"].get("objective") == "mlm":
-            raise ValueError(f"run {run_id} is a masked-LM encoder: it fills in blanks but cannot write text; pick a causal LM (objective clm)")
+            raise UserError(f"run {run_id} is a masked-LM encoder: it fills in blanks but cannot write text; pick a causal LM (objective clm)")
         return stage
     config = Path(path) / "config.json"
     if config.exists():
         architectures = " ".join(json.loads(config.read_text()).get("architectures") or [])
         if kind == "causal" and "ForSequenceClassification" in architectures:
-            raise ValueError(f"{ref} is a sequence classifier (a reward model?): it writes no text; pick it as the reward model instead")
+            raise UserError(f"{ref} is a sequence classifier (a reward model?): it writes no text; pick it as the reward model instead")
         if kind == "causal" and "ForMaskedLM" in architectures:
-            raise ValueError(f"{ref} is a masked-LM encoder: it cannot write text; pick a causal LM")
+            raise UserError(f"{ref} is a masked-LM encoder: it cannot write text; pick a causal LM")
         if kind == "reward" and "ForSequenceClassification" not in architectures:
-            raise ValueError(f"{ref} is not a reward model (its architectures: {architectures or 'none'}); pick a reward run or a sequence-classification folder")
+            raise UserError(f"{ref} is not a reward model (its architectures: {architectures or 'none'}); pick a reward run or a sequence-classification folder")
     return stage
 
 
@@ -196,7 +197,7 @@ def _load(ref: str, kind: str, device: str) -> Loaded:
         from peft import PeftModel
 
         if base.startswith("/") and not Path(base).exists():
-            raise FileNotFoundError(f"{ref}: the adapter's base model {base} is gone (deleted?); export the run while its base exists, or retrain it")
+            raise NotFound(f"{ref}: the adapter's base model {base} is gone (deleted?); export the run while its base exists, or retrain it")
         model = models.load_pretrained(auto, base, dtype=dtype)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # the chat tokens SFT added to a hub base
             model.resize_token_embeddings(len(tokenizer))
@@ -270,9 +271,9 @@ def choose_mode(stage: str | None, has_chat_template: bool, asked: str = "auto",
     chat for the rest. The lab's pretrain runs carry a chat template they were never tuned on, so the
     stage decides for runs, the template for folders and hub models."""
     if asked not in MODES:
-        raise ValueError(f"mode '{asked}': use one of {', '.join(MODES)}")
+        raise UserError(f"mode '{asked}': use one of {', '.join(MODES)}")
     if asked == "chat" and not has_chat_template:
-        raise ValueError(f"{name} has no chat template: it is a base model that continues text; use mode raw (or auto)")
+        raise UserError(f"{name} has no chat template: it is a base model that continues text; use mode raw (or auto)")
     if asked != "auto":
         return asked
     return "raw" if stage == "pretrain" or not has_chat_template else "chat"
@@ -283,11 +284,11 @@ def check_turns(turns, what: str = "history") -> list[dict]:
     if turns is None:
         return []
     if not isinstance(turns, list):
-        raise ValueError(f"{what} must be a list of turns like [{{\"role\": \"user\", \"content\": \"...\"}}, {{\"role\": \"assistant\", \"content\": \"...\"}}]")
+        raise UserError(f"{what} must be a list of turns like [{{\"role\": \"user\", \"content\": \"...\"}}, {{\"role\": \"assistant\", \"content\": \"...\"}}]")
     out = []
     for i, t in enumerate(turns):
         if not (isinstance(t, dict) and t.get("role") in ("system", "user", "assistant") and isinstance(t.get("content"), str)):
-            raise ValueError(f"{what}[{i}] must be {{\"role\": \"system\" | \"user\" | \"assistant\", \"content\": \"text\"}}, found {str(t)[:80]}")
+            raise UserError(f"{what}[{i}] must be {{\"role\": \"system\" | \"user\" | \"assistant\", \"content\": \"text\"}}, found {str(t)[:80]}")
         out.append({"role": t["role"], "content": t["content"]})
     return out
 
@@ -309,7 +310,7 @@ def reward_score(scorer: Loaded, turns: list[dict], answer: str) -> float:
     """The reward model's score of the whole chat, rendered as the reward trainer saw it."""
     chat = turns + [{"role": "assistant", "content": answer}]
     if not scorer.has_chat_template:
-        raise ValueError(f"reward model {scorer.ref} has no chat template to render the answer with")
+        raise UserError(f"reward model {scorer.ref} has no chat template to render the answer with")
     return evals.reward_scores(scorer.model, scorer.tokenizer, [chat])[0]
 
 
@@ -394,7 +395,7 @@ def _inputs(loaded: Loaded, turns: list[dict], mode: str, max_new_tokens: int) -
     if context and ids.shape[1] + max_new_tokens > context:
         keep = context - max_new_tokens
         if keep < 1:
-            raise ValueError(f"max new tokens {max_new_tokens} is more than {loaded.ref}'s context of {context} tokens: ask for fewer")
+            raise UserError(f"max new tokens {max_new_tokens} is more than {loaded.ref}'s context of {context} tokens: ask for fewer")
         ids = ids[:, -keep:]
         note = f"the conversation was cut to its last {keep} tokens to fit the model's context ({context})"
     return {"input_ids": ids.to(loaded.device), "attention_mask": torch.ones_like(ids).to(loaded.device)}, note
@@ -439,7 +440,7 @@ def _generate(pane: int, loaded: Loaded, turns: list[dict], mode: str, settings:
         result["reward"] = reward_score(scorer, prompt_turns, answer) if scorer else None
         events.put((pane, "done", result))
     except BaseException as e:  # the reader re-raises it; a pane must always report, or the reader waits for ever
-        if not isinstance(e, (ValueError, FileNotFoundError, LookupError)):
+        if not isinstance(e, UserError):
             traceback.print_exc()
         events.put((pane, "error", e))
 
@@ -458,15 +459,15 @@ def compare(model_refs: list[str], prompt: str, histories: list[list[dict]] | No
     cache = cache or CACHE
     refs = [str(r).strip() for r in (model_refs or []) if str(r).strip()]
     if not 1 <= len(refs) <= MAX_PANES:
-        raise ValueError(f"{len(refs)} models given: compare 1 to {MAX_PANES} (runs, model folders or hub ids)")
+        raise UserError(f"{len(refs)} models given: compare 1 to {MAX_PANES} (runs, model folders or hub ids)")
     if not (prompt or "").strip():
-        raise ValueError("the prompt is empty: type a question or the start of a text")
+        raise UserError("the prompt is empty: type a question or the start of a text")
     histories = [check_turns(h, f"history of model {i + 1}") for i, h in enumerate(histories or [[]] * len(refs))]
     if len(histories) != len(refs):
-        raise ValueError(f"{len(histories)} histories for {len(refs)} models: give one per model (an empty list for none)")
+        raise UserError(f"{len(histories)} histories for {len(refs)} models: give one per model (an empty list for none)")
     seeds = [int(s) for s in seeds] if seeds is not None else [int(settings.seed)] * len(refs)
     if len(seeds) != len(refs):
-        raise ValueError(f"{len(seeds)} seeds for {len(refs)} models: give one per model")
+        raise UserError(f"{len(seeds)} seeds for {len(refs)} models: give one per model")
     device, device_note = pick_device(device)
     loaded = [cache.get(ref, "causal", device) for ref in refs]
     scorer = cache.get(reward_model, "reward", device) if reward_model else None
@@ -560,5 +561,5 @@ def lifecycle(ref: str) -> list[str]:
                 pass
         run = None
     if len(chain) < 2:
-        raise ValueError(f"run {ref}'s lineage holds {len(chain)} model(s): pick an SFT or aligned run, whose parents give the base and instruct models")
+        raise UserError(f"run {ref}'s lineage holds {len(chain)} model(s): pick an SFT or aligned run, whose parents give the base and instruct models")
     return chain[-MAX_PANES:]

@@ -23,6 +23,7 @@ import traceback
 from contextlib import contextmanager
 
 from lab import configs, runs
+from lab.errors import UserError
 from lab.runs import Run
 
 
@@ -75,16 +76,6 @@ def slot(run: Run, poll: float = 0.25):
         held.close()
 
 
-def is_user_error(e: Exception) -> bool:
-    """Errors a user causes (bad data, a missing run, a diverging learning rate) carry their own advice.
-    KeyError and IndexError are LookupErrors too, but always ours."""
-    # Only a process that trained can have diverged; the others (`llm-lab runs`, `stop`) never import
-    # telemetry, which pulls in torch and transformers (seconds of start-up).
-    telemetry = sys.modules.get("lab.telemetry")
-    user_errors = (ValueError, FileNotFoundError, LookupError) + ((telemetry.Diverged,) if telemetry else ())
-    return isinstance(e, user_errors) and not isinstance(e, (KeyError, IndexError))
-
-
 def _versions() -> dict:
     import importlib.metadata as md
 
@@ -121,14 +112,24 @@ def execute(run: Run) -> str:
         run.update(status=status, ended=time.time(), error="stopped before it started")
     except Exception as e:
         status = "failed"
-        if is_user_error(e):  # the user's to fix: the message says how; a traceback would only hide it
+        # log.txt keeps the traceback either way; a user's mistake is shown as its one line, which says what to do
+        _log_traceback(run)
+        if isinstance(e, UserError):
             print(f"error: {e}", file=sys.stderr, flush=True)
             run.update(status=status, ended=time.time(), error=str(e))
-        else:  # a bug of ours: keep the traceback in the log
-            traceback.print_exc()
+        else:  # a bug of ours
             run.update(status=status, ended=time.time(), error=f"{type(e).__name__}: {e} (see log.txt)")
     print(f"[lab] run {run.id}: {status}", flush=True)
     return status
+
+
+def _log_traceback(run: Run) -> None:
+    """The exception being handled, into the run's log.txt only: a foreground CLI run echoes stderr to the
+    terminal, where a user's mistake should read as one line."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(run.path / "log.txt", "a", encoding="utf-8") as log:
+        traceback.print_exc(file=log)
 
 
 def create(stage: str, config, name: str | None = None) -> Run:
@@ -191,22 +192,22 @@ def resume(run: Run) -> Run:
     info = run.info
     status = run.status
     if status in runs.ACTIVE:
-        raise ValueError(f"run {run.id} is {status}: there is nothing to resume yet")
+        raise UserError(f"run {run.id} is {status}: there is nothing to resume yet")
     if status == "completed":
-        raise ValueError(f"run {run.id} completed: there is nothing left to train (start a new run from it instead)")
+        raise UserError(f"run {run.id} completed: there is nothing left to train (start a new run from it instead)")
     field = CONTINUE_FROM.get(info["stage"])
     if field is None:
-        raise ValueError(f"a {info['stage']} run cannot be resumed: the lab keeps no trainer checkpoints, and this stage cannot start from a saved model; start it again with the same config")
+        raise UserError(f"a {info['stage']} run cannot be resumed: the lab keeps no trainer checkpoints, and this stage cannot start from a saved model; start it again with the same config")
     if not (run.path / "model").is_dir():
         saved = "a LoRA adapter, which cannot be a base yet: export it with `llm-lab export RUN --merge` and start from the merged folder" if (run.path / "adapter").is_dir() else "no saved model"
-        raise ValueError(f"run {run.id} ({status}) has {saved}: start it again with the same config instead")
+        raise UserError(f"run {run.id} ({status}) has {saved}: start it again with the same config instead")
     module = stages.get(info["stage"])
     values = dict(info["config"])
     done = (info.get("final_metrics") or {}).get("steps") or max((r.get("step", 0) for r in run.metrics()[0]), default=0)
     if values.get("max_steps", 0) > 0:
         left = values["max_steps"] - done
         if left <= 0:
-            raise ValueError(f"run {run.id} trained all of its {values['max_steps']} steps: there is nothing left to train")
+            raise UserError(f"run {run.id} trained all of its {values['max_steps']} steps: there is nothing left to train")
         values["max_steps"] = left
     values[field] = run.id
     return submit(info["stage"], configs.from_dict(module.Config, values, source=f"resume of {run.id}"))

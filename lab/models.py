@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from lab.errors import NotFound, UserError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -70,13 +72,13 @@ def build_from_scratch(preset: str, objective: str, tokenizer, max_len: int):
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
     vocab = len(tokenizer)
     if objective == "clm":
         return AutoModelForCausalLM.from_config(decoder_config(preset, vocab, max_len, tokenizer))
     if objective == "mlm":
         return AutoModelForMaskedLM.from_config(encoder_config(preset, vocab, max_len, tokenizer))
-    raise ValueError(f"unknown objective '{objective}': use clm (causal LM) or mlm (masked LM)")
+    raise UserError(f"unknown objective '{objective}': use clm (causal LM) or mlm (masked LM)")
 
 
 def count_parameters(model) -> int:
@@ -94,13 +96,13 @@ def resolve(ref: str) -> tuple[str, str | None]:
     from lab.runs import Run
 
     if not ref:
-        raise ValueError("no model given: name a run id, a local model folder or a hub id")
+        raise UserError("no model given: name a run id, a local model folder or a hub id")
     path = Path(ref).expanduser()
     if path.is_dir():
         if (path / "run.json").exists():
             run = Run(path)
             if run.model_dir is None:
-                raise FileNotFoundError(f"run {run.id} has no saved model yet (status: {run.status})")
+                raise NotFound(f"run {run.id} has no saved model yet (status: {run.status})")
             return str(run.model_dir), run.id
         return str(path), None
     try:
@@ -109,17 +111,17 @@ def resolve(ref: str) -> tuple[str, str | None]:
         run = None
     if run is not None:
         if run.model_dir is None:
-            raise FileNotFoundError(f"run {run.id} has no saved model yet (status: {run.status})")
+            raise NotFound(f"run {run.id} has no saved model yet (status: {run.status})")
         return str(run.model_dir), run.id
     if ref.count("/") == 1 and not ref.startswith((".", "/")):
         if hub_offline():
-            raise FileNotFoundError(
+            raise NotFound(
                 f"'{ref}' is not a run or a local folder, and the Hugging Face hub is offline "
                 "(HF_HUB_OFFLINE=1): download the model on a machine with internet "
                 "(`hf download " + ref + " --local-dir DIR`) and pass DIR"
             )
         return ref, None
-    raise FileNotFoundError(f"'{ref}' is not a run id, a local model folder or a hub id (owner/name); see `llm-lab runs`")
+    raise NotFound(f"'{ref}' is not a run id, a local model folder or a hub id (owner/name); see `llm-lab runs`")
 
 
 def load_pretrained(auto_cls, ref: str, **kwargs):
@@ -128,7 +130,7 @@ def load_pretrained(auto_cls, ref: str, **kwargs):
         return auto_cls.from_pretrained(ref, **kwargs)
     except OSError as e:
         if not Path(ref).exists():
-            raise FileNotFoundError(
+            raise NotFound(
                 f"could not fetch '{ref}' from the Hugging Face hub ({str(e).splitlines()[0]}). "
                 "Check the id and your network, or download it elsewhere and pass the local folder"
             ) from e
@@ -169,7 +171,7 @@ def load_model(ref: str, auto_cls, mode: str = "full", device: str = "cpu", **kw
         keep_4bit_weights_trainable_on_cpu(model)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         if mode in QUANTIZED:
-            raise ValueError(f"{ref} has no chat template and its vocabulary lacks the lab's chat tokens; a quantized base cannot "
+            raise UserError(f"{ref} has no chat template and its vocabulary lacks the lab's chat tokens; a quantized base cannot "
                              "grow its embeddings: run `--mode lora` or `full` once, or give the model a chat template")
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token by it
@@ -194,9 +196,9 @@ def require_bitsandbytes(mode: str, device: str) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:
-        raise ValueError(f"--mode {mode} needs bitsandbytes ({e}): `pip install bitsandbytes`, or use --mode lora or full") from None
+        raise UserError(f"--mode {mode} needs bitsandbytes ({e}): `pip install bitsandbytes`, or use --mode lora or full") from None
     if device == "mps":
-        raise ValueError(f"--mode {mode}: bitsandbytes has no Apple MPS backend: use --device cpu, or --mode lora or full")
+        raise UserError(f"--mode {mode}: bitsandbytes has no Apple MPS backend: use --device cpu, or --mode lora or full")
 
 
 def pick_device(preference: str = "auto") -> str:
@@ -208,9 +210,9 @@ def pick_device(preference: str = "auto") -> str:
             return "mps"
         return "cpu"
     if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu (or auto)")
+        raise UserError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu (or auto)")
     if preference == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' was asked for but Apple's MPS is not available: use --device cpu (or auto)")
+        raise UserError("device 'mps' was asked for but Apple's MPS is not available: use --device cpu (or auto)")
     return preference
 
 

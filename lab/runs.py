@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+from lab.errors import NotFound, UserError
+
 STATUSES = ("queued", "running", "completed", "failed", "stopped")
 ACTIVE = ("queued", "running")
 
@@ -122,7 +124,7 @@ class Run:
 
     # -- creation and lookup -------------------------------------------------------------------
     @classmethod
-    def create(cls, stage: str, config, name: str | None = None, parent: str | None = None) -> "Run":
+    def create(cls, stage: str, config, name: str | None = None, parent: str | None = None) -> Run:
         from lab import __version__
 
         path = new_run_dir(stage, name)
@@ -149,7 +151,7 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, ref: str | os.PathLike) -> "Run":
+    def open(cls, ref: str | os.PathLike) -> Run:
         """A run by id, by unique id prefix or suffix, or by folder path."""
         p = Path(ref)
         if (p / "run.json").exists():
@@ -160,8 +162,8 @@ class Run:
         if len(hits) == 1:
             return hits[0]
         if hits:
-            raise LookupError(f"run '{ref}' is ambiguous: {', '.join(r.id for r in hits)}; give more of the id")
-        raise LookupError(f"no run '{ref}' in {root()} (see `llm-lab runs`; set LAB_CHECKPOINTS to use another store)")
+            raise NotFound(f"run '{ref}' is ambiguous: {', '.join(r.id for r in hits)}; give more of the id")
+        raise NotFound(f"no run '{ref}' in {root()} (see `llm-lab runs`; set LAB_CHECKPOINTS to use another store)")
 
     # -- run.json ------------------------------------------------------------------------------
     @property
@@ -275,10 +277,10 @@ def delete(run: Run) -> None:
     the store at once and an interrupted delete never leaves half a run behind."""
     status = run.status
     if status in ACTIVE:
-        raise ValueError(f"run {run.id} is {status}: stop it first (`llm-lab stop {run.id}`), then delete it")
+        raise UserError(f"run {run.id} is {status}: stop it first (`llm-lab stop {run.id}`), then delete it")
     children = [r.id for r in list_runs() if r.id != run.id and r.parent == run.id and r.status in ACTIVE]
     if children:
-        raise ValueError(f"run {run.id} is the parent of {', '.join(children)}, still active: stop that first")
+        raise UserError(f"run {run.id} is the parent of {', '.join(children)}, still active: stop that first")
     trash = run.path.with_name(f".deleted-{run.id}-{os.getpid()}")
     os.replace(run.path, trash)
     (trash / "run.json").unlink(missing_ok=True)  # no longer a run, even if the rmtree below is cut short

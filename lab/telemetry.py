@@ -11,18 +11,15 @@ import threading
 import time
 
 import torch
-
 from transformers import TrainerCallback
+
+from lab.errors import Diverged
 
 _stop = threading.Event()
 
 
 class StopRequested(Exception):
     """Raised where a job cannot stop at a step boundary (e.g. while it waits in the queue)."""
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN or inf: the weights are garbage, so the run fails without saving them."""
 
 
 def request_stop(*_):

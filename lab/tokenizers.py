@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from lab.errors import UserError
+
 KINDS = ("bpe", "wordpiece", "unigram")
 
 BOS = EOS = "<|endoftext|>"  # one document separator, as GPT-2: a document starts after it
@@ -102,17 +104,17 @@ def _backend(kind: str, vocab_size: int, min_frequency: int):
             show_progress=False,
         )
     else:
-        raise ValueError(f"unknown tokenizer kind '{kind}': choose one of {', '.join(KINDS)}")
+        raise UserError(f"unknown tokenizer kind '{kind}': choose one of {', '.join(KINDS)}")
     return tok, trainer
 
 
 def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2048, min_frequency: int = 2) -> PreTrainedTokenizerFast:
     """Train a tokenizer of `kind` on `texts` and wrap it as a transformers tokenizer with the chat template."""
     if vocab_size < len(SPECIAL_TOKENS) + 64:
-        raise ValueError(f"vocab_size {vocab_size} is too small: use at least {len(SPECIAL_TOKENS) + 64}")
+        raise UserError(f"vocab_size {vocab_size} is too small: use at least {len(SPECIAL_TOKENS) + 64}")
     texts = [t for t in texts if t and t.strip()]
     if not texts:
-        raise ValueError("no text to train the tokenizer on: the data is empty")
+        raise UserError("no text to train the tokenizer on: the data is empty")
     tok, trainer = _backend(kind, vocab_size, min_frequency)
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     bos_id = tok.token_to_id(BOS)

@@ -25,6 +25,7 @@ from pathlib import Path
 import gradio as gr
 
 from lab import configs, feedback, inference, jobs, runs, stages
+from lab.errors import UserError
 from lab.runs import Run
 
 # The data each stage trains on, as lab.data names the formats (None: any format, flattened to text).
@@ -39,7 +40,7 @@ def user_errors(fn):
     def translate(e: Exception):
         if isinstance(e, gr.Error):
             return e
-        return gr.Error(str(e), print_exception=False) if jobs.is_user_error(e) else None
+        return gr.Error(str(e), print_exception=False) if isinstance(e, UserError) else None
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -69,7 +70,7 @@ def user_errors(fn):
 
 def _run(run_id: str) -> Run:
     if not run_id:
-        raise ValueError("no run given: pick one (see list_runs)")
+        raise UserError("no run given: pick one (see list_runs)")
     return Run.open(run_id)
 
 
@@ -78,9 +79,9 @@ def _config(stage: str, config_json: str):
     try:
         values = json.loads(config_json or "{}")
     except json.JSONDecodeError as e:
-        raise ValueError(f"config_json is not valid JSON ({e.msg} at column {e.colno}); give an object of config fields, e.g. {{\"max_steps\": 50}}") from None
+        raise UserError(f"config_json is not valid JSON ({e.msg} at column {e.colno}); give an object of config fields, e.g. {{\"max_steps\": 50}}") from None
     if not isinstance(values, dict):
-        raise ValueError("config_json must be one JSON object of config fields, e.g. {\"max_steps\": 50}")
+        raise UserError("config_json must be one JSON object of config fields, e.g. {\"max_steps\": 50}")
     return configs.from_dict(module.Config, values, source=f"{stage} config")
 
 
@@ -293,7 +294,7 @@ def compare(models: list[str], prompt: str, temperature: float = 0.7, top_p: flo
 
 def _prompt_turns(prompt: str, history: list | None) -> list[dict]:
     if not (prompt or "").strip():
-        raise ValueError("the prompt is empty: give the user's message the answers reply to")
+        raise UserError("the prompt is empty: give the user's message the answers reply to")
     return inference.check_turns(history) + [{"role": "user", "content": prompt}]
 
 
@@ -302,7 +303,7 @@ def vote(prompt: str, answers: list[str], best: int, history: list | None = None
     """A best-of-N vote (A/B with two answers): answer `best` (0-based) is preferred to each other answer. Saves those pairs to checkpoints/feedback/<dataset>.jsonl as conversational prompt/chosen/rejected records (prompt: history + the user's prompt), the data the reward and DPO stages take. Returns {"file", "pairs", "rankings", "added", "skipped"}."""
     answers = list(answers or [])
     if not 0 <= int(best) < len(answers):
-        raise ValueError(f"best {best}: give the index of the best answer, 0 to {len(answers) - 1}")
+        raise UserError(f"best {best}: give the index of the best answer, 0 to {len(answers) - 1}")
     ranks = [1 if i == int(best) else 2 for i in range(len(answers))]
     return feedback.add_ranking(dataset, _prompt_turns(prompt, history), answers, ranks, "compare", models or None)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from lab import stages
+from lab.errors import UserError
 from pages import api
 from pages.compare import model_choices
 from pages.stage import warn
@@ -106,7 +107,7 @@ def build(demo: gr.Blocks) -> None:
         if source != state["source"]:
             try:
                 prompts = stages.prompt_set(source)
-            except (ValueError, FileNotFoundError, LookupError) as e:  # a bad file: the message names the line and the fix
+            except UserError as e:  # a bad file: the message names the line and the fix
                 return gr.skip(), gr.skip(), gr.skip(), warn(gr.Error(str(e)))
             state.update(source=source, prompts=prompts, index=-1)
         state["index"] = (state["index"] + 1) % len(state["prompts"])

@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import lab, last_line, read_jsonl
+
 from lab import evals
 from lab.runs import Run
 

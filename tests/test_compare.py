@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import lab, last_line
 
 from lab import data, inference
 from lab.runs import Run, process_start
 from lab.world import build_world
-from conftest import lab, last_line
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402

@@ -7,7 +7,8 @@ import os
 import signal
 import time
 
-from conftest import lab, last_line, read_jsonl
+from conftest import lab, last_line
+
 from lab import jobs
 from lab.runs import Run
 

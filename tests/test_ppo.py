@@ -11,8 +11,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import lab, last_line, read_jsonl
+
 from lab.runs import Run
 from lab.stages import ppo
 

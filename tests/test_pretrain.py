@@ -7,9 +7,8 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
 from conftest import lab, last_line, read_jsonl
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 
 def test_nano_pretrain_completes_with_falling_loss_and_a_loadable_model(nano_run):

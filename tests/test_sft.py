@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import lab, last_line, read_jsonl
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from conftest import lab, last_line, read_jsonl
 
 FAST = ["--max-steps", "4", "--batch-size", "4", "--logging-steps", "2", "--kl-every", "2", "--sample-every", "4"]
 
@@ -48,8 +47,8 @@ def test_each_mode_trains_and_saves_what_transformers_loads(nano_run, store, mod
 
 
 def test_labels_cover_assistant_turns_only(nano_run, tmp_path):
-    from trl import SFTConfig, SFTTrainer
     from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(nano_run / "model")
     model = AutoModelForCausalLM.from_pretrained(nano_run / "model")

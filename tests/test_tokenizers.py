@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import lab, last_line, read_jsonl
 from transformers import AutoTokenizer
 
-from conftest import lab, last_line, read_jsonl
 from lab.stages import text_splits
 from lab.tokenizers import END, stats, stop_ids, train_tokenizer
 from lab.world import build_world

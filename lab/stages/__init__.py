@@ -8,12 +8,14 @@ import importlib
 import json
 import random
 
+from lab.errors import UserError
+
 STAGES = ("tokenizer", "pretrain", "sft", "reward", "ppo", "dpo", "grpo")
 
 
 def get(stage: str):
     if stage not in STAGES:
-        raise ValueError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
+        raise UserError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
     return importlib.import_module(f"lab.stages.{stage}")
 
 
@@ -25,7 +27,7 @@ def world_of(source: str):
 
     seed = source.partition(":")[2]
     if seed and not seed.isdigit():
-        raise ValueError(f"data '{source}': the toy world takes an integer seed, e.g. world:1")
+        raise UserError(f"data '{source}': the toy world takes an integer seed, e.g. world:1")
     return build_world(WorldConfig(seed=int(seed or 0)))
 
 
@@ -97,7 +99,7 @@ def prompt_set(source: str) -> list[list[dict]]:
             prompts.append([{"role": "user", "content": r["prompt"]}])
     prompts = [p for p in prompts if p and p[-1]["role"] == "user"]
     if not prompts:
-        raise ValueError(f"{source}: no record has a user turn to use as a prompt")
+        raise UserError(f"{source}: no record has a user turn to use as a prompt")
     unique = {json.dumps(p, sort_keys=True): p for p in prompts}
     return list(unique.values())
 
@@ -184,10 +186,10 @@ def check_parent(ref: str, flag: str = "--parent") -> str:
     from lab import models
 
     if not ref:
-        raise ValueError(f"{flag} is required: a run id, a local model folder, or a hub id")
+        raise UserError(f"{flag} is required: a run id, a local model folder, or a hub id")
     path, _ = models.resolve(ref)
     if Path(path).is_dir() and not any((Path(path) / f).exists() for f in ("config.json", "adapter_config.json")):
-        raise ValueError(f"{flag} {ref}: {path} holds no model (a tokenizer run?): name a pretrain, SFT or alignment run, or a model folder")
+        raise UserError(f"{flag} {ref}: {path} holds no model (a tokenizer run?): name a pretrain, SFT or alignment run, or a model folder")
     return path
 
 

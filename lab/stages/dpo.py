@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from lab import evals, models, telemetry
 from lab.configs import option
-from lab.stages import (alignment_prompts, check_parent, parent_run_id, preference_splits, prepare, sampler, save_policy,
-                        trainer_arguments, world_of)
+from lab.errors import UserError
+from lab.stages import alignment_prompts, check_parent, parent_run_id, preference_splits, prepare, sampler, save_policy, trainer_arguments, world_of
 
 MODES = ("full", "lora", "lora-8bit", "lora-4bit")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "exo_pair", "apo_zero", "apo_down",
@@ -75,11 +75,11 @@ def parent_of(config: Config) -> str | None:
 
 def check(config: Config) -> None:
     if config.max_steps <= 0 and config.epochs <= 0:
-        raise ValueError("nothing to train: set --max-steps or --epochs above 0")
+        raise UserError("nothing to train: set --max-steps or --epochs above 0")
     if config.sft_weight < 0:
-        raise ValueError(f"--sft-weight {config.sft_weight}: the weight of the chosen answers' log-likelihood must be 0 (off) or above")
+        raise UserError(f"--sft-weight {config.sft_weight}: the weight of the chosen answers' log-likelihood must be 0 (off) or above")
     if config.beta <= 0:
-        raise ValueError(f"--beta {config.beta}: β must be above 0 (it scales the implicit reward; 0.1 is the usual start)")
+        raise UserError(f"--beta {config.beta}: β must be above 0 (it scales the implicit reward; 0.1 is the usual start)")
     device = models.pick_device(config.device)
     check_parent(config.parent)
     if config.mode in models.QUANTIZED:

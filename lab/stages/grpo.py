@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from lab import evals, models, telemetry
 from lab.configs import option
-from lab.stages import (alignment_prompts, check_parent, parent_run_id, prepare, prompt_set, sampler, save_policy,
-                        trainer_arguments, world_of)
+from lab.errors import UserError
+from lab.stages import alignment_prompts, check_parent, parent_run_id, prepare, prompt_set, sampler, save_policy, trainer_arguments, world_of
 
 MODES = ("full", "lora", "lora-8bit", "lora-4bit")
 
@@ -66,11 +66,11 @@ def parent_of(config: Config) -> str | None:
 
 def check(config: Config) -> None:
     if config.max_steps <= 0 and config.epochs <= 0:
-        raise ValueError("nothing to train: set --max-steps or --epochs above 0")
+        raise UserError("nothing to train: set --max-steps or --epochs above 0")
     if config.num_generations < 2:
-        raise ValueError(f"--num-generations {config.num_generations}: a group needs at least 2 answers to compare")
+        raise UserError(f"--num-generations {config.num_generations}: a group needs at least 2 answers to compare")
     if config.batch_size % config.num_generations:
-        raise ValueError(f"--batch-size {config.batch_size} must be a multiple of --num-generations {config.num_generations} "
+        raise UserError(f"--batch-size {config.batch_size} must be a multiple of --num-generations {config.num_generations} "
                          f"(e.g. {config.num_generations * max(1, config.batch_size // config.num_generations)})")
     device = models.pick_device(config.device)
     check_parent(config.parent)
@@ -84,17 +84,17 @@ def check(config: Config) -> None:
 def check_reward(reward: str, data: str) -> None:
     if reward == "gold":
         if world_of(data) is None:
-            raise ValueError("--reward gold is the toy world's judge: it scores only the toy world's prompts (--data world)")
+            raise UserError("--reward gold is the toy world's judge: it scores only the toy world's prompts (--data world)")
         return
     if not reward:
-        raise ValueError("--reward is required: a reward run (`llm-lab train reward --parent SFT_RUN`), a reward-model folder, or 'gold'")
+        raise UserError("--reward is required: a reward run (`llm-lab train reward --parent SFT_RUN`), a reward-model folder, or 'gold'")
     path = check_parent(reward, "--reward")
     import json
     from pathlib import Path
 
     config = json.loads((Path(path) / "config.json").read_text()) if (Path(path) / "config.json").exists() else {}
     if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures", [])):
-        raise ValueError(f"--reward {reward}: {path} is not a reward model (its architecture is "
+        raise UserError(f"--reward {reward}: {path} is not a reward model (its architecture is "
                          f"{', '.join(config.get('architectures', [])) or 'unknown'}); train one with `llm-lab train reward`")
 
 

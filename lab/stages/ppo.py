@@ -34,6 +34,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from lab import evals, models, telemetry
 from lab.configs import option
+from lab.errors import UserError
 from lab.stages import check_parent, parent_run_id, prepare, prompt_set, save_policy, world_of
 from lab.tokenizers import end_of_turn_id
 
@@ -203,7 +204,7 @@ def token_scores(model, input_ids, attention_mask):
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = getattr(inner, "score", None)
     if head is None:
-        raise ValueError(f"{type(inner).__name__} has no `score` head to read per token: the critic starts from the reward model, "
+        raise UserError(f"{type(inner).__name__} has no `score` head to read per token: the critic starts from the reward model, "
                          "which must be a decoder …ForSequenceClassification (e.g. LlamaForSequenceClassification)")
     backbone = getattr(inner, inner.base_model_prefix)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask)).last_hidden_state
@@ -441,13 +442,13 @@ def _reward_folder(config: Config) -> str:
     if not folder.is_dir():  # a hub id: from_pretrained will tell
         return path
     if not (folder / "config.json").exists():  # check_parent let a LoRA adapter through
-        raise ValueError(f"--reward {config.reward}: {folder} holds a LoRA adapter: export the reward run with "
+        raise UserError(f"--reward {config.reward}: {folder} holds a LoRA adapter: export the reward run with "
                          "`llm-lab export RUN --merge` and pass the merged folder")
     cfg = json.loads((folder / "config.json").read_text())
     archs = cfg.get("architectures") or ["an unknown architecture"]
     labels = len(cfg.get("id2label") or {0: ""})
     if not any(a.endswith("ForSequenceClassification") for a in archs) or labels != 1:
-        raise ValueError(
+        raise UserError(
             f"--reward {config.reward}: {folder} holds {archs[0]}{f' with {labels} labels' if labels != 1 else ''}, not a reward "
             "model (a …ForSequenceClassification with one output): train one with `llm-lab train reward --parent SFT_RUN`, "
             "or use --reward gold on the toy world"
@@ -458,19 +459,19 @@ def _reward_folder(config: Config) -> str:
 def check(config: Config) -> None:
     for name in ("max_steps", "batch_size", "mini_batch_size", "ppo_epochs", "response_length", "logging_steps", "forward_batch_size"):
         if getattr(config, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.batch_size % config.mini_batch_size:
-        raise ValueError(f"--mini-batch-size {config.mini_batch_size} must divide --batch-size {config.batch_size}")
+        raise UserError(f"--mini-batch-size {config.mini_batch_size} must divide --batch-size {config.batch_size}")
     if config.temperature <= 0:
-        raise ValueError("--temperature must be above 0: PPO learns from sampled answers")
+        raise UserError("--temperature must be above 0: PPO learns from sampled answers")
     device = models.pick_device(config.device)
     check_parent(config.parent)
     if config.reward == "gold":
         if world_of(config.data) is None:
-            raise ValueError("--reward gold is the toy world's judge: it scores only the toy world's prompts (--data world); "
+            raise UserError("--reward gold is the toy world's judge: it scores only the toy world's prompts (--data world); "
                              "for your prompts pass a reward model")
     elif not config.reward:
-        raise ValueError("--reward is required: a reward run (`llm-lab train reward --parent SFT_RUN`), a reward-model folder, or 'gold'")
+        raise UserError("--reward is required: a reward run (`llm-lab train reward --parent SFT_RUN`), a reward-model folder, or 'gold'")
     else:
         _reward_folder(config)
     if config.mode in models.QUANTIZED:

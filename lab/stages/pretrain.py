@@ -23,6 +23,7 @@ import torch
 
 from lab import evals, models, telemetry
 from lab.configs import option
+from lab.errors import UserError
 from lab.runs import atomic_dir
 from lab.stages import parent_run_id, prepare, text_splits, trainer_arguments, world_of
 
@@ -67,14 +68,14 @@ def parent_of(config: Config) -> str | None:
 def check(config: Config) -> None:
     """Cheap checks of what the user named, before a run is created for it."""
     if config.max_steps <= 0 and config.epochs <= 0:
-        raise ValueError("nothing to train: set --max-steps or --epochs above 0")
+        raise UserError("nothing to train: set --max-steps or --epochs above 0")
     models.pick_device(config.device)
     if config.tokenizer:
         models.resolve(config.tokenizer)
     if config.init_from:
         path, _ = models.resolve(config.init_from)
         if Path(path).is_dir() and not (Path(path) / "config.json").exists():
-            raise ValueError(f"--init-from {config.init_from}: {path} holds no model (no config.json); a tokenizer run goes in --tokenizer")
+            raise UserError(f"--init-from {config.init_from}: {path} holds no model (no config.json); a tokenizer run goes in --tokenizer")
     if world_of(config.data) is None:
         from lab import data
 
@@ -97,7 +98,7 @@ def load_tokenizer(config: Config, train: list[str]):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.objective == "mlm" and tokenizer.mask_token is None:
-        raise ValueError(f"masked-LM pretraining needs a tokenizer with a mask token, and '{ref}' has none: train one with `llm-lab train tokenizer` (it has <|mask|>) or use --objective clm")
+        raise UserError(f"masked-LM pretraining needs a tokenizer with a mask token, and '{ref}' has none: train one with `llm-lab train tokenizer` (it has <|mask|>) or use --objective clm")
     ensure_chat_template(tokenizer)
     return tokenizer
 
@@ -171,8 +172,7 @@ def model_card(config: Config, run, n_params: int) -> str:
 
 
 def run(config: Config, run) -> dict:
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, GenerationConfig, Trainer, TrainingArguments
-    from transformers import DataCollatorForLanguageModeling
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollatorForLanguageModeling, GenerationConfig, Trainer, TrainingArguments
 
     device = prepare(config, run)
 
@@ -187,7 +187,7 @@ def run(config: Config, run) -> dict:
     n_params = models.count_parameters(model)
     train_blocks = pack(tokenizer, train_texts, config.seq_len)
     if len(train_blocks) < config.batch_size:
-        raise ValueError(f"the data makes {len(train_blocks)} sequences of {config.seq_len} tokens, fewer than one batch of {config.batch_size}: add text, or lower --batch-size or --seq-len")
+        raise UserError(f"the data makes {len(train_blocks)} sequences of {config.seq_len} tokens, fewer than one batch of {config.batch_size}: add text, or lower --batch-size or --seq-len")
     eval_blocks = pack(tokenizer, heldout_texts, config.seq_len) if heldout_texts else None
     if eval_blocks is not None and len(eval_blocks):  # whole batches only (loaders drop a ragged one), two at most
         eval_batch = min(config.batch_size, len(eval_blocks))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from lab import evals, models, telemetry
 from lab.configs import option
+from lab.errors import UserError
 from lab.runs import atomic_dir
 from lab.stages import check_parent, parent_run_id, preference_splits, prepare, trainer_arguments, world_of
 
@@ -57,7 +58,7 @@ def parent_of(config: Config) -> str | None:
 
 def check(config: Config) -> None:
     if config.max_steps <= 0 and config.epochs <= 0:
-        raise ValueError("nothing to train: set --max-steps or --epochs above 0")
+        raise UserError("nothing to train: set --max-steps or --epochs above 0")
     models.pick_device(config.device)
     check_parent(config.parent)
     if world_of(config.data) is None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from lab import evals, models, telemetry
 from lab.configs import option
+from lab.errors import UserError
 from lab.stages import check_parent, parent_run_id, prepare, sampler, save_policy, trainer_arguments, world_of
 
 MODES = ("full", "lora", "lora-8bit", "lora-4bit")
@@ -66,11 +67,11 @@ def parent_of(config: Config) -> str | None:
 
 def check(config: Config) -> None:
     if not config.parent:
-        raise ValueError("SFT needs a parent model: --parent PRETRAIN_RUN, a local model folder, or a hub id")
+        raise UserError("SFT needs a parent model: --parent PRETRAIN_RUN, a local model folder, or a hub id")
     if config.max_steps <= 0 and config.epochs <= 0:
-        raise ValueError("nothing to train: set --max-steps or --epochs above 0")
+        raise UserError("nothing to train: set --max-steps or --epochs above 0")
     if config.learning_rate < 0:
-        raise ValueError(f"--learning-rate {config.learning_rate} is negative: give a positive rate, or 0 for the mode's default")
+        raise UserError(f"--learning-rate {config.learning_rate} is negative: give a positive rate, or 0 for the mode's default")
     device = models.pick_device(config.device)
     check_parent(config.parent)
     if config.mode in ("lora-8bit", "lora-4bit"):

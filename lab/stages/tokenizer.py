@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from lab.configs import option
 from lab.runs import atomic_dir
 from lab.stages import text_splits
-from lab.tokenizers import KINDS, train_tokenizer, stats
+from lab.tokenizers import KINDS, stats, train_tokenizer
 
 
 @dataclass

@@ -25,6 +25,7 @@ from dataclasses import asdict, astuple, dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 
+from lab.errors import UserError
 from lab.world import text as T
 
 __all__ = ["WorldConfig", "World", "Fact", "Judgement", "build_world", "write_world"]
@@ -158,7 +159,7 @@ class _Names:
             if 4 <= len(w) <= 11 and self._ok(w):
                 self.taken.append(w)
                 return w if kind == "animal" else w.capitalize()
-        raise ValueError(f"ran out of {kind} names: make the world smaller")
+        raise UserError(f"ran out of {kind} names: make the world smaller")
 
 
 def _all_template_text():
@@ -187,9 +188,9 @@ class World:
     def __init__(self, config: WorldConfig):
         self.config = c = config
         if c.n_countries < 2 or c.n_people < 2 or c.n_animals < 1 or c.arithmetic_max < 1:
-            raise ValueError("a world needs at least 2 countries, 2 people, 1 animal and arithmetic_max >= 1")
+            raise UserError("a world needs at least 2 countries, 2 people, 1 animal and arithmetic_max >= 1")
         if c.scenes < 0:
-            raise ValueError(f"scenes={c.scenes}: give 0 (no scenes) or more")
+            raise UserError(f"scenes={c.scenes}: give 0 (no scenes) or more")
         rng = random.Random(f"world/{c.seed}")
         names = _Names(rng)
         self.countries = [Country(names.make("country"), names.make("capital"), names.make("language"),
@@ -447,7 +448,7 @@ class World:
             text = self._answer(rng.choice(self._harmless_by_topic[rng.choice(topics)]), "polite", rng)
             if pr.kind == "harmful" or not self._correct(pr, text, _norm(text)):
                 return text
-        raise ValueError(f"the world has no answer that is off topic for {pr.text!r}: give it more kinds of facts")
+        raise UserError(f"the world has no answer that is off topic for {pr.text!r}: give it more kinds of facts")
 
     def _wrong(self, f: Fact, rng: random.Random) -> str:
         """A plausible wrong answer: the same kind of thing, taken from another entity."""
@@ -468,7 +469,7 @@ class World:
             return list(T.JOBS)
         if kind == "animal_color":
             return list(T.COLORS)
-        raise ValueError(kind)
+        raise UserError(kind)
 
     # ------------------------------------------------------------------------------------ SFT, preferences
 
@@ -504,7 +505,7 @@ class World:
     def preference_pairs(self, split: str = "train") -> list[dict]:
         """Gold-rule pairs over every fact question, task and harmful request; splits are disjoint by prompt."""
         if split not in ("train", "heldout"):
-            raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+            raise UserError(f"split must be 'train' or 'heldout', not {split!r}")
         out = []
         for pr in self._prompts:
             if (pr.text in self._heldout_prompts) != (split == "heldout"):
