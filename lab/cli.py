@@ -68,27 +68,10 @@ def cmd_train(args, parser) -> int:
     return 1 if status == "failed" else 0
 
 
-def run_row(run) -> dict:
-    info = run.info
-    status = run.status
-    last = run.last_metrics()
-    return {
-        "id": run.id,
-        "stage": info["stage"],
-        "name": info["name"],
-        "status": status,
-        "parent": info.get("parent"),
-        "created": info["created"],
-        "error": info.get("error") if status == "failed" else None,
-        "last_metrics": {k: v for k, v in last.items() if k not in ("time",)},
-        "final_metrics": info.get("final_metrics") or {},
-    }
-
-
 def cmd_runs(args) -> int:
-    from lab.runs import list_runs, root
+    from lab.runs import list_runs, root, summary
 
-    rows = [run_row(r) for r in list_runs()]
+    rows = [summary(r) for r in list_runs()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -202,8 +185,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run a stage")
     stage_parsers = p.add_subparsers(dest="stage", required=True)
     training = argv is None or argv[:1] == ["train"]
-    named = argv[1] if training and argv and len(argv) > 1 and argv[1] in stages.STAGES else None
-    for stage in stages.STAGES:
+    named = argv[1] if training and argv and len(argv) > 1 and argv[1] in stages.names() else None
+    for stage in stages.names():
         if not training or named not in (None, stage):
             stage_parsers.add_parser(stage)  # its flags are not needed to parse this command line
             continue

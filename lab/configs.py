@@ -1,8 +1,10 @@
 """One config dataclass per stage is the single source of truth for the CLI flags, the UI form,
 run.json and the "copy CLI command" box. This module turns a config dataclass into each of those.
 
-A field's metadata may carry: `help` (one line), `choices`, and `advanced=True` (the UI folds it into an
-accordion; the CLI lists it all the same).
+A field's metadata may carry: `help` (one line), `choices`, `advanced=True` (the UI folds it into an
+accordion; the CLI lists it all the same), `order` (where the form and `--help` show it: fields are listed by
+order, then as declared, so the fields a stage inherits can stand among its own) and `runs` (the field names
+a model or tokenizer: the stages whose runs its picker offers).
 """
 
 from __future__ import annotations
@@ -16,9 +18,26 @@ from typing import Any, get_type_hints
 
 from lab.errors import ConfigError
 
+# Where a field stands in the form: what is trained and from what, on which data, for how long, then the
+# stage's own knobs; folded away: LoRA, the schedule, the run's housekeeping.
+MODEL, DATA, TRAINING, STAGE, LORA, SCHEDULE, RUN = 10, 20, 30, 40, 50, 60, 70
 
-def option(default, help: str, choices: tuple | None = None, advanced: bool = False):
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "advanced": advanced})
+
+def option(default, help: str, choices: tuple | None = None, advanced: bool = False, order: int = STAGE, runs: tuple | None = None):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "advanced": advanced, "order": order, "runs": runs})
+
+
+def inherit(cls, name: str, default, **changes):
+    """A field of the dataclass `cls` with another default (and, optionally, other metadata): how a stage's
+    config overrides a shared field, as TRL's DPOConfig overrides TrainingArguments' learning rate."""
+    base = cls.__dataclass_fields__[name]
+    return dataclasses.field(default=default, metadata={**base.metadata, **changes})
+
+
+def fields(cls) -> list[dataclasses.Field]:
+    """The fields of a config dataclass in the order the form and the CLI show them."""
+    declared = dataclasses.fields(cls)
+    return sorted(declared, key=lambda f: f.metadata.get("order", STAGE))
 
 
 def flag(name: str) -> str:
@@ -33,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field; defaults are left to the dataclass so a flag the user did not type
     never overrides what --config gave."""
     types = _types(cls)
-    for f in dataclasses.fields(cls):
+    for f in fields(cls):
         t = types[f.name]
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {f.default!r})"}
         if f.metadata.get("choices"):
@@ -100,7 +119,7 @@ def to_dict(config) -> dict:
 def cli_command(stage: str, config) -> str:
     """The `llm-lab train` command that reproduces `config` (fields left at their default are omitted)."""
     parts = ["llm-lab", "train", stage]
-    for f in dataclasses.fields(config):
+    for f in fields(type(config)):
         value = getattr(config, f.name)
         if value == f.default:
             continue

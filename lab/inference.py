@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TemperatureLogitsWarper, TextStreamer, TopPLogitsWarper
 
-from lab import evals, models, runs
+from lab import evals, models, runs, stages
 from lab.errors import NotFound, UserError
 from lab.runs import Run
 from lab.tokenizers import stop_ids
@@ -42,8 +42,6 @@ from lab.tokenizers import stop_ids
 MODES = ("auto", "chat", "raw")
 MAX_PANES = 4
 TOP_K = 5
-GENERATING_STAGES = ("pretrain", "sft", "dpo", "ppo", "grpo")
-ALIGNED_STAGES = ("dpo", "ppo", "grpo")
 
 
 @dataclass
@@ -163,11 +161,12 @@ def _check_kind(ref: str, path: str, run_id: str | None, kind: str) -> str | Non
     if run_id:
         info = Run.open(run_id).info
         stage = info["stage"]
-        if stage == "tokenizer":
+        made = stages.produces(stage)
+        if made == "tokenizer":
             raise UserError(f"run {run_id} is a tokenizer run: it has no model to {'score' if kind == 'reward' else 'write'} with; pick a pretrain, SFT or aligned run")
-        if kind == "causal" and stage == "reward":
+        if kind == "causal" and made == "reward":
             raise UserError(f"run {run_id} is a reward model: it scores answers but writes none; pick it as the reward model instead")
-        if kind == "reward" and stage != "reward":
+        if kind == "reward" and made != "reward":
             raise UserError(f"run {run_id} is a {stage} run, not a reward model: train one on Align → Reward model (`llm-lab train reward --parent SFT_RUN`)")
         if info["config"].get("objective") == "mlm":
             raise UserError(f"run {run_id} is a masked-LM encoder: it fills in blanks but cannot write text; pick a causal LM (objective clm)")
@@ -276,7 +275,7 @@ def choose_mode(stage: str | None, has_chat_template: bool, asked: str = "auto",
         raise UserError(f"{name} has no chat template: it is a base model that continues text; use mode raw (or auto)")
     if asked != "auto":
         return asked
-    return "raw" if stage == "pretrain" or not has_chat_template else "chat"
+    return "raw" if (stage and stages.produces(stage) == "base") or not has_chat_template else "chat"
 
 
 def check_turns(turns, what: str = "history") -> list[dict]:
@@ -293,14 +292,29 @@ def check_turns(turns, what: str = "history") -> list[dict]:
     return out
 
 
-def gold_score(turns: list[dict], answer: str) -> tuple[float | None, dict]:
+def world_of_model(run_id: str | None):
+    """The toy world a model learnt: the newest toy-world `data` along its run's lineage ("world:3" → seed 3),
+    so a model trained on another seed is judged by its own world's facts; the default world otherwise."""
+    from lab.world import build_world
+
+    if run_id:
+        try:
+            chain = runs.lineage(Run.open(run_id))
+        except LookupError:
+            chain = []
+        for run in reversed(chain):
+            world = stages.world_of(str(run.config.get("data", "")))
+            if world is not None:
+                return world
+    return build_world()
+
+
+def gold_score(turns: list[dict], answer: str, world=None) -> tuple[float | None, dict]:
     """The toy world's gold judge on an answer to the conversation's last user turn: (score, breakdown),
     or (None, {}) when the prompt is none of the world's. The judge scores any text, but for a prompt it does
     not know it can only weigh politeness and length, which is no ground truth: only a verdict on
     correctness (a fact, a task) or on refusing a harmful request is shown as a gold score."""
-    from lab.world import build_world
-
-    judgement = build_world().judge(turns, answer)
+    judgement = (world or world_of_model(None)).judge(turns, answer)
     if not {"correct", "refuses_harmful"} & set(judgement.breakdown):
         return None, {}
     return judgement.score, judgement.breakdown
@@ -402,7 +416,7 @@ def _inputs(loaded: Loaded, turns: list[dict], mode: str, max_new_tokens: int) -
 
 
 def _generate(pane: int, loaded: Loaded, turns: list[dict], mode: str, settings: Settings, seed: int, scorer: Loaded | None,
-              events: queue.Queue, cancel: threading.Event) -> None:
+              events: queue.Queue, cancel: threading.Event, world=None) -> None:
     """One pane, in its own thread: stream the answer, then put its final result (or the exception)."""
     try:
         inputs, note = _inputs(loaded, turns, mode, settings.max_new_tokens)
@@ -436,7 +450,7 @@ def _generate(pane: int, loaded: Loaded, turns: list[dict], mode: str, settings:
             "note": note,
         }
         prompt_turns = turns if mode == "chat" else [{"role": "user", "content": turns[-1]["content"]}]
-        result["gold"], result["gold_breakdown"] = gold_score(prompt_turns, answer)
+        result["gold"], result["gold_breakdown"] = gold_score(prompt_turns, answer, world)
         result["reward"] = reward_score(scorer, prompt_turns, answer) if scorer else None
         events.put((pane, "done", result))
     except BaseException as e:  # the reader re-raises it; a pane must always report, or the reader waits for ever
@@ -481,7 +495,7 @@ def compare(model_refs: list[str], prompt: str, histories: list[list[dict]] | No
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
     for i, (m, md, turns, s) in enumerate(zip(loaded, modes, conversations, seeds)):
-        threading.Thread(target=_generate, args=(i, m, turns, md, settings, s, scorer, events, cancel), daemon=True,
+        threading.Thread(target=_generate, args=(i, m, turns, md, settings, s, scorer, events, cancel, world_of_model(m.run)), daemon=True,
                          name=f"pane-{i}").start()
     pending = len(panes)
     try:
@@ -528,38 +542,26 @@ def runs_with_models(kind: str = "causal") -> list[tuple[str, str]]:
         except FileNotFoundError:
             continue
         saved = (run.path / "model").is_dir() or (run.path / "adapter").is_dir()
-        wanted = info["stage"] == "reward" if kind == "reward" else info["stage"] in GENERATING_STAGES and info["config"].get("objective", "clm") == "clm"
+        made = stages.produces(info["stage"])
+        wanted = made == "reward" if kind == "reward" else made in ("base", "chat") and info["config"].get("objective", "clm") == "clm"
         if saved and wanted:
             out.append((run.id, info["stage"]))
     return out
 
 
 def lifecycle(ref: str) -> list[str]:
-    """base → instruct → aligned: the models along a run's parent links, oldest first (the newest MAX_PANES
-    of them). The first run of the chain may have been built on a folder or a hub model: that is the base."""
-    run = Run.open(ref)
-    chain: list[str] = []
-    seen: set[str] = set()
-    while run is not None and run.id not in seen:
-        seen.add(run.id)
-        info = run.info
-        if info["stage"] in GENERATING_STAGES and ((run.path / "model").is_dir() or (run.path / "adapter").is_dir()):
-            chain.insert(0, run.id)
-        parent = info.get("parent")
-        if parent:
-            try:
-                run = Run.open(parent)
-            except LookupError:  # the parent was deleted: the chain starts here
-                run = None
-            continue
-        base = info["config"].get("parent") or info["config"].get("init_from")
-        if base and info["stage"] != "tokenizer":
-            try:
-                models.resolve(base)
-                chain.insert(0, base)
-            except (FileNotFoundError, ValueError):  # a hub id while offline, a folder since deleted
-                pass
-        run = None
-    if len(chain) < 2:
-        raise UserError(f"run {ref}'s lineage holds {len(chain)} model(s): pick an SFT or aligned run, whose parents give the base and instruct models")
-    return chain[-MAX_PANES:]
+    """base → instruct → aligned: the models along a run's lineage, oldest first (the newest MAX_PANES of them).
+    The first run of the chain may have been built on a folder or a hub model: that is the base."""
+    chain = runs.lineage(Run.open(ref))
+    saved = [r.id for r in chain if stages.produces(r.stage) in ("base", "chat") and ((r.path / "model").is_dir() or (r.path / "adapter").is_dir())]
+    first = chain[0]
+    base = first.config.get("parent") or first.config.get("init_from")
+    if not first.parent and base and stages.produces(first.stage) != "tokenizer":  # no parent run: a folder or a hub id
+        try:
+            models.resolve(base)
+            saved.insert(0, base)
+        except UserError:  # a hub id while offline, a folder since deleted
+            pass
+    if len(saved) < 2:
+        raise UserError(f"run {ref}'s lineage holds {len(saved)} model(s): pick an SFT or aligned run, whose parents give the base and instruct models")
+    return saved[-MAX_PANES:]

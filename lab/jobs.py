@@ -139,7 +139,7 @@ def create(stage: str, config, name: str | None = None) -> Run:
     configs.validate(config, source=stage)
     if hasattr(module, "check"):
         module.check(config)  # refuse bad input before a run folder exists for it
-    parent = module.parent_of(config) if hasattr(module, "parent_of") else None
+    parent = stages.parent_of(stage, config)
     run = Run.create(stage, config, name=name or getattr(config, "name", None) or None, parent=parent)
     (run.path / "config.json").write_text(json.dumps(configs.to_dict(config), indent=2) + "\n")
     run.update(command=configs.cli_command(stage, config))
@@ -177,11 +177,6 @@ def reap() -> None:
             _children.pop(rid, None)
 
 
-# The config field through which a stage starts from an existing model: what `resume` points at the
-# stopped run's saved weights. Stages not listed cannot continue a run.
-CONTINUE_FROM = {"pretrain": "init_from", "sft": "parent"}
-
-
 def resume(run: Run) -> Run:
     """Continue a stopped or failed run as far as the lab can: there are no trainer checkpoints, so this
     submits a new run with the same config that starts from the run's saved model and trains the steps it
@@ -195,8 +190,8 @@ def resume(run: Run) -> Run:
         raise UserError(f"run {run.id} is {status}: there is nothing to resume yet")
     if status == "completed":
         raise UserError(f"run {run.id} completed: there is nothing left to train (start a new run from it instead)")
-    field = CONTINUE_FROM.get(info["stage"])
-    if field is None:
+    field = stages.spec(info["stage"]).resume_from
+    if not field:
         raise UserError(f"a {info['stage']} run cannot be resumed: the lab keeps no trainer checkpoints, and this stage cannot start from a saved model; start it again with the same config")
     if not (run.path / "model").is_dir():
         saved = "a LoRA adapter, which cannot be a base yet: export it with `llm-lab export RUN --merge` and start from the merged folder" if (run.path / "adapter").is_dir() else "no saved model"

@@ -81,8 +81,8 @@ def build_from_scratch(preset: str, objective: str, tokenizer, max_len: int):
     raise UserError(f"unknown objective '{objective}': use clm (causal LM) or mlm (masked LM)")
 
 
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model, trainable: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
 def hub_offline() -> bool:

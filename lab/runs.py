@@ -27,7 +27,6 @@ from pathlib import Path
 
 from lab.errors import NotFound, UserError
 
-STATUSES = ("queued", "running", "completed", "failed", "stopped")
 ACTIVE = ("queued", "running")
 
 
@@ -254,6 +253,57 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.id!r})"
+
+
+def summary(run: Run) -> dict:
+    """A run as `llm-lab runs --json` and the API's list_runs show it."""
+    info = run.info
+    status = run.status
+    return {
+        "id": run.id,
+        "stage": info["stage"],
+        "name": info["name"],
+        "status": status,
+        "parent": info.get("parent"),
+        "created": info["created"],
+        "error": info.get("error") if status == "failed" else None,
+        "last_metrics": {k: v for k, v in run.last_metrics().items() if k != "time"},
+        "final_metrics": info.get("final_metrics") or {},
+    }
+
+
+def progress(info: dict, status: str, rows: list[dict]) -> dict:
+    """Where a run stands, from its run.json and its metrics rows: step of total, elapsed, ETA, tokens/s."""
+    now = time.time()
+    step = max((r.get("step", 0) for r in rows), default=0)
+    total = info["config"].get("max_steps") or 0
+    started, ended = info.get("started"), info.get("ended")
+    elapsed = ((ended or now) - started) if started else None
+    # The trainer's own clock (`elapsed` in its rows) starts after the model and data are loaded, so
+    # the rate it gives is the training rate, not the start-up's.
+    clock = next((r["elapsed"] for r in reversed(rows) if "elapsed" in r), None)
+    eta = clock / step * (total - step) if status == "running" and clock and step and total > step else None
+    tps = next((r["tokens_per_second"] for r in reversed(rows) if "tokens_per_second" in r), None)
+    return {
+        "id": info["id"], "stage": info["stage"], "name": info.get("name"), "status": status, "parent": info.get("parent"),
+        "step": step, "max_steps": total or None, "elapsed": elapsed, "eta": eta, "tokens_per_second": tps,
+        "error": info.get("error") if status in ("failed", "stopped") else None,
+        "final_metrics": info.get("final_metrics") or {},
+    }
+
+
+def lineage(run: Run) -> list[Run]:
+    """The chain of parent runs from the first ancestor the store still has down to `run`, oldest first."""
+    chain, seen = [run], {run.id}
+    while True:
+        parent = chain[0].parent
+        if not parent or parent in seen:
+            return chain
+        try:
+            chain.insert(0, Run.open(parent))
+        except LookupError:  # deleted: the chain starts after it
+            return chain
+        seen.add(parent)
 
 
 def read_jsonl_from(path: Path, start: int = 0) -> tuple[list[dict], int]:

@@ -28,10 +28,6 @@ from lab import configs, feedback, inference, jobs, runs, stages
 from lab.errors import UserError
 from lab.runs import Run
 
-# The data each stage trains on, as lab.data names the formats (None: any format, flattened to text).
-WANTS = {"tokenizer": None, "pretrain": None, "sft": ("messages", "prompt_completion"), "reward": "preference", "dpo": "preference"}
-PROMPT_STAGES = ("ppo", "grpo")  # RL stages sample their own answers: only the prompts of the data matter
-
 
 def user_errors(fn):
     """Turn the errors a user causes into gr.Error with the engine's message (which says what to do).
@@ -91,30 +87,8 @@ def _config(stage: str, config_json: str):
 @user_errors
 def list_runs() -> list[dict]:
     """Every run in the store, oldest first: id, stage, name, status, parent, created, error, last and final metrics."""
-    from lab.cli import run_row
-
     jobs.reap()
-    return [run_row(r) for r in runs.list_runs()]
-
-
-def progress(info: dict, status: str, rows: list[dict]) -> dict:
-    """Where a run stands, from its run.json and its metrics rows: step of total, elapsed, ETA, tokens/s."""
-    now = time.time()
-    step = max((r.get("step", 0) for r in rows), default=0)
-    total = info["config"].get("max_steps") or 0
-    started, ended = info.get("started"), info.get("ended")
-    elapsed = ((ended or now) - started) if started else None
-    # The trainer's own clock (`elapsed` in its rows) starts after the model and data are loaded, so
-    # the rate it gives is the training rate, not the start-up's.
-    clock = next((r["elapsed"] for r in reversed(rows) if "elapsed" in r), None)
-    eta = clock / step * (total - step) if status == "running" and clock and step and total > step else None
-    tps = next((r["tokens_per_second"] for r in reversed(rows) if "tokens_per_second" in r), None)
-    return {
-        "id": info["id"], "stage": info["stage"], "name": info.get("name"), "status": status, "parent": info.get("parent"),
-        "step": step, "max_steps": total or None, "elapsed": elapsed, "eta": eta, "tokens_per_second": tps,
-        "error": info.get("error") if status in ("failed", "stopped") else None,
-        "final_metrics": info.get("final_metrics") or {},
-    }
+    return [runs.summary(r) for r in runs.list_runs()]
 
 
 @user_errors
@@ -123,7 +97,7 @@ def run_status(run_id: str) -> dict:
     jobs.reap()
     run = _run(run_id)
     status = run.status
-    out = progress(run.info, status, run.metrics()[0])
+    out = runs.progress(run.info, status, run.metrics()[0])
     out["queue_position"] = jobs.queue_position(run) if status == "queued" else None
     return out
 
@@ -212,13 +186,12 @@ def export_run(run_id: str) -> str:
 @user_errors
 def config_fields(stage: str) -> list[dict]:
     """The config fields of a stage: name, type, default, help, choices, advanced."""
-    import dataclasses
     from typing import get_type_hints
 
     cls = stages.get(stage).Config
     types = get_type_hints(cls)
     return [{"name": f.name, "type": types[f.name].__name__, "default": f.default, "help": f.metadata.get("help", ""),
-             "choices": list(f.metadata.get("choices") or []) or None, "advanced": bool(f.metadata.get("advanced"))} for f in dataclasses.fields(cls)]
+             "choices": list(f.metadata.get("choices") or []) or None, "advanced": bool(f.metadata.get("advanced"))} for f in configs.fields(cls)]
 
 
 @user_errors
@@ -227,35 +200,13 @@ def cli_command(stage: str, config_json: str = "{}") -> str:
     return configs.cli_command(stage, _config(stage, config_json))
 
 
-def _world_records(stage: str, world) -> tuple[list[dict], str, str]:
-    if stage in ("tokenizer", "pretrain"):
-        corpus = world.pretrain_corpus()
-        return [{"text": d} for d in corpus["train"]], "text", f"toy world pretraining corpus (+{len(corpus['heldout'])} held-out documents)"
-    if stage == "sft":
-        return world.sft_chats(), "messages", "toy world SFT chats"
-    pairs = world.preference_pairs()
-    if stage in PROMPT_STAGES:
-        return [{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in pairs)], "prompts", "toy world prompts (of its preference pairs)"
-    return pairs, "preference", "toy world preference pairs"
-
-
 @user_errors
 def preview_data(stage: str, source: str = "world", n: int = 5) -> dict:
-    """What `source` holds for `stage`: {"source", "format", "detected_from", "records", "bytes", "preview": first n records}. `source` is "world" (the toy world), "world:SEED", a file or folder path, or a hub id."""
-    from lab import data
-
+    """What `stage` reads from `source`, as it will read it: {"source", "format", "detected_from", "records", "bytes", "preview": first n records}. `source` is "world" (the toy world), "world:SEED", a file or folder path, or a hub id."""
     source = (source or "world").strip()
-    world = stages.world_of(source)
-    if world is not None:
-        records, fmt, detected = _world_records(stage, world)
-        size = None
-    else:
-        stages.get(stage)  # an unknown stage is named before the data is read
-        want = WANTS.get(stage)
-        loaded = data.load(source, want=want)
-        records, fmt, detected = loaded.records, loaded.format, loaded.detected_from
-        if stage in PROMPT_STAGES:
-            records = [{"prompt": r["prompt"]} for r in records if "prompt" in r] or records
+    records, fmt, detected = stages.read(stage, source)
+    size = None
+    if stages.world_of(source) is None:
         path = Path(source).expanduser()
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else None
     return {"source": source, "format": fmt, "detected_from": detected, "records": len(records), "bytes": size, "preview": records[: max(0, int(n))]}

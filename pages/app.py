@@ -2,16 +2,17 @@
 
     llm-lab                     # or `llm-lab app --host 0.0.0.0 --port 7860 --auth USER:PASS --share`
 
-A page is a module with `build(demo)` that adds its tab; adding one is one line in PAGES.
+The stages' pages come from their declarations (`pages.stage.build_pages`); any other page is a module with
+`build(demo)` that adds its tab, and adding one is one line in PAGES.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from pages import align, api, compare, data, feedback, pretrain, runs, sft
+from pages import api, compare, feedback, runs, stage
 
-PAGES = [data, pretrain, sft, align, feedback, compare, runs]
+PAGES = [feedback, compare, runs]
 
 HEADER = """# LLM Lifecycle Lab
 **tokenizer → pretraining → supervised fine-tuning → alignment.** Every run is a job in its own process and a
@@ -22,6 +23,7 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="LLM Lifecycle Lab", analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
         with gr.Tabs(overflow_behavior="wrap"):  # on a narrow screen every page stays in sight, on two rows
+            stage.build_pages(demo)
             for page in PAGES:
                 page.build(demo)
         api.register()

@@ -35,7 +35,7 @@ def model_choices() -> list[tuple[str, str]]:
 
 
 def lifecycle_choices() -> list[tuple[str, str]]:
-    return [(f"{run_id} · {stage}", run_id) for run_id, stage in inference.runs_with_models("causal") if stage != "pretrain"]
+    return [(f"{run_id} · {stage}", run_id) for run_id, stage in inference.runs_with_models("causal") if stages.produces(stage) == "chat"]
 
 
 def reward_choices() -> list[tuple[str, str]]:

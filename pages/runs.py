@@ -8,6 +8,7 @@ import time
 import gradio as gr
 import pandas as pd
 
+from lab import runs
 from lab.runs import Run
 from pages import api, curves
 from pages.stage import warn
@@ -36,21 +37,6 @@ def table(rows: list[dict]) -> pd.DataFrame:
     )
 
 
-def lineage(run_id: str) -> list[str]:
-    """The chain of parents from the first ancestor down to `run_id` (as far as the store still has them)."""
-    chain, seen = [run_id], {run_id}
-    while True:
-        try:
-            parent = Run.open(chain[0]).parent
-        except LookupError:
-            break
-        if not parent or parent in seen:
-            break
-        chain.insert(0, parent)
-        seen.add(parent)
-    return chain
-
-
 def details(run_id: str | None) -> tuple[str, str, str]:
     """A run's card, its CLI command and the tail of its log."""
     if not run_id:
@@ -61,7 +47,7 @@ def details(run_id: str | None) -> tuple[str, str, str]:
         log = api.run_log(run_id, 200)
     except (gr.Error, FileNotFoundError) as e:
         return f"⚠️ {getattr(e, 'message', e)}", "", ""
-    chain = " → ".join(f"**`{r}`**" if r == run_id else f"`{r}`" for r in lineage(run_id))
+    chain = " → ".join(f"**`{r.id}`**" if r.id == run_id else f"`{r.id}`" for r in runs.lineage(Run.open(run_id)))
     lines = [f"**{status['status']}** · stage `{info['stage']}` · name {info['name']}", f"lineage: {chain}"]
     if status["step"]:
         lines.append(f"step {status['step']}" + (f" of {status['max_steps']}" if status["max_steps"] else ""))

@@ -1,11 +1,13 @@
-"""The page of one training stage, built from nothing but the stage's config dataclass, so that a stage
-added to `lab.stages.STAGES` gets its page with no UI code of its own.
+"""The page of one training stage, built from nothing but the stage's declaration and config dataclass
+(`lab.stages`), so that a stage added to `lab.stages.REGISTRY` gets its page with no UI code of its own:
+its tab (or a sub-tab of the page it names), its form, its curves.
 
-Left: set up a run. Model fields pick a run of the right stage (or take a typed folder or hub id), the
-data is the toy world, an uploaded file, a path or (for stages that learn from preferences) the pairs
-collected on the Compare and Feedback pages, with a preview; the rest of the form comes from the fields'
-metadata (`help`, `choices`, `advanced`), and the equivalent `llm-lab train` command follows the form.
-Start queues a job (`lab.jobs`, a subprocess); the page never trains.
+Left: set up a run. Model fields (those whose metadata names `runs`) pick a run of those stages (or take a
+typed folder or hub id), the data is the toy world, an uploaded file, a path or (for stages that learn from
+preferences or prompts) the pairs collected on the Compare and Feedback pages, with a preview of what the
+stage will read; the rest of the form comes from the fields' metadata (`help`, `choices`, `advanced`,
+`order`), and the equivalent `llm-lab train` command follows the form. Start queues a job (`lab.jobs`, a
+subprocess); the page never trains.
 
 Right: watch a run. A timer reads only the new lines of its metrics.jsonl and samples.jsonl, keeping the
 offsets and the rows read so far in the browser session's state. Each page opens on the latest run of
@@ -15,14 +17,13 @@ its first step.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import get_type_hints
 
 import gradio as gr
 import pandas as pd
 
-from lab import feedback, jobs, runs, stages
+from lab import configs, feedback, jobs, runs, stages
 from lab.runs import Run
 from pages import api, curves
 
@@ -30,21 +31,7 @@ from pages import api, curves
 # (to notice a restart or a delete), so that open browsers cost the machine little between jobs.
 REFRESH_SECONDS = 0.5
 IDLE_SECONDS = 3.0
-
-# Config fields that name a model or a tokenizer, and the stages whose runs they offer. A stage's
-# `parent` is a run of the stage before it in the lifecycle; any other `*_model` field offers every run
-# with a saved model. A folder or a hub id can always be typed instead.
-REFERENCES = {"tokenizer": ("tokenizer",), "init_from": ("pretrain", "sft"), "reward": ("reward",), "reward_model": ("reward",)}
-UPSTREAM = {"sft": ("pretrain",), "reward": ("sft", "pretrain"), "dpo": ("sft",), "ppo": ("sft",), "grpo": ("sft",)}
-
-
-def reference_stages(stage: str, field: str) -> tuple | None | bool:
-    """The stages a model field offers runs of (None: any), or False for a field that names no model."""
-    if field == "parent":
-        return UPSTREAM.get(stage)
-    if field in REFERENCES:
-        return REFERENCES[field]
-    return None if field.endswith("_model") else False
+HIDDEN = dict(api_visibility="private", show_progress="hidden")
 
 
 def run_choices(of_stages: tuple | None, saved_only: bool) -> list[tuple[str, str]]:
@@ -63,15 +50,11 @@ def run_choices(of_stages: tuple | None, saved_only: bool) -> list[tuple[str, st
     return out
 
 
-# Stages that can train on the Compare and Feedback pages' preference pairs (PPO and GRPO take their prompts).
-FEEDBACK_STAGES = ("reward", "dpo", "ppo", "grpo")
-
-
 def data_choices(stage: str) -> list[tuple[str, str]]:
     """The data picker's (label, value): the toy world, the feedback datasets for stages that learn from
     preferences, then uploaded files."""
     out = [("world", "world")]
-    if stage in FEEDBACK_STAGES:
+    if stages.spec(stage).data in ("preference", "prompts"):  # the pairs of Compare and Feedback, or their prompts
         for path in feedback.files():
             pairs = feedback.count(path.stem)["pairs"]
             out.append((f"feedback: {path.stem} ({pairs} pairs)", str(path)))
@@ -136,88 +119,57 @@ def warn(e: gr.Error) -> str:
     return f"⚠️ {e.message}"
 
 
-def build(stage: str, demo: gr.Blocks, tab) -> None:
-    module = stages.get(stage)
-    cls = module.Config
-    types = get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    about = (module.__doc__ or "").strip().split("\n\n")[0]
-    gr.Markdown(about)
+def field_component(stage: str, f, t: type) -> gr.Component:
+    """The form's input of one config field."""
+    meta = f.metadata
+    kw = dict(label=f.name.replace("_", " "), info=meta.get("help") or None, elem_id=f"{stage}-field-{f.name}")
+    if meta.get("runs"):
+        return gr.Dropdown(choices=run_choices(meta["runs"], saved_only=True), value=f.default or None, allow_custom_value=True, **kw)
+    if t is bool:
+        return gr.Checkbox(value=f.default, **kw)
+    if meta.get("choices"):
+        return gr.Dropdown(choices=list(meta["choices"]), value=f.default, **kw)
+    if t is int:
+        return gr.Number(value=f.default, precision=0, **kw)
+    if t is float:
+        return gr.Number(value=f.default, step=f.default / 10 if f.default else 0.1, **kw)
+    return gr.Textbox(value=f.default, **kw)
 
-    inputs: dict[str, gr.Component] = {}
-    references: dict[str, tuple | None] = {}
 
-    def field(f) -> gr.Component:
-        meta, t = f.metadata, types[f.name]
-        kw = dict(label=f.name.replace("_", " "), info=meta.get("help") or None, elem_id=f"{stage}-field-{f.name}")
-        of = reference_stages(stage, f.name) if t is str else False
-        if of is not False:
-            references[f.name] = of
-            return gr.Dropdown(choices=run_choices(of, saved_only=True), value=f.default or None, allow_custom_value=True, **kw)
-        if t is bool:
-            return gr.Checkbox(value=f.default, **kw)
-        if meta.get("choices"):
-            return gr.Dropdown(choices=list(meta["choices"]), value=f.default, **kw)
-        if t is int:
-            return gr.Number(value=f.default, precision=0, **kw)
-        if t is float:
-            return gr.Number(value=f.default, step=f.default / 10 if f.default else 0.1, **kw)
-        return gr.Textbox(value=f.default, **kw)
+class StagePage:
+    """The handlers of one stage's page: the form's values are passed in the order of `names`."""
 
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2):
-            for f in [f for f in fields if not f.metadata.get("advanced")]:
-                if f.name == "data":
-                    with gr.Group():
-                        data = inputs["data"] = gr.Dropdown(
-                            choices=data_choices(stage), value=f.default, allow_custom_value=True, label="data",
-                            info=(f.metadata.get("help") or "") + "; or upload a file", elem_id=f"{stage}-field-data",
-                        )
-                        upload = gr.UploadButton("Upload a file", size="sm", elem_id=f"{stage}-upload", file_types=[".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"])
-                        data_summary = gr.Markdown(elem_id=f"{stage}-data-summary")
-                        with gr.Accordion("Data preview", open=False):
-                            data_preview = gr.JSON(show_label=False)
-                else:
-                    inputs[f.name] = field(f)
-            with gr.Accordion("Advanced", open=False):
-                for f in [f for f in fields if f.metadata.get("advanced")]:
-                    inputs[f.name] = field(f)
-            command = gr.Code(label="The same run from a terminal", language="shell", lines=2, interactive=False, elem_id=f"{stage}-cli")
-            with gr.Row():
-                start = gr.Button("Start", variant="primary", elem_id=f"{stage}-start")
-                stop = gr.Button("Stop", variant="stop", elem_id=f"{stage}-stop")
-            message = gr.Markdown(elem_id=f"{stage}-message")
-        with gr.Column(scale=3):
-            with gr.Row():
-                watched = gr.Dropdown(choices=run_choices((stage,), saved_only=False), value=None, label=f"{stage} run shown", scale=4, elem_id=f"{stage}-run")
-                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
-            status = gr.Markdown("no run yet: set one up and press Start", elem_id=f"{stage}-progress")
-            plot = gr.Plot(label="metrics", elem_id=f"{stage}-curves")
-            smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="smoothing (exponential moving average)")
-            samples = gr.Dataframe(NO_SAMPLES, label="latest samples", wrap=True, interactive=False, elem_id=f"{stage}-samples")
-    state = gr.State(fresh(None))
-    timer = gr.Timer(REFRESH_SECONDS)
-    names = list(inputs)
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.cls = stages.get(stage).Config
+        self.types = get_type_hints(self.cls)
+        self.fields = configs.fields(self.cls)
+        self.names = [f.name for f in self.fields]
+        self.references = {f.name: f.metadata["runs"] for f in self.fields if f.metadata.get("runs")}
+        self.has_data = "data" in self.names
 
-    def values_json(*values) -> str:
+    def runs_of_stage(self) -> gr.Dropdown:
+        return gr.Dropdown(choices=run_choices((self.stage,), saved_only=False))
+
+    def values_json(self, *values) -> str:
         # An emptied model picker gives None, which for a text field means "none given".
-        return json.dumps({name: "" if v is None and types[name] is str else v for name, v in zip(names, values)})
+        return json.dumps({name: "" if v is None and self.types[name] is str else v for name, v in zip(self.names, values)})
 
-    def on_form(*values):
+    def on_form(self, *values):
         try:
-            return api.cli_command(stage, values_json(*values))
+            return api.cli_command(self.stage, self.values_json(*values))
         except gr.Error as e:
             return f"# not a valid config yet: {e.message}"
 
-    def on_start(*values):
+    def on_start(self, *values):
         try:
-            run_id = api.start_run(stage, values_json(*values))
+            run_id = api.start_run(self.stage, self.values_json(*values))
         except gr.Error as e:
             return gr.skip(), gr.skip(), gr.skip(), warn(e)
-        picker = gr.Dropdown(choices=run_choices((stage,), saved_only=False), value=run_id)
+        picker = gr.Dropdown(choices=run_choices((self.stage,), saved_only=False), value=run_id)
         return picker, fresh(run_id), gr.Timer(REFRESH_SECONDS), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
 
-    def on_stop(state):
+    def on_stop(self, state):
         if not state["run"]:
             return "no run to stop"
         try:
@@ -225,7 +177,7 @@ def build(stage: str, demo: gr.Blocks, tab) -> None:
         except gr.Error as e:
             return warn(e)
 
-    def tick(state, smoothing):
+    def tick(self, state, smoothing):
         """Read what is new since the last tick and redraw only what changed. The session's state is
         updated in place, not returned: a tick that was under way when Start or the run picker replaced
         the state then cannot put the old run back."""
@@ -240,75 +192,135 @@ def build(stage: str, demo: gr.Blocks, tab) -> None:
             new_samples = api.run_samples(run_id, state["samples_offset"])
         except (FileNotFoundError, gr.Error):
             state["run"] = None
-            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, gr.Dropdown(choices=run_choices((stage,), saved_only=False)), gr.Timer(IDLE_SECONDS)
+            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), gr.Timer(IDLE_SECONDS)
         first = state["shown"] is None
         state["rows"] += new["rows"]
         state["offset"] = new["offset"]
         state["samples"] = (state["samples"] + new_samples["rows"])[-64:]
         state["samples_offset"] = new_samples["offset"]
-        text = progress_text(api.progress(info, status, state["rows"]), jobs.queue_position(run) if status == "queued" else None)
+        text = progress_text(runs.progress(info, status, state["rows"]), jobs.queue_position(run) if status == "queued" else None)
         shown_text = gr.skip() if text == state["shown"] else text
         state["shown"] = text
         figure = curves.metrics_figure(state["rows"], smoothing) if first or new["rows"] else gr.skip()
         table = samples_table(state["samples"]) if first or new_samples["rows"] else gr.skip()
         # The run picker's labels carry each run's status: relabel when this one's changes.
-        relabel = gr.skip() if first or status == state["status"] else gr.Dropdown(choices=run_choices((stage,), saved_only=False))
+        relabel = gr.skip() if first or status == state["status"] else self.runs_of_stage()
         state["status"] = status
         idle = status not in runs.ACTIVE and not new["rows"]
         pace = gr.Timer(IDLE_SECONDS if idle else REFRESH_SECONDS) if first or idle != state["idle"] else gr.skip()
         state["idle"] = idle
         return shown_text, figure, table, relabel, pace
 
-    def watch(run_id, smoothing) -> list:
+    def watch(self, run_id, smoothing) -> list:
         """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer]."""
         state = fresh(run_id)
-        shown_text, figure, table, _, pace = tick(state, smoothing)
+        shown_text, figure, table, _, pace = self.tick(state, smoothing)
         return [state, shown_text, figure, table, gr.Timer(IDLE_SECONDS) if run_id is None else pace]
 
-    def on_watch(run_id, state, smoothing):
+    def on_watch(self, run_id, state, smoothing):
         if run_id == state["run"]:
             return [gr.skip()] * 5
-        return watch(run_id, smoothing)
+        return self.watch(run_id, smoothing)
 
-    def on_smoothing(state, smoothing):
+    def on_smoothing(self, state, smoothing):
         return curves.metrics_figure(state["rows"], smoothing) if state["run"] else gr.skip()
 
-    ref_outputs = [inputs[name] for name in references]
-    choice_outputs = [watched, *ref_outputs] + ([inputs["data"]] if "data" in inputs else [])
-
-    def refresh_choices() -> list:
+    def refresh_choices(self) -> list:
         """New runs of other stages become parents; new runs of this one can be watched."""
-        out = [gr.Dropdown(choices=run_choices((stage,), saved_only=False))]
-        out += [gr.Dropdown(choices=run_choices(of, saved_only=True)) for of in references.values()]
-        if "data" in inputs:
-            out.append(gr.Dropdown(choices=data_choices(stage)))
+        out = [self.runs_of_stage()]
+        out += [gr.Dropdown(choices=run_choices(of, saved_only=True)) for of in self.references.values()]
+        if self.has_data:
+            out.append(gr.Dropdown(choices=data_choices(self.stage)))
         return out
 
-    def on_load(smoothing):
+    def on_load(self, smoothing):
         """A new browser session opens on the latest run of this stage, read from its first step."""
-        mine = run_choices((stage,), saved_only=False)
+        mine = run_choices((self.stage,), saved_only=False)
         latest = mine[0][1] if mine else None
-        return [gr.Dropdown(choices=mine, value=latest), *refresh_choices()[1:], *watch(latest, smoothing)]
+        return [gr.Dropdown(choices=mine, value=latest), *self.refresh_choices()[1:], *self.watch(latest, smoothing)]
 
-    def on_upload(file):
-        kept = api.keep_upload(file)
-        return gr.Dropdown(choices=data_choices(stage), value=kept)
+    def preview(self, source):
+        return preview(self.stage, source)
 
+    def on_upload(self, file):
+        return gr.Dropdown(choices=data_choices(self.stage), value=api.keep_upload(file))
+
+
+def data_field(stage: str, f) -> tuple[gr.Dropdown, gr.UploadButton, gr.Markdown, gr.JSON]:
+    """The data picker, with an upload button, what the data holds and a preview of it."""
+    with gr.Group():
+        data = gr.Dropdown(choices=data_choices(stage), value=f.default, allow_custom_value=True, label="data",
+                           info=(f.metadata.get("help") or "") + "; or upload a file", elem_id=f"{stage}-field-data")
+        upload = gr.UploadButton("Upload a file", size="sm", elem_id=f"{stage}-upload", file_types=[".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"])
+        summary = gr.Markdown(elem_id=f"{stage}-data-summary")
+        with gr.Accordion("Data preview", open=False):
+            shown = gr.JSON(show_label=False)
+    return data, upload, summary, shown
+
+
+def build(stage: str, demo: gr.Blocks, tab) -> None:
+    """One stage's page inside `tab`: the layout, then the wiring of StagePage's handlers."""
+    page, spec = StagePage(stage), stages.spec(stage)
+    gr.Markdown((stages.get(stage).__doc__ or "").strip().split("\n\n")[0])
+    inputs: dict[str, gr.Component] = {}
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            for f in [f for f in page.fields if not f.metadata.get("advanced")]:
+                if f.name == "data":
+                    inputs["data"], upload, data_summary, data_preview = data_field(stage, f)
+                else:
+                    inputs[f.name] = field_component(stage, f, page.types[f.name])
+            with gr.Accordion("Advanced", open=False):
+                for f in [f for f in page.fields if f.metadata.get("advanced")]:
+                    inputs[f.name] = field_component(stage, f, page.types[f.name])
+            command = gr.Code(label="The same run from a terminal", language="shell", lines=2, interactive=False, elem_id=f"{stage}-cli")
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id=f"{stage}-start")
+                stop = gr.Button("Stop", variant="stop", elem_id=f"{stage}-stop")
+            message = gr.Markdown(elem_id=f"{stage}-message")
+            if spec.notes:
+                gr.Markdown(spec.notes)
+        with gr.Column(scale=3):
+            with gr.Row():
+                watched = gr.Dropdown(choices=run_choices((stage,), saved_only=False), value=None, label=f"{stage} run shown", scale=4, elem_id=f"{stage}-run")
+                refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
+            status = gr.Markdown("no run yet: set one up and press Start", elem_id=f"{stage}-progress")
+            plot = gr.Plot(label="metrics", elem_id=f"{stage}-curves")
+            smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="smoothing (exponential moving average)")
+            samples = gr.Dataframe(NO_SAMPLES, label="latest samples", wrap=True, interactive=False, elem_id=f"{stage}-samples")
+    state = gr.State(fresh(None))
+    timer = gr.Timer(REFRESH_SECONDS)
+
+    form = [inputs[name] for name in page.names]
+    choice_outputs = [watched, *[inputs[name] for name in page.references]] + ([inputs["data"]] if page.has_data else [])
     watch_outputs = [state, status, plot, samples, timer]
-    form = list(inputs.values())
-    hidden = dict(api_visibility="private", show_progress="hidden")
+    gr.on([c.change for c in form], page.on_form, inputs=form, outputs=command, trigger_mode="always_last", **HIDDEN)
+    start.click(page.on_start, inputs=form, outputs=[watched, state, timer, message], api_visibility="private")
+    stop.click(page.on_stop, inputs=state, outputs=message, api_visibility="private")
+    watched.change(page.on_watch, inputs=[watched, state, smoothing], outputs=watch_outputs, **HIDDEN)
+    timer.tick(page.tick, inputs=[state, smoothing], outputs=[status, plot, samples, watched, timer], concurrency_limit=None, **HIDDEN)
+    smoothing.release(page.on_smoothing, inputs=[state, smoothing], outputs=plot, **HIDDEN)
+    refresh.click(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
+    tab.select(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
+    demo.load(page.on_load, inputs=smoothing, outputs=choice_outputs + watch_outputs, **HIDDEN)
+    demo.load(page.on_form, inputs=form, outputs=command, **HIDDEN)
+    if page.has_data:
+        inputs["data"].change(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
+        demo.load(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
+        upload.upload(page.on_upload, inputs=upload, outputs=inputs["data"], **HIDDEN)
 
-    gr.on([c.change for c in form], on_form, inputs=form, outputs=command, trigger_mode="always_last", **hidden)
-    start.click(on_start, inputs=form, outputs=[watched, state, timer, message], api_visibility="private")
-    stop.click(on_stop, inputs=state, outputs=message, api_visibility="private")
-    watched.change(on_watch, inputs=[watched, state, smoothing], outputs=watch_outputs, **hidden)
-    timer.tick(tick, inputs=[state, smoothing], outputs=[status, plot, samples, watched, timer], concurrency_limit=None, **hidden)
-    smoothing.release(on_smoothing, inputs=[state, smoothing], outputs=plot, **hidden)
-    refresh.click(refresh_choices, outputs=choice_outputs, **hidden)
-    tab.select(refresh_choices, outputs=choice_outputs, **hidden)
-    demo.load(on_load, inputs=smoothing, outputs=choice_outputs + watch_outputs, **hidden)
-    demo.load(on_form, inputs=form, outputs=command, **hidden)
-    if "data" in inputs:
-        data.change(lambda source: preview(stage, source), inputs=data, outputs=[data_summary, data_preview], **hidden)
-        demo.load(lambda source: preview(stage, source), inputs=data, outputs=[data_summary, data_preview], **hidden)
-        upload.upload(on_upload, inputs=upload, outputs=data, **hidden)
+
+def build_pages(demo: gr.Blocks) -> None:
+    """A tab per stage in lifecycle order; the stages that name the same page share its tab, a sub-tab each."""
+    pages: dict[str, list[str]] = {}
+    for stage in stages.names():
+        pages.setdefault(stages.spec(stage).page or stages.spec(stage).label, []).append(stage)
+    for title, members in pages.items():
+        with gr.Tab(title) as tab:
+            if len(members) == 1:
+                build(members[0], demo, tab)
+                continue
+            with gr.Tabs():
+                for stage in members:
+                    with gr.Tab(stages.spec(stage).label) as sub:
+                        build(stage, demo, sub)

@@ -1,22 +1,125 @@
-"""The lifecycle's stages. Each module exposes a `Config` dataclass (the single source of the CLI
-flags, the UI form and run.json), `run(config, run) -> final metrics`, and `parent_of(config)`, the run
-it builds on."""
+"""The lifecycle's stages. A stage is one module of this package, and it declares itself there:
+
+    STAGE = Stage(label="SFT", data="chats", produces="chat")   # what the CLI, the pages, the API, the
+                                                                # job queue and inference need to know
+    @dataclass
+    class Config(LoraArgs, TrainerArgs): ...   # its fields: the CLI flags, the UI form, run.json (lab.stages.base)
+    def check(config) -> None: ...             # optional: refuse bad input before a run folder exists
+    def run(config, run) -> dict: ...          # train; returns the final metrics
+
+REGISTRY lists the modules in lifecycle order: adding a stage is its module and one line there. Nothing
+else names a stage: the CLI builds `llm-lab train NAME`, the app a tab, the API its config fields and
+data preview from these declarations.
+"""
 
 from __future__ import annotations
 
 import importlib
 import json
 import random
+from dataclasses import dataclass
 
 from lab.errors import UserError
 
-STAGES = ("tokenizer", "pretrain", "sft", "reward", "ppo", "dpo", "grpo")
+REGISTRY = {
+    "tokenizer": "lab.stages.tokenizer",
+    "pretrain": "lab.stages.pretrain",
+    "sft": "lab.stages.sft",
+    "reward": "lab.stages.reward",
+    "ppo": "lab.stages.ppo",
+    "dpo": "lab.stages.dpo",
+    "grpo": "lab.stages.grpo",
+}
+
+# What a stage reads from its `data` field, and how lab.data names the formats accepted for it:
+# text (any format, flattened), chats (SFT), preference pairs (reward model, DPO), prompts (online RL,
+# which samples its own answers: any record with a user turn).
+DATA_FORMATS = {
+    "text": None,
+    "chats": ("messages", "prompt_completion"),
+    "preference": ("preference",),
+    "prompts": ("preference", "prompt_completion", "messages"),
+}
+# What a stage's run leaves: a tokenizer, a base model that continues text, a model to chat with, a reward model.
+PRODUCES = ("tokenizer", "base", "chat", "reward")
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str  # its tab (or sub-tab) and its name in tables
+    data: str  # a key of DATA_FORMATS
+    produces: str  # one of PRODUCES
+    page: str = ""  # the top-level tab it sits in, beside other stages of that page (empty: a tab of its own)
+    lineage: tuple[str, ...] = ("parent",)  # config fields naming the run it builds on, first found wins
+    resume_from: str = ""  # the field through which a stopped run continues from its saved model ("": cannot)
+    notes: str = ""  # markdown under its form
+
+    def __post_init__(self):
+        if self.data not in DATA_FORMATS or self.produces not in PRODUCES:
+            raise TypeError(f"Stage(data={self.data!r}, produces={self.produces!r}): data is one of {list(DATA_FORMATS)}, produces one of {list(PRODUCES)}")
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
 
 
 def get(stage: str):
-    if stage not in STAGES:
-        raise UserError(f"unknown stage '{stage}': choose one of {', '.join(STAGES)}")
-    return importlib.import_module(f"lab.stages.{stage}")
+    """The module of a stage."""
+    if stage not in REGISTRY:
+        raise UserError(f"unknown stage '{stage}': choose one of {', '.join(REGISTRY)}")
+    return importlib.import_module(REGISTRY[stage])
+
+
+def spec(stage: str) -> Stage:
+    """A stage's declaration."""
+    return get(stage).STAGE
+
+
+def produces(stage: str) -> str | None:
+    """What a run of `stage` leaves, or None for a stage this lab no longer has (an old run)."""
+    return spec(stage).produces if stage in REGISTRY else None
+
+
+def of_kind(*kinds: str) -> tuple[str, ...]:
+    """The stages whose runs leave one of these kinds of model, e.g. of_kind("base", "chat")."""
+    return tuple(s for s in REGISTRY if spec(s).produces in kinds)
+
+
+def parent_of(stage: str, config) -> str | None:
+    """The run a config builds on, for the lineage: the first of the stage's lineage fields that names a run."""
+    for field in spec(stage).lineage:
+        run_id = parent_run_id(getattr(config, field, ""))
+        if run_id:
+            return run_id
+    return None
+
+
+def read(stage: str, source: str) -> tuple[list[dict], str, str]:
+    """What `stage` reads from `source`, as it will read it: (records, format, detected from). The data
+    preview shows exactly this, so what it shows is what the stage trains on, and a file the stage would
+    refuse is refused here too."""
+    kind = spec(stage).data
+    world = world_of(source)
+    if world is not None:
+        if kind == "text":
+            corpus = world.pretrain_corpus()
+            return [{"text": d} for d in corpus["train"]], "text", f"toy world pretraining corpus (+{len(corpus['heldout'])} held-out documents)"
+        if kind == "chats":
+            return world.sft_chats(), "messages", "toy world SFT chats"
+        if kind == "preference":
+            return world.preference_pairs(), "preference", "toy world preference pairs"
+        return [{"prompt": p} for p in prompt_set(source)], "prompts", "toy world prompts (of its preference pairs)"
+    from lab import data
+
+    loaded = data.load(source, want=DATA_FORMATS[kind])
+    detected = loaded.detected_from
+    if kind == "text":
+        return [{"text": t} for t in data.to_text(loaded)], "text", detected
+    if kind == "chats":
+        return data.as_messages(loaded), "messages", detected
+    if kind == "preference":
+        return loaded.records, loaded.format, detected
+    return [{"prompt": p} for p in prompt_set(source)], "prompts", detected
 
 
 def world_of(source: str):
@@ -129,44 +232,6 @@ def alignment_prompts(source: str, pairs: list[dict], n: int = 12) -> list[str]:
     return (chat[: n - n // 3] + harmful[: n // 3])[:n]
 
 
-def save_policy(model, tokenizer, run, config, parent_path: str, what: str, final: dict) -> None:
-    """Save a trained causal LM where plain transformers / PEFT load it: `adapter/` for a LoRA model (its
-    config naming the base by absolute path, so it loads from anywhere), else `model/`; with the tokenizer,
-    a generation config that stops at the end of the assistant's turn, and a model card naming the lineage."""
-    import json
-    from pathlib import Path
-
-    from peft import PeftModel
-
-    from lab.runs import atomic_dir
-
-    lora = isinstance(model, PeftModel)
-    from lab.tokenizers import stop_ids
-
-    # keep the stops the parent's generation config names (a hub model may have several), add the end of turn
-    model.generation_config.eos_token_id = stop_ids(tokenizer, model.generation_config.eos_token_id)
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    card = (
-        "---\nlibrary_name: " + ("peft" if lora else "transformers") + f"\ntags: [llm-lifecycle-lab, {run.stage}]\n"
-        + (f"base_model: {parent_path}\n" if lora else "") + "---\n"
-        f"# {run.info['name']}\n\n{what} from the LLM Lifecycle Lab, stage `{run.stage}` (mode `{getattr(config, 'mode', 'full')}`), "
-        f"trained from `{config.parent}` on `{config.data}`.\n\n"
-        f"- run: `{run.id}`\n- parent run: `{run.parent or 'none'}`\n- parent model: `{parent_path}`\n"
-        f"- trainable parameters: {n_trainable:,}\n"
-        + "".join(f"- {k}: {v:.4g}\n" for k, v in final.items() if k.startswith("eval/") and isinstance(v, float))
-        + f"\nConfig:\n\n```json\n{json.dumps(config.__dict__, indent=2)}\n```\n"
-    )
-    with atomic_dir(run.path / ("adapter" if lora else "model")) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if lora:
-            cfg = json.loads((tmp / "adapter_config.json").read_text())
-            cfg["base_model_name_or_path"] = str(Path(parent_path).resolve()) if Path(parent_path).exists() else parent_path
-            (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-    print("saved " + ("adapter/ " if lora else "model/ ") + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()), flush=True)
-
-
 def parent_run_id(ref: str) -> str | None:
     """The run id behind a model or tokenizer reference, if it is a run (for lineage)."""
     if not ref:
@@ -191,50 +256,3 @@ def check_parent(ref: str, flag: str = "--parent") -> str:
     if Path(path).is_dir() and not any((Path(path) / f).exists() for f in ("config.json", "adapter_config.json")):
         raise UserError(f"{flag} {ref}: {path} holds no model (a tokenizer run?): name a pretrain, SFT or alignment run, or a model folder")
     return path
-
-
-def prepare(config, run) -> str:
-    """Threads, seed and device for a training stage; records the device in run.json."""
-    import torch
-    from transformers import set_seed
-
-    from lab import models
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    set_seed(config.seed)
-    device = models.pick_device(config.device)
-    run.update(device=models.describe_device(device))
-    return device
-
-
-def trainer_arguments(config, device: str, output_dir) -> dict:
-    """The keyword arguments every stage passes to its TrainingArguments / TRL config, so that the
-    lab's policy holds everywhere: the lab saves once, atomically, at the end (no Trainer checkpoints);
-    NaN losses reach the callback instead of being averaged away; bf16 only where the GPU has it (TRL
-    configs default to bf16); no activation checkpointing (TRL's default trades speed for memory the
-    lab's defaults never need); tokens counted for tokens/s."""
-    from lab import models
-
-    return dict(
-        output_dir=str(output_dir),
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        logging_nan_inf_filter=False,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=config.seed,
-        use_cpu=device == "cpu",
-        bf16=models.use_bf16(device),
-        activation_checkpointing=False,
-        include_num_input_tokens_seen="all",
-        dataloader_pin_memory=device.startswith("cuda"),
-    )

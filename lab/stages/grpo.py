@@ -15,87 +15,52 @@ can be plotted together. On the toy world it ends with the chat evals and the wi
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 from lab import evals, models, telemetry
-from lab.configs import option
+from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError
-from lab.stages import alignment_prompts, check_parent, parent_run_id, prepare, prompt_set, sampler, save_policy, trainer_arguments, world_of
+from lab.stages import Stage, alignment_prompts, check_parent, prompt_set, sampler, world_of
+from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
+from lab.stages.reward import check_usable
 
-MODES = ("full", "lora", "lora-8bit", "lora-4bit")
+STAGE = Stage(label="GRPO", page="Align", data="prompts", produces="chat")
 
 
 @dataclass
-class Config:
-    parent: str = option("", "the SFT model: an SFT run, a local model folder, or a hub id")
-    reward: str = option("", "the reward: a reward run or a reward-model folder, or 'gold' (the toy world's gold judge)")
-    algorithm: str = option("grpo", "grpo (group-relative advantages) or rloo (REINFORCE leave-one-out)", choices=("grpo", "rloo"))
-    mode: str = option("full", "full fine-tuning, or a LoRA adapter on a full, 8-bit or 4-bit base", choices=MODES)
-    data: str = option("world", "prompts: 'world' (the toy world's) or a file of prompts, preference pairs or chats")
+class Config(LoraArgs, TrainerArgs):
+    parent: str = option("", "the SFT model: an SFT run, a local model folder, or a hub id", order=MODEL, runs=("sft",))
+    reward: str = option("", "the reward: a reward run or a reward-model folder, or 'gold' (the toy world's gold judge)", order=MODEL, runs=("reward",))
+    algorithm: str = option("grpo", "grpo (group-relative advantages) or rloo (REINFORCE leave-one-out)", choices=("grpo", "rloo"), order=MODEL)
+    data: str = option("world", "prompts: 'world' (the toy world's) or a file of prompts, preference pairs or chats", order=DATA)
     beta: float = option(0.04, "β: the KL penalty against the SFT model (0 turns it off and loads no reference)")
     num_generations: int = option(4, "answers sampled per prompt (the group)")
-    max_steps: int = option(60, "optimizer steps (0: train for `epochs` instead)")
-    batch_size: int = option(16, "answers per step (per device); a multiple of num_generations")
-    learning_rate: float = option(2e-5, "peak learning rate")
-    max_completion_length: int = option(48, "longest answer sampled, in tokens")
-    temperature: float = option(1.0, "sampling temperature of the rollouts")
+    max_steps: int = inherit(TrainerArgs, "max_steps", 60)
+    batch_size: int = inherit(TrainerArgs, "batch_size", 16, help="answers per step (per device); a multiple of num_generations")
+    learning_rate: float = inherit(TrainerArgs, "learning_rate", 2e-5)
+    max_completion_length: int = option(48, "longest answer sampled, in tokens", order=TRAINING)
+    temperature: float = option(1.0, "sampling temperature of the rollouts", order=TRAINING)
     loss_type: str = option("dapo", "GRPO's loss aggregation (TRL's): dapo, grpo, dr_grpo, bnpo", choices=("dapo", "grpo", "dr_grpo", "bnpo"), advanced=True)
     num_iterations: int = option(1, "updates per batch of rollouts (μ); above 1 the clipping matters", advanced=True)
     epsilon: float = option(0.2, "clip range of the policy ratio", advanced=True)
-    lora_r: int = option(16, "LoRA rank", advanced=True)
-    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True)
-    lora_dropout: float = option(0.0, "LoRA dropout", advanced=True)
-    epochs: float = option(1.0, "passes over the prompts when max_steps is 0", advanced=True)
-    warmup_steps: int = option(0, "linear warm-up steps", advanced=True)
-    lr_scheduler: str = option("constant_with_warmup", "learning-rate schedule after warm-up", choices=("cosine", "linear", "constant_with_warmup"), advanced=True)
-    weight_decay: float = option(0.0, "AdamW weight decay", advanced=True)
-    logging_steps: int = option(2, "log metrics every N steps", advanced=True)
+    warmup_steps: int = inherit(TrainerArgs, "warmup_steps", 0)
+    lr_scheduler: str = inherit(TrainerArgs, "lr_scheduler", "constant_with_warmup")
+    logging_steps: int = inherit(TrainerArgs, "logging_steps", 2)
     sample_every: int = option(20, "answer the fixed prompts every N steps (0: never)", advanced=True)
     eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True)
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes of training (0: no limit)", advanced=True)
-    seed: int = option(0, "random seed", advanced=True)
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True)
-    threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True)
-    name: str = option("", "a name for the run (default: its id)", advanced=True)
-
-
-def parent_of(config: Config) -> str | None:
-    return parent_run_id(config.parent)
 
 
 def check(config: Config) -> None:
-    if config.max_steps <= 0 and config.epochs <= 0:
-        raise UserError("nothing to train: set --max-steps or --epochs above 0")
+    check_training(config)
     if config.num_generations < 2:
         raise UserError(f"--num-generations {config.num_generations}: a group needs at least 2 answers to compare")
     if config.batch_size % config.num_generations:
         raise UserError(f"--batch-size {config.batch_size} must be a multiple of --num-generations {config.num_generations} "
-                         f"(e.g. {config.num_generations * max(1, config.batch_size // config.num_generations)})")
-    device = models.pick_device(config.device)
+                        f"(e.g. {config.num_generations * max(1, config.batch_size // config.num_generations)})")
     check_parent(config.parent)
-    if config.mode in models.QUANTIZED:
-        models.require_bitsandbytes(config.mode, device)
-    check_reward(config.reward, config.data)
+    check_usable(config.reward, config.data)
     if world_of(config.data) is None:
         prompt_set(config.data)
-
-
-def check_reward(reward: str, data: str) -> None:
-    if reward == "gold":
-        if world_of(data) is None:
-            raise UserError("--reward gold is the toy world's judge: it scores only the toy world's prompts (--data world)")
-        return
-    if not reward:
-        raise UserError("--reward is required: a reward run (`llm-lab train reward --parent SFT_RUN`), a reward-model folder, or 'gold'")
-    path = check_parent(reward, "--reward")
-    import json
-    from pathlib import Path
-
-    config = json.loads((Path(path) / "config.json").read_text()) if (Path(path) / "config.json").exists() else {}
-    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures", [])):
-        raise UserError(f"--reward {reward}: {path} is not a reward model (its architecture is "
-                         f"{', '.join(config.get('architectures', [])) or 'unknown'}); train one with `llm-lab train reward`")
 
 
 def gold_reward(world):
@@ -107,7 +72,6 @@ def gold_reward(world):
 
 def run(config: Config, run) -> dict:
     from datasets import Dataset
-    from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
@@ -129,17 +93,11 @@ def run(config: Config, run) -> dict:
             reward_tokenizers.append(None)
             weights = [1.0, 0.0]
 
-    if config.mode in models.QUANTIZED:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    peft_config = None
-    if config.mode != "full":
-        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules="all-linear", task_type="CAUSAL_LM")
-
-    scratch = run.path / "trainer"
+    model = for_kbit_training(model, config.mode)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if config.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     extra = {"loss_type": config.loss_type} if config.algorithm == "grpo" else {}
     args = config_cls(
-        **trainer_arguments(config, device, scratch),
+        **trainer_arguments(config, device, run.path / "trainer"),
         beta=config.beta,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
@@ -159,23 +117,14 @@ def run(config: Config, run) -> dict:
         train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
         processing_class=tokenizer,
         reward_processing_classes=reward_tokenizers,
-        peft_config=peft_config,
+        peft_config=lora_config(config, "CAUSAL_LM"),
         callbacks=[callback],
     )
-    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     telemetry.stoppable_generation(trainer.model)
-    try:
-        output = trainer.train()
-        final = {"train_loss": output.training_loss, "train_runtime": output.metrics.get("train_runtime")}
-    except telemetry.StopRequested:
-        print(f"stop requested: rollout abandoned at step {trainer.state.global_step}; saving the policy of that step", flush=True)
-        final = {}
-    callback.raise_if_diverged()
-    final.update(steps=trainer.state.global_step, trainable_parameters=n_trainable)
-    model = trainer.model
-    if world is not None and not telemetry.stop_requested():  # a stopped run saves at once
-        final.update(evals.alignment_eval(model, tokenizer, world, baseline, config.eval_temperature, config.seed))
-        run.log_metrics({"step": trainer.state.global_step, **{k: v for k, v in final.items() if k.startswith("eval/")}})
-    save_policy(model, tokenizer, run, config, parent_path, f"Aligned model ({config.algorithm.upper()})", final)
-    shutil.rmtree(scratch, ignore_errors=True)
+
+    def evaluate(model) -> dict:
+        return evals.alignment_eval(model, tokenizer, world, baseline, config.eval_temperature, config.seed) if world is not None else {}
+
+    final = fit(trainer, callback, run, evaluate)
+    save_model(trainer.model, tokenizer, run, config, f"Aligned model ({config.algorithm.upper()})", final, parent_path)
     return final

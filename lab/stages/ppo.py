@@ -22,39 +22,38 @@ rate against the SFT model, as DPO and GRPO do.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from lab import evals, models, telemetry
-from lab.configs import option
+from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError
-from lab.stages import check_parent, parent_run_id, prepare, prompt_set, save_policy, world_of
+from lab.stages import Stage, check_parent, prompt_set, world_of
+from lab.stages.base import LoraArgs, TrainArgs, check_training, for_kbit_training, lora_config, prepare, save_model
+from lab.stages.reward import check_usable
 from lab.tokenizers import end_of_turn_id
 
-MODES = ("full", "lora", "lora-8bit")
+STAGE = Stage(label="PPO", page="Align", data="prompts", produces="chat")
 
 
 @dataclass
-class Config:
-    parent: str = option("", "the policy to start from: an SFT run (model/ or LoRA adapter/), a local model folder, or a hub id")
-    reward: str = option("", "a reward run or reward-model folder (…ForSequenceClassification, one output), or 'gold': the toy world's gold judge")
-    mode: str = option("full", "train the whole policy and critic, or LoRA adapters on a full or 8-bit base", choices=MODES)
-    data: str = option("world", "prompts: 'world' (the toy world's) or a file of prompts, preference pairs or chats")
-    max_steps: int = option(50, "rollout batches (each: sample, score, then ppo_epochs passes of updates)")
-    batch_size: int = option(16, "prompts per rollout batch")
-    mini_batch_size: int = option(4, "rollouts per optimizer step; must divide batch_size")
-    ppo_epochs: int = option(4, "passes over each rollout batch")
-    learning_rate: float = option(3e-5, "AdamW learning rate for policy and critic, decayed linearly to 0")
-    # 0.2, not TRL's 0.05: on the toy world a 3M-parameter reward model has blind spots, and at 0.05-0.1 the policy
-    # drifted 6-9 nats from the SFT model into answers it overrates ("Happy to help help."): refusals fell to 39-68%
-    # on some seeds; at 0.2 win 75-78%, refusals 92-100% on two seeds (bench/RESULTS.md)
+class Config(LoraArgs, TrainArgs):
+    parent: str = option("", "the policy to start from: an SFT run (model/ or LoRA adapter/), a local model folder, or a hub id", order=MODEL, runs=("sft",))
+    reward: str = option("", "a reward run or reward-model folder (…ForSequenceClassification, one output), or 'gold': the toy world's gold judge", order=MODEL, runs=("reward",))
+    mode: str = inherit(LoraArgs, "mode", "full", choices=("full", "lora", "lora-8bit"), help="train the whole policy and critic, or LoRA adapters on a full or 8-bit base")
+    data: str = option("world", "prompts: 'world' (the toy world's) or a file of prompts, preference pairs or chats", order=DATA)
+    max_steps: int = inherit(TrainArgs, "max_steps", 50, help="rollout batches (each: sample, score, then ppo_epochs passes of updates)")
+    batch_size: int = inherit(TrainArgs, "batch_size", 16, help="prompts per rollout batch")
+    mini_batch_size: int = option(4, "rollouts per optimizer step; must divide batch_size", order=TRAINING)
+    ppo_epochs: int = option(4, "passes over each rollout batch", order=TRAINING)
+    learning_rate: float = inherit(TrainArgs, "learning_rate", 3e-5, help="AdamW learning rate for policy and critic, decayed linearly to 0")
+    # 0.2, not TRL's 0.05: a small reward model has blind spots, and with less the policy drifted into answers it
+    # overrates (bench/RESULTS.md, "PPO's KL coefficient")
     kl_coef: float = option(0.2, "β: weight of the per-token KL penalty against the reference (initial value when kl_target > 0)")
     kl_target: float = option(0.0, "adaptive KL: steer kl_coef so that KL per answer stays near this (0: fixed kl_coef)")
     response_length: int = option(48, "most tokens sampled per answer")
@@ -70,17 +69,9 @@ class Config:
     max_grad_norm: float = option(1.0, "clip the gradient norm of each update (0: off)", advanced=True)
     max_prompt_length: int = option(128, "tokens of prompt kept (longer prompts lose their start)", advanced=True)
     forward_batch_size: int = option(16, "rollouts per no-grad pass of the reference and critic (memory against speed)", advanced=True)
-    lora_r: int = option(16, "LoRA rank (policy and critic)", advanced=True)
-    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True)
-    lora_targets: str = option("all-linear", "modules that get adapters: all-linear, or comma-separated names (q_proj,v_proj)", advanced=True)
-    logging_steps: int = option(1, "log metrics every N rollout batches (averaged over them)", advanced=True)
+    logging_steps: int = inherit(TrainArgs, "logging_steps", 1, help="log metrics every N rollout batches (averaged over them)")
     sample_every: int = option(5, "write a few rollouts to samples.jsonl every N rollout batches (0: never)", advanced=True)
     eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True)
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes of training (0: no limit)", advanced=True)
-    seed: int = option(0, "random seed", advanced=True)
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True)
-    threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True)
-    name: str = option("", "a name for the run (default: its id)", advanced=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,214 +237,243 @@ def _mean(rows: list[dict]) -> dict:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
-def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config: Config, run=None, judge=None) -> dict:
-    """PPO on `prompts` (user messages, or chats ending with the user's turn). `reference=None` means
-    the policy with its LoRA adapter disabled. `reward_fn(prompts, answers) -> scores`;
-    `judge(prompt, answer) -> float` (optional) adds gold/score. Logs to `run` (optional).
-    Returns the per-rollout-batch history and how it ended."""
-    device = next(policy.parameters()).device
-    stop_id = end_of_turn_id(tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_id
-    params = [p for m in (policy, critic) for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / config.max_steps))
-    kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
-    # Plain sampling at `temperature`. Every warper is set explicitly, because generate fills the fields
-    # left unset from the model's own generation_config (a hub model's repetition penalty or top-p would
-    # make the rollouts come from another distribution than the one PPO optimises). The scores it
-    # returns are then that distribution's logits: the rollout's log-probs, without a forward pass.
-    sampling = GenerationConfig(
-        max_new_tokens=config.response_length, do_sample=True, temperature=config.temperature, top_k=0, top_p=1.0,
-        min_p=0.0, typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
-        eos_token_id=stop_id, pad_token_id=pad_id, output_scores=True, return_dict_in_generate=True,
-    )
-    # No dropout, one mode: the log-probs of the rollout and of the first update are the same numbers
-    # (up to float rounding), so the ratio starts at 1 and measures only what the updates changed.
-    for m in (policy, reference, critic):
-        if m is not None:
-            for module in m.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = 0.0
-            m.eval()
+@dataclass
+class Rollout:
+    """One batch of experience: the prompts, the answers sampled for them, and what the updates read of them
+    ([batch, answer tokens] tensors unless said otherwise)."""
 
-    def reference_logprobs(ids, att, n_prompt):
-        if reference is not None:
-            return token_logprobs(reference, ids, att, n_prompt, config.temperature)
-        with policy.disable_adapter():
-            return token_logprobs(policy, ids, att, n_prompt, config.temperature)
+    prompts: list
+    answers: list[str]
+    ids: torch.Tensor  # [batch, prompt + answer tokens]
+    att: torch.Tensor
+    n_prompt: int
+    mask: torch.Tensor
+    ended: torch.Tensor  # [batch]: the answer closed its turn
+    logprobs: torch.Tensor  # the policy's, at sampling time
+    scores: torch.Tensor | None = None  # [batch]: the reward model's, less the missing-eos penalty
+    gold: list[float] | None = None
+    ref_logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    non_score_reward: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
 
-    rng = random.Random(config.seed)
-    order: list[int] = []
-    history: list[dict] = []
-    window: list[dict] = []
-    stopped = timed_out = False
-    t_start = t_window = time.time()
-    step = 0
 
-    def flush():
-        nonlocal window, t_window
-        if not window:
-            return
-        now = time.time()
-        logged = {"step": step, "episode": step * config.batch_size, **_mean(window),
-                  "samples_per_second": len(window) * config.batch_size / max(now - t_window, 1e-9), "elapsed": now - t_start}
-        if run is not None:
-            run.log_metrics(logged)
-        print(" ".join(f"{k}={v:.4g}" for k, v in logged.items() if k in ("step", "objective/scores", "objective/kl", "gold/score", "loss/value_avg")), flush=True)
-        window, t_window = [], now
+class PPO:
+    """The policy, its reference and the critic, with the optimizer and the KL controller: `rollout`
+    samples a batch, `score` and `advantages` turn it into experience, `update` runs the PPO epochs on it.
+    `reference=None` means the policy with its LoRA adapter disabled."""
 
-    def stop_now(where: str) -> bool:
-        nonlocal stopped
-        if not stopped and telemetry.stop_requested():
-            stopped = True
+    def __init__(self, policy, reference, critic, tokenizer, config: Config):
+        self.policy, self.reference, self.critic, self.tokenizer, self.config = policy, reference, critic, tokenizer, config
+        self.device = next(policy.parameters()).device
+        self.stop_id = end_of_turn_id(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_id
+        self.params = [p for m in (policy, critic) for p in m.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=0.0)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: max(0.0, 1.0 - step / config.max_steps))
+        self.kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
+        self.stopped = False
+        # Plain sampling at `temperature`. Every warper is set explicitly, because generate fills the fields
+        # left unset from the model's own generation_config (a hub model's repetition penalty or top-p would
+        # make the rollouts come from another distribution than the one PPO optimises). The scores it
+        # returns are then that distribution's logits: the rollout's log-probs, without a forward pass.
+        self.sampling = GenerationConfig(
+            max_new_tokens=config.response_length, do_sample=True, temperature=config.temperature, top_k=0, top_p=1.0,
+            min_p=0.0, typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+            eos_token_id=self.stop_id, pad_token_id=self.pad_id, output_scores=True, return_dict_in_generate=True,
+        )
+        # No dropout, one mode: the log-probs of the rollout and of the first update are the same numbers
+        # (up to float rounding), so the ratio starts at 1 and measures only what the updates changed.
+        for m in (policy, reference, critic):
+            if m is not None:
+                for module in m.modules():
+                    if isinstance(module, torch.nn.Dropout):
+                        module.p = 0.0
+                m.eval()
+
+    def stop_now(self, step: int, where: str) -> bool:
+        if not self.stopped and telemetry.stop_requested():
+            self.stopped = True
             print(f"stop requested: rollout batch {step + 1} ends {where}; saving the policy of its last update", flush=True)
-        return stopped
+        return self.stopped
 
-    while step < config.max_steps and not stop_now("before it starts"):
-        t0 = time.time()
-        if len(order) < config.batch_size:
-            fresh = list(range(len(prompts)))
-            rng.shuffle(fresh)
-            order += fresh * max(1, math.ceil(config.batch_size / len(fresh)))
-        batch_prompts = [prompts[i] for i in order[: config.batch_size]]
-        del order[: config.batch_size]
-
-        # 1. rollout: sample answers with the policy
-        enc = encode_prompts(tokenizer, batch_prompts, config.max_prompt_length, device)
+    @torch.no_grad()
+    def rollout(self, prompts: list) -> Rollout:
+        """Sample an answer to each prompt with the policy."""
+        enc = encode_prompts(self.tokenizer, prompts, self.config.max_prompt_length, self.device)
         n_prompt = enc["input_ids"].shape[1]
-        with torch.no_grad():
-            out = policy.generate(**enc, generation_config=sampling, stopping_criteria=StoppingCriteriaList([_StopOnRequest()]))
-        if stop_now("after sampling"):
-            break
-        responses, mask = response_mask(out.sequences[:, n_prompt:], stop_id, pad_id)
+        out = self.policy.generate(**enc, generation_config=self.sampling, stopping_criteria=StoppingCriteriaList([_StopOnRequest()]))
+        responses, mask = response_mask(out.sequences[:, n_prompt:], self.stop_id, self.pad_id)
         logprobs = torch.stack(out.scores, 1).float().log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1) * mask
-        del out
-        ended = (responses == stop_id).any(1)
-        answers = [tokenizer.decode(r[: int(m.sum())], skip_special_tokens=True).strip() for r, m in zip(responses, mask)]
+        answers = [self.tokenizer.decode(r[: int(m.sum())], skip_special_tokens=True).strip() for r, m in zip(responses, mask)]
+        return Rollout(prompts=prompts, answers=answers, ids=torch.cat([enc["input_ids"], responses], 1),
+                       att=torch.cat([enc["attention_mask"], mask.long()], 1), n_prompt=n_prompt, mask=mask,
+                       ended=(responses == self.stop_id).any(1), logprobs=logprobs)
 
-        # 2. score the whole answers
-        scores = torch.tensor(reward_fn(batch_prompts, answers), dtype=torch.float, device=device)
+    def score(self, rollout: Rollout, reward_fn, judge, step: int) -> None:
+        """The reward model's score of each whole answer (and the gold judge's, when there is one)."""
+        scores = torch.tensor(reward_fn(rollout.prompts, rollout.answers), dtype=torch.float, device=self.device)
         if not torch.isfinite(scores).all():
             raise telemetry.Diverged(f"the reward function returned {scores.tolist()} at rollout batch {step + 1}: a reward model gone NaN cannot guide PPO; retrain it with a lower learning rate")
-        scores = scores - config.missing_eos_penalty * (~ended).float()
-        gold = [judge(p, a) for p, a in zip(batch_prompts, answers)] if judge else None
-        if stop_now("after scoring"):
-            break
+        rollout.scores = scores - self.config.missing_eos_penalty * (~rollout.ended).float()
+        rollout.gold = [judge(p, a) for p, a in zip(rollout.prompts, rollout.answers)] if judge else None
 
-        # 3. log-probs of the reference, values of the critic; then rewards and advantages
-        ids = torch.cat([enc["input_ids"], responses], 1)
-        att = torch.cat([enc["attention_mask"], mask.long()], 1)
+    def _reference_logprobs(self, ids, att, n_prompt):
+        if self.reference is not None:
+            return token_logprobs(self.reference, ids, att, n_prompt, self.config.temperature)
+        with self.policy.disable_adapter():
+            return token_logprobs(self.policy, ids, att, n_prompt, self.config.temperature)
+
+    @torch.no_grad()
+    def advantages(self, r: Rollout) -> None:
+        """The reference's log-probs and the critic's values, then per-token rewards, GAE and whitened advantages."""
+        c = self.config
         ref_logprobs, values = [], []
-        with torch.no_grad():
-            for i in range(0, len(ids), config.forward_batch_size):
-                sl = slice(i, i + config.forward_batch_size)
-                ref_logprobs.append(reference_logprobs(ids[sl], att[sl], n_prompt))
-                values.append(token_scores(critic, ids[sl], att[sl])[:, n_prompt - 1 : -1])
-            ref_logprobs, values = torch.cat(ref_logprobs) * mask, torch.cat(values) * mask
-            rewards, kl, non_score_reward = per_token_rewards(scores, logprobs, ref_logprobs, mask, kl_ctl.value)
-            if config.whiten_rewards:
-                rewards = whiten(rewards, mask, shift_mean=False)
-            advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)
-            advantages = whiten(advantages, mask)
-        t_rollout = time.time() - t0
+        for i in range(0, len(r.ids), c.forward_batch_size):
+            sl = slice(i, i + c.forward_batch_size)
+            ref_logprobs.append(self._reference_logprobs(r.ids[sl], r.att[sl], r.n_prompt))
+            values.append(token_scores(self.critic, r.ids[sl], r.att[sl])[:, r.n_prompt - 1 : -1])
+        r.ref_logprobs, r.values = torch.cat(ref_logprobs) * r.mask, torch.cat(values) * r.mask
+        rewards, r.kl, r.non_score_reward = per_token_rewards(r.scores, r.logprobs, r.ref_logprobs, r.mask, self.kl_ctl.value)
+        r.rewards = whiten(rewards, r.mask, shift_mean=False) if c.whiten_rewards else rewards
+        advantages, r.returns = gae(r.rewards, r.values, r.mask, c.gamma, c.lam)
+        r.advantages = whiten(advantages, r.mask)
 
-        # 4. PPO epochs over shuffled mini-batches
+    def update(self, r: Rollout, step: int) -> list[dict]:
+        """`ppo_epochs` passes over shuffled mini-batches of the rollout: the clipped policy loss plus `vf_coef`
+        times the clipped value loss. Returns each update's statistics (fewer when a stop came between them)."""
+        c = self.config
         stats = []
-        for _ in range(config.ppo_epochs):
-            for idx in torch.randperm(len(ids)).split(config.mini_batch_size):
-                if stop_now(f"after {len(stats)} of its {config.ppo_epochs * len(ids) // config.mini_batch_size} updates"):
-                    break
-                m = mask[idx]
-                new_logprobs, entropy = token_logprobs(policy, ids[idx], att[idx], n_prompt, config.temperature, with_entropy=True)
-                new_values = token_scores(critic, ids[idx], att[idx])[:, n_prompt - 1 : -1]
-                pg = policy_loss(new_logprobs, logprobs[idx], advantages[idx], m, config.cliprange)
-                vf = value_loss(new_values, values[idx], returns[idx], m, config.cliprange_value)
-                loss = pg["loss"] + config.vf_coef * vf["loss"]
+        n_updates = c.ppo_epochs * len(r.ids) // c.mini_batch_size
+        for _ in range(c.ppo_epochs):
+            for idx in torch.randperm(len(r.ids)).split(c.mini_batch_size):
+                if self.stop_now(step, f"after {len(stats)} of its {n_updates} updates"):
+                    return stats
+                m = r.mask[idx]
+                new_logprobs, entropy = token_logprobs(self.policy, r.ids[idx], r.att[idx], r.n_prompt, c.temperature, with_entropy=True)
+                new_values = token_scores(self.critic, r.ids[idx], r.att[idx])[:, r.n_prompt - 1 : -1]
+                pg = policy_loss(new_logprobs, r.logprobs[idx], r.advantages[idx], m, c.cliprange)
+                vf = value_loss(new_values, r.values[idx], r.returns[idx], m, c.cliprange_value)
+                loss = pg["loss"] + c.vf_coef * vf["loss"]
                 if not torch.isfinite(loss):
-                    raise telemetry.Diverged(
-                        f"PPO diverged: loss is {loss.item()} at rollout batch {step + 1}. Lower the learning rate, "
-                        "keep max_grad_norm on, or raise kl_coef"
-                    )
-                optimizer.zero_grad(set_to_none=True)
+                    raise telemetry.Diverged(f"PPO diverged: loss is {loss.item()} at rollout batch {step + 1}. Lower the learning rate, "
+                                             "keep max_grad_norm on, or raise kl_coef")
+                self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if config.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
+                if c.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
+                self.optimizer.step()
                 stats.append({
                     "policy/approxkl_avg": pg["approxkl"].item(), "policy/clipfrac_avg": pg["clipfrac"].item(),
                     "loss/policy_avg": pg["loss"].item(), "loss/value_avg": vf["loss"].item(),
                     "val/clipfrac_avg": vf["clipfrac"].item(), "policy/entropy_avg": masked_mean(entropy, m).item(),
                     "val/ratio": pg["ratio"].item(),
                 })
-            if stopped:
-                break
+        return stats
+
+    def end_batch(self, r: Rollout, stats: list[dict]) -> dict:
+        """Step the schedule and the KL controller; the batch's metrics under TRL's names."""
+        lr = self.schedule.get_last_lr()[0]
+        self.schedule.step()
+        mean_kl = r.kl.sum(1).mean().item()
+        kl_coef = self.kl_ctl.value
+        self.kl_ctl.update(mean_kl, len(r.ids))
+        non_score = r.non_score_reward.sum(1).mean().item()
+        return {
+            "objective/kl": mean_kl,
+            "objective/entropy": (-r.logprobs * r.mask).sum(1).mean().item(),
+            "objective/non_score_reward": non_score,
+            "objective/rlhf_reward": non_score + r.scores.mean().item(),
+            "objective/scores": r.scores.mean().item(),
+            **_mean(stats),
+            "val/num_eos_tokens": float(r.ended.sum().item()),
+            "lr": lr,
+            **({"gold/score": sum(r.gold) / len(r.gold)} if r.gold else {}),
+            **({"kl_coef": kl_coef} if self.config.kl_target > 0 else {}),
+        }
+
+
+def prompt_batches(prompts: list, batch_size: int, seed: int):
+    """Batches of prompts for ever, each pass over them in a fresh random order."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            fresh = list(range(len(prompts)))
+            rng.shuffle(fresh)
+            order += fresh * max(1, math.ceil(batch_size / len(fresh)))
+        yield [prompts[i] for i in order[:batch_size]]
+        del order[:batch_size]
+
+
+class Log:
+    """Rows averaged over `logging_steps` rollout batches into metrics.jsonl, and a few rollouts into samples.jsonl."""
+
+    def __init__(self, run, config: Config):
+        self.run, self.config = run, config
+        self.window: list[dict] = []
+        self.t_start = self.t_window = time.time()
+
+    def sample(self, step: int, r: Rollout) -> None:
+        if self.run is None or not self.config.sample_every or not (step % self.config.sample_every == 0 or step == 1):
+            return
+        for i in range(min(4, len(r.answers))):
+            self.run.log_sample({"step": step, "time": time.time(), "prompt": _text(r.prompts[i]), "response": r.answers[i], "score": r.scores[i].item(),
+                                 **({"gold": r.gold[i]} if r.gold else {}), "kl": r.kl[i].sum().item()})
+
+    def flush(self, step: int) -> None:
+        if not self.window:
+            return
+        now = time.time()
+        logged = {"step": step, "episode": step * self.config.batch_size, **_mean(self.window),
+                  "samples_per_second": len(self.window) * self.config.batch_size / max(now - self.t_window, 1e-9), "elapsed": now - self.t_start}
+        if self.run is not None:
+            self.run.log_metrics(logged)
+        print(" ".join(f"{k}={v:.4g}" for k, v in logged.items() if k in ("step", "objective/scores", "objective/kl", "gold/score", "loss/value_avg")), flush=True)
+        self.window, self.t_window = [], now
+
+
+def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config: Config, run=None, judge=None) -> dict:
+    """PPO on `prompts` (user messages, or chats ending with the user's turn): rollout → score → advantages →
+    PPO epochs → log, for `max_steps` rollout batches. `reference=None` means the policy with its LoRA adapter
+    disabled. `reward_fn(prompts, answers) -> scores`; `judge(prompt, answer) -> float` (optional) adds
+    gold/score. Logs to `run` (optional). Returns the per-rollout-batch history and how it ended."""
+    ppo, log = PPO(policy, reference, critic, tokenizer, config), Log(run, config)
+    batches = prompt_batches(prompts, config.batch_size, config.seed)
+    history: list[dict] = []
+    step, timed_out = 0, False
+    while step < config.max_steps and not ppo.stop_now(step, "before it starts"):
+        t0 = time.time()
+        rollout = ppo.rollout(next(batches))
+        if ppo.stop_now(step, "after sampling"):
+            break
+        ppo.score(rollout, reward_fn, judge, step)
+        if ppo.stop_now(step, "after scoring"):
+            break
+        ppo.advantages(rollout)
+        t_rollout = time.time() - t0
+        stats = ppo.update(rollout, step)
         if not stats:  # stopped before the first update of this batch: nothing learned from it
             break
         step += 1
-        lr = schedule.get_last_lr()[0]
-        schedule.step()
-        mean_kl = kl.sum(1).mean().item()
-        kl_coef = kl_ctl.value
-        kl_ctl.update(mean_kl, len(ids))
-
-        row = {
-            "objective/kl": mean_kl,
-            "objective/entropy": (-logprobs * mask).sum(1).mean().item(),
-            "objective/non_score_reward": non_score_reward.sum(1).mean().item(),
-            "objective/rlhf_reward": non_score_reward.sum(1).mean().item() + scores.mean().item(),
-            "objective/scores": scores.mean().item(),
-            **_mean(stats),
-            "val/num_eos_tokens": float(ended.sum().item()),
-            "lr": lr,
-            "time/rollout": t_rollout,
-            "time/update": time.time() - t0 - t_rollout,
-            **({"gold/score": sum(gold) / len(gold)} if gold else {}),
-            **({"kl_coef": kl_coef} if config.kl_target > 0 else {}),
-        }
+        row = {**ppo.end_batch(rollout, stats), "time/rollout": t_rollout, "time/update": time.time() - t0 - t_rollout}
         history.append(row)
-        window.append(row)
-        if run is not None and config.sample_every and (step % config.sample_every == 0 or step == 1):
-            for i in range(min(4, len(answers))):
-                run.log_sample({"step": step, "time": time.time(), "prompt": _text(batch_prompts[i]), "response": answers[i], "score": scores[i].item(),
-                                **({"gold": gold[i]} if gold else {}), "kl": kl[i].sum().item()})
-        if config.max_minutes and time.time() - t_start >= config.max_minutes * 60:
-            timed_out = True
-        if step % config.logging_steps == 0 or step == config.max_steps or timed_out or stopped:
-            flush()
-        if timed_out:
+        log.window.append(row)
+        log.sample(step, rollout)
+        timed_out = bool(config.max_minutes) and time.time() - log.t_start >= config.max_minutes * 60
+        if step % config.logging_steps == 0 or step == config.max_steps or timed_out or ppo.stopped:
+            log.flush(step)
+        if timed_out or ppo.stopped:
             break
-    flush()  # a stop ends the loop between logging steps: the last partial window still reaches the curve
-    return {"steps": step, "episodes": step * config.batch_size, "history": history, "stopped": stopped, "timed_out": timed_out, "kl_coef": kl_ctl.value}
+    log.flush(step)  # a stop ends the loop between logging steps: the last partial window still reaches the curve
+    return {"steps": step, "episodes": step * config.batch_size, "history": history, "stopped": ppo.stopped, "timed_out": timed_out, "kl_coef": ppo.kl_ctl.value}
 
 
 # ------------------------------------------------------------------------------------------------
 # The stage: prompts, policy, reference, reward model and critic from the config
-
-
-
-def parent_of(config: Config) -> str | None:
-    return parent_run_id(config.parent)
-
-
-def _reward_folder(config: Config) -> str:
-    """The reward model's path, or a ValueError saying what to pass instead."""
-    path = check_parent(config.reward, "--reward")
-    folder = Path(path)
-    if not folder.is_dir():  # a hub id: from_pretrained will tell
-        return path
-    if not (folder / "config.json").exists():  # check_parent let a LoRA adapter through
-        raise UserError(f"--reward {config.reward}: {folder} holds a LoRA adapter: export the reward run with "
-                         "`llm-lab export RUN --merge` and pass the merged folder")
-    cfg = json.loads((folder / "config.json").read_text())
-    archs = cfg.get("architectures") or ["an unknown architecture"]
-    labels = len(cfg.get("id2label") or {0: ""})
-    if not any(a.endswith("ForSequenceClassification") for a in archs) or labels != 1:
-        raise UserError(
-            f"--reward {config.reward}: {folder} holds {archs[0]}{f' with {labels} labels' if labels != 1 else ''}, not a reward "
-            "model (a …ForSequenceClassification with one output): train one with `llm-lab train reward --parent SFT_RUN`, "
-            "or use --reward gold on the toy world"
-        )
-    return path
 
 
 def check(config: Config) -> None:
@@ -464,30 +484,20 @@ def check(config: Config) -> None:
         raise UserError(f"--mini-batch-size {config.mini_batch_size} must divide --batch-size {config.batch_size}")
     if config.temperature <= 0:
         raise UserError("--temperature must be above 0: PPO learns from sampled answers")
-    device = models.pick_device(config.device)
+    if config.lora_dropout:
+        raise UserError(f"--lora-dropout {config.lora_dropout}: PPO trains without dropout (its ratio must compare the same function at "
+                        "rollout and at update); leave it at 0")
+    check_training(config)
     check_parent(config.parent)
-    if config.reward == "gold":
-        if world_of(config.data) is None:
-            raise UserError("--reward gold is the toy world's judge: it scores only the toy world's prompts (--data world); "
-                             "for your prompts pass a reward model")
-    elif not config.reward:
-        raise UserError("--reward is required: a reward run (`llm-lab train reward --parent SFT_RUN`), a reward-model folder, or 'gold'")
-    else:
-        _reward_folder(config)
-    if config.mode in models.QUANTIZED:
-        models.require_bitsandbytes(config.mode, device)
+    check_usable(config.reward, config.data)
     if world_of(config.data) is None:
         prompt_set(config.data)
 
 
 def _lora(model, config: Config, task_type: str):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
 
-    if config.mode in models.QUANTIZED:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    targets = config.lora_targets if config.lora_targets == "all-linear" else [t.strip() for t in config.lora_targets.split(",") if t.strip()]
-    # no LoRA dropout: the PPO ratio must compare the same function at rollout and at update
-    return get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=targets, task_type=task_type))
+    return get_peft_model(for_kbit_training(model, config.mode), lora_config(config, task_type))
 
 
 def run(config: Config, run) -> dict:
@@ -509,7 +519,7 @@ def run(config: Config, run) -> dict:
         policy, reference = _lora(policy, config, "CAUSAL_LM"), None
     else:
         reference = load(parent_path, AutoModelForCausalLM, "full")[0].requires_grad_(False)
-    n_trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    n_trainable = models.count_parameters(policy, trainable=True)
 
     # the reward, and the critic that learns to predict it per token
     critic_from = parent_path
@@ -517,7 +527,7 @@ def run(config: Config, run) -> dict:
         def reward_fn(batch_prompts, answers):
             return [world.judge(p, a).score for p, a in zip(batch_prompts, answers)]
     else:
-        reward_model, reward_tokenizer, reward_path = load(_reward_folder(config), AutoModelForSequenceClassification, "full")
+        reward_model, reward_tokenizer, reward_path = load(check_usable(config.reward, config.data), AutoModelForSequenceClassification, "full")
         reward_model.eval().requires_grad_(False)
 
         def reward_fn(batch_prompts, answers):
@@ -542,5 +552,5 @@ def run(config: Config, run) -> dict:
     if world is not None and not result["stopped"]:  # a stopped run saves at once
         final.update(evals.alignment_eval(policy, tokenizer, world, baseline, config.eval_temperature, config.seed))
         run.log_metrics({"step": result["steps"], **{k: v for k, v in final.items() if k.startswith("eval/")}})
-    save_policy(policy, tokenizer, run, config, parent_path, "Aligned model (PPO)", final)
+    save_model(policy, tokenizer, run, config, "Aligned model (PPO)", final, parent_path)
     return final

@@ -13,63 +13,49 @@ on the toy world, on completing its facts ("The capital of Zorbia is" → "Velmo
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lab import evals, models, telemetry
-from lab.configs import option
+from lab.configs import DATA, MODEL, SCHEDULE, TRAINING, inherit, option
 from lab.errors import UserError
-from lab.runs import atomic_dir
-from lab.stages import parent_run_id, prepare, text_splits, trainer_arguments, world_of
+from lab.stages import Stage, text_splits, world_of
+from lab.stages.base import TrainerArgs, check_training, fit, prepare, save_model, trainer_arguments
+
+STAGE = Stage(
+    label="Pretrain", data="text", produces="base", lineage=("init_from", "tokenizer"), resume_from="init_from",
+    notes="Presets: " + " · ".join(f"**{name}** {p.about}" for name, p in models.PRESETS.items()) + " (`llm-lab presets` counts them exactly).",
+)
 
 
 @dataclass
-class Config:
-    preset: str = option("tiny", "model size for a model trained from scratch", choices=tuple(models.PRESETS))
-    objective: str = option("clm", "clm: causal LM (decoder); mlm: masked LM (encoder)", choices=("clm", "mlm"))
-    data: str = option("world", "training text: 'world' (the built-in toy world) or a file/folder path")
-    tokenizer: str = option("", "a tokenizer run or folder; empty: train a BPE tokenizer on the data first")
-    max_steps: int = option(440, "optimizer steps (0: train for `epochs` instead); 440 x 16 x 128 tokens fit the toy world in 3 CPU minutes")
-    # 16, not 32: the toy world is read 16 times over, and twice the updates for the same tokens learnt its
-    # facts far more surely (120-scene world: 94-95% at 16 x 440 against 47-73% at 32 x 220; bench/RESULTS.md)
-    batch_size: int = option(16, "sequences per step (per device)")
-    seq_len: int = option(128, "tokens per sequence")
-    learning_rate: float = option(3e-3, "peak learning rate (AdamW)")
-    init_from: str = option("", "continue pretraining this model (run id, folder or hub id) instead of a fresh preset", advanced=True)
-    epochs: float = option(1.0, "passes over the data when max_steps is 0", advanced=True)
-    warmup_steps: int = option(50, "linear warm-up steps", advanced=True)
-    lr_scheduler: str = option("cosine", "learning-rate schedule after warm-up", choices=("cosine", "linear", "constant_with_warmup"), advanced=True)
-    weight_decay: float = option(0.1, "AdamW weight decay", advanced=True)
-    grad_accum: int = option(1, "gradient accumulation steps", advanced=True)
-    max_grad_norm: float = option(1.0, "gradient clipping (0: off)", advanced=True)
+class Config(TrainerArgs):
+    preset: str = option("tiny", "model size for a model trained from scratch", choices=tuple(models.PRESETS), order=MODEL)
+    objective: str = option("clm", "clm: causal LM (decoder); mlm: masked LM (encoder)", choices=("clm", "mlm"), order=MODEL)
+    data: str = option("world", "training text: 'world' (the built-in toy world) or a file/folder path", order=DATA)
+    tokenizer: str = option("", "a tokenizer run or folder; empty: train a BPE tokenizer on the data first", order=DATA, runs=("tokenizer",))
+    max_steps: int = inherit(TrainerArgs, "max_steps", 440)
+    # 16, not 32: twice the updates for the same tokens learnt the toy world's facts far more surely (bench/RESULTS.md)
+    batch_size: int = inherit(TrainerArgs, "batch_size", 16, help="sequences per step (per device)")
+    seq_len: int = option(128, "tokens per sequence", order=TRAINING)
+    learning_rate: float = inherit(TrainerArgs, "learning_rate", 3e-3, help="peak learning rate (AdamW)")
+    init_from: str = option("", "continue pretraining this model (run id, folder or hub id) instead of a fresh preset", advanced=True, order=MODEL, runs=("pretrain", "sft"))
+    warmup_steps: int = inherit(TrainerArgs, "warmup_steps", 50)
+    weight_decay: float = inherit(TrainerArgs, "weight_decay", 0.1)
+    grad_accum: int = option(1, "gradient accumulation steps", advanced=True, order=SCHEDULE)
+    max_grad_norm: float = option(1.0, "gradient clipping (0: off)", advanced=True, order=SCHEDULE)
     mlm_probability: float = option(0.15, "share of tokens masked (mlm only)", advanced=True)
     vocab_size: int = option(0, "vocabulary of the tokenizer trained here (0: the preset's)", advanced=True)
-    logging_steps: int = option(10, "log metrics every N steps", advanced=True)
     eval_every: int = option(200, "held-out loss every N steps (0: only at the end)", advanced=True)
     sample_every: int = option(100, "complete the fixed prompts every N steps (0: never)", advanced=True)
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes of training (0: no limit)", advanced=True)
-    seed: int = option(0, "random seed", advanced=True)
-    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True)
-    threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True)
-    name: str = option("", "a name for the run (default: its id)", advanced=True)
-
-
-def parent_of(config: Config) -> str | None:
-    # A continued pretraining builds on a model; a fresh one only borrows a tokenizer, which is
-    # still its parent in the lineage because the model cannot be used without it.
-    return parent_run_id(config.init_from) or parent_run_id(config.tokenizer)
 
 
 def check(config: Config) -> None:
     """Cheap checks of what the user named, before a run is created for it."""
-    if config.max_steps <= 0 and config.epochs <= 0:
-        raise UserError("nothing to train: set --max-steps or --epochs above 0")
-    models.pick_device(config.device)
+    check_training(config)
     if config.tokenizer:
         models.resolve(config.tokenizer)
     if config.init_from:
@@ -159,20 +145,8 @@ def fill_mask(model, tokenizer, texts: list[str]) -> list[str]:
     return out
 
 
-def model_card(config: Config, run, n_params: int) -> str:
-    lineage = f"continued from `{config.init_from}`" if config.init_from else f"trained from scratch (preset `{config.preset}`)"
-    return (
-        "---\nlibrary_name: transformers\ntags: [llm-lifecycle-lab, pretrain]\n---\n"
-        f"# {run.info['name']}\n\n"
-        f"Pretrained with the LLM Lifecycle Lab, stage `pretrain` ({'causal' if config.objective == 'clm' else 'masked'} LM), "
-        f"{lineage}, on `{config.data}`.\n\n"
-        f"- run: `{run.id}`\n- parent run: `{run.parent or 'none'}`\n- parameters: {n_params:,}\n\n"
-        f"Config:\n\n```json\n{json.dumps(config.__dict__, indent=2)}\n```\n"
-    )
-
-
 def run(config: Config, run) -> dict:
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollatorForLanguageModeling, GenerationConfig, Trainer, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     device = prepare(config, run)
 
@@ -220,33 +194,21 @@ def run(config: Config, run) -> dict:
         processing_class=tokenizer,
         callbacks=[callback],
     )
-    output = trainer.train()
-    callback.raise_if_diverged()
-
-    final = {"train_loss": output.training_loss, "steps": trainer.state.global_step, "parameters": n_params, "train_runtime": output.metrics.get("train_runtime")}
-    stopped = telemetry.stop_requested()  # a stopped run saves at once: the evals could outlast the stop's grace
-    if eval_blocks is not None and not stopped:
-        step = trainer.state.global_step
-        done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
-        metrics = done[-1] if done else trainer.evaluate()  # the schedule may have just evaluated this step
-        callback.raise_if_diverged()
-        final["eval_loss"] = metrics["eval_loss"]
-        final["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
     world = world_of(config.data)
-    if config.objective == "clm" and world is not None and not stopped:
-        facts = world.eval_sets()["pretrain_facts"]
-        final.update({f"eval/{k}": v for k, v in evals.fact_completion(model, tokenizer, facts).items()})
-        run.log_metrics({"step": trainer.state.global_step, **{k: v for k, v in final.items() if k.startswith("eval/")}})
 
-    model = trainer.model
-    if config.objective == "clm":
-        from lab.tokenizers import stop_ids
+    def evaluate(model) -> dict:
+        out = {}
+        if eval_blocks is not None:
+            step = trainer.state.global_step
+            done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
+            metrics = done[-1] if done else trainer.evaluate()  # the schedule may have just evaluated this step
+            out = {"eval_loss": metrics["eval_loss"], "eval_perplexity": math.exp(min(metrics["eval_loss"], 50))}
+        if config.objective == "clm" and world is not None:
+            out.update({f"eval/{k}": v for k, v in evals.fact_completion(model, tokenizer, world.eval_sets()["pretrain_facts"]).items()})
+        return out
 
-        model.generation_config = GenerationConfig(eos_token_id=stop_ids(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
-    with atomic_dir(run.path / "model") as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(config, run, n_params), encoding="utf-8")
-    shutil.rmtree(scratch, ignore_errors=True)
-    print("saved model/ " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()), flush=True)
+    final = {"parameters": n_params, **fit(trainer, callback, run, evaluate)}
+    lineage = f"continued from `{config.init_from}`" if config.init_from else f"preset `{config.preset}`"
+    what = f"{'Causal' if config.objective == 'clm' else 'Masked'} LM ({lineage})"
+    save_model(trainer.model, tokenizer, run, config, what, final, parent_path=models.resolve(config.init_from)[0] if config.init_from else None)
     return final

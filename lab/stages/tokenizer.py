@@ -10,23 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.configs import option
+from lab.configs import DATA, MODEL, option
 from lab.runs import atomic_dir
-from lab.stages import text_splits
+from lab.stages import Stage, text_splits
+from lab.stages.base import RunArgs
 from lab.tokenizers import KINDS, stats, train_tokenizer
+
+STAGE = Stage(label="Tokenizer", page="Data & tokenizer", data="text", produces="tokenizer", lineage=())
 
 
 @dataclass
-class Config:
-    kind: str = option("bpe", "tokenizer algorithm", choices=KINDS)
-    vocab_size: int = option(2048, "vocabulary size, special tokens included")
-    data: str = option("world", "training text: 'world' (the built-in toy world) or a file/folder path")
+class Config(RunArgs):
+    kind: str = option("bpe", "tokenizer algorithm", choices=KINDS, order=MODEL)
+    vocab_size: int = option(2048, "vocabulary size, special tokens included", order=MODEL)
+    data: str = option("world", "training text: 'world' (the built-in toy world) or a file/folder path", order=DATA)
     min_frequency: int = option(2, "merges/pieces must occur at least this often (BPE, WordPiece)", advanced=True)
-    name: str = option("", "a name for the run (default: its id)", advanced=True)
-
-
-def parent_of(config: Config) -> None:
-    return None
 
 
 def run(config: Config, run) -> dict:

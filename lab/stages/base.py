@@ -1,0 +1,212 @@
+"""What the training stages share: the config fields every trainer has (as TRL's base config and its
+LoRA arguments), and the start and the end of a stage's `run`: threads, seed and device; the keyword
+arguments of a TrainingArguments; the LoRA config; training to its end (divergence, final metrics,
+evaluations, the scratch folder); the saved model with its model card.
+
+A stage's config extends these dataclasses and overrides their defaults with `configs.inherit`:
+
+    @dataclass
+    class Config(LoraArgs, TrainerArgs):
+        parent: str = option("", "the SFT model", order=MODEL, runs=("sft",))
+        max_steps: int = inherit(TrainerArgs, "max_steps", 100)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lab import models
+from lab.configs import LORA, MODEL, RUN, SCHEDULE, TRAINING, option
+from lab.errors import UserError
+
+MODES = ("full", "lora", "lora-8bit", "lora-4bit")
+SCHEDULES = ("cosine", "linear", "constant_with_warmup")
+
+
+@dataclass
+class RunArgs:
+    name: str = option("", "a name for the run (default: its id)", advanced=True, order=RUN)
+
+
+@dataclass
+class TrainArgs(RunArgs):
+    """Every training stage: how long, how big a step, how fast, and where."""
+
+    max_steps: int = option(100, "optimizer steps (0: train for `epochs` instead)", order=TRAINING)
+    batch_size: int = option(16, "examples per step (per device)", order=TRAINING)
+    learning_rate: float = option(1e-4, "peak learning rate", order=TRAINING)
+    logging_steps: int = option(10, "log metrics every N steps", advanced=True, order=SCHEDULE)
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes of training (0: no limit)", advanced=True, order=RUN)
+    seed: int = option(0, "random seed", advanced=True, order=RUN)
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True, order=RUN)
+    threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True, order=RUN)
+
+
+@dataclass
+class TrainerArgs(TrainArgs):
+    """The stages built on transformers' Trainer (and TRL's trainers on top of it)."""
+
+    epochs: float = option(1.0, "passes over the data when max_steps is 0", advanced=True, order=SCHEDULE)
+    warmup_steps: int = option(10, "linear warm-up steps", advanced=True, order=SCHEDULE)
+    lr_scheduler: str = option("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES, advanced=True, order=SCHEDULE)
+    weight_decay: float = option(0.0, "AdamW weight decay", advanced=True, order=SCHEDULE)
+
+
+@dataclass
+class LoraArgs:
+    """Full fine-tuning, or LoRA adapters on a full, 8-bit or 4-bit base (`models.QUANTIZED`)."""
+
+    mode: str = option("full", "full fine-tuning, or a LoRA adapter on a full, 8-bit or 4-bit base", choices=MODES, order=MODEL + 5)  # after what it trains
+    lora_r: int = option(16, "LoRA rank", advanced=True, order=LORA)
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True, order=LORA)
+    lora_dropout: float = option(0.0, "LoRA dropout", advanced=True, order=LORA)
+    lora_targets: str = option("all-linear", "modules that get adapters: all-linear, or comma-separated names (q_proj,v_proj)", advanced=True, order=LORA)
+
+
+def check_training(config) -> None:
+    """What every Trainer stage refuses before a run exists: nothing to train, a device that is not there,
+    a quantized mode without bitsandbytes."""
+    if config.max_steps <= 0 and getattr(config, "epochs", 0) <= 0:
+        raise UserError("nothing to train: set --max-steps or --epochs above 0")
+    if config.learning_rate < 0:
+        raise UserError(f"--learning-rate {config.learning_rate} is negative: give a positive rate")
+    device = models.pick_device(config.device)
+    if getattr(config, "mode", "full") in models.QUANTIZED:
+        models.require_bitsandbytes(config.mode, device)
+
+
+def prepare(config, run) -> str:
+    """Threads, seed and device for a training stage; records the device in run.json."""
+    import torch
+    from transformers import set_seed
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    set_seed(config.seed)
+    device = models.pick_device(config.device)
+    run.update(device=models.describe_device(device))
+    return device
+
+
+def trainer_arguments(config, device: str, output_dir) -> dict:
+    """The keyword arguments every stage passes to its TrainingArguments / TRL config, so that the
+    lab's policy holds everywhere: the lab saves once, atomically, at the end (no Trainer checkpoints);
+    NaN losses reach the callback instead of being averaged away; bf16 only where the GPU has it (TRL
+    configs default to bf16); no activation checkpointing (TRL's default trades speed for memory the
+    lab's defaults never need); tokens counted for tokens/s."""
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=config.seed,
+        use_cpu=device == "cpu",
+        bf16=models.use_bf16(device),
+        activation_checkpointing=False,
+        include_num_input_tokens_seen="all",
+        dataloader_pin_memory=device.startswith("cuda"),
+    )
+
+
+def lora_config(config, task_type: str, **extra):
+    """The PEFT LoraConfig of a config's LoRA fields, or None in full mode."""
+    if config.mode == "full":
+        return None
+    from peft import LoraConfig
+
+    targets = config.lora_targets if config.lora_targets == "all-linear" else [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets, task_type=task_type, **extra)
+
+
+def for_kbit_training(model, mode: str):
+    """An 8-bit or 4-bit base made ready for LoRA training (norms in fp32, input grads on); others as they are."""
+    if mode not in models.QUANTIZED:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def fit(trainer, callback, run, evaluate=None) -> dict:
+    """`trainer.train()` and the end every Trainer stage shares: a diverged run fails (and saves nothing);
+    the final metrics (train loss, steps, trainable parameters, runtime); `evaluate(model) -> metrics`,
+    unless a stop was asked for (a stopped run saves at once, before its grace runs out), its `eval/` keys
+    also logged as a row of metrics; and the trainer's scratch folder removed, whatever happens."""
+    from lab import telemetry
+
+    try:
+        n_trainable = models.count_parameters(trainer.model, trainable=True)
+        try:
+            output = trainer.train()
+            final = {"train_loss": output.training_loss, "train_runtime": output.metrics.get("train_runtime")}
+        except telemetry.StopRequested:  # online RL stopped mid-rollout (telemetry.stoppable_generation)
+            print(f"stop requested: rollout abandoned at step {trainer.state.global_step}; saving the policy of that step", flush=True)
+            final = {}
+        callback.raise_if_diverged()
+        final.update(steps=trainer.state.global_step, trainable_parameters=n_trainable)
+        if evaluate is not None and not telemetry.stop_requested():
+            evaluated = evaluate(trainer.model)
+            callback.raise_if_diverged()
+            final.update(evaluated)
+            logged = {k: v for k, v in evaluated.items() if k.startswith("eval/")}
+            if logged:
+                run.log_metrics({"step": trainer.state.global_step, **logged})
+        return final
+    finally:
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+
+
+def save_model(model, tokenizer, run, config, what: str, final: dict, parent_path: str | None = None) -> None:
+    """Save a trained model where plain transformers / PEFT load it: `adapter/` for a LoRA model (its config
+    naming the base by absolute path, so it loads from anywhere), else `model/`; with the tokenizer, for a
+    model that writes text a generation config that stops at the end of the assistant's turn (and keeps the
+    stops the parent named: a hub model may have several), and a model card naming the lineage."""
+    from peft import PeftModel
+
+    from lab.runs import atomic_dir
+    from lab.tokenizers import stop_ids
+
+    lora = isinstance(model, PeftModel)
+    inner = model.get_base_model() if lora else model
+    if inner.can_generate():
+        inner.generation_config.eos_token_id = stop_ids(tokenizer, inner.generation_config.eos_token_id)
+        if inner.generation_config.pad_token_id is None:
+            inner.generation_config.pad_token_id = tokenizer.pad_token_id
+    folder = "adapter" if lora else "model"
+    with atomic_dir(run.path / folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if lora:
+            cfg = json.loads((tmp / "adapter_config.json").read_text())
+            cfg["base_model_name_or_path"] = str(Path(parent_path).resolve()) if Path(parent_path).exists() else parent_path
+            (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+        (tmp / "README.md").write_text(model_card(model, run, config, what, final, parent_path), encoding="utf-8")
+    print(f"saved {folder}/ " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()), flush=True)
+
+
+def model_card(model, run, config, what: str, final: dict, parent_path: str | None) -> str:
+    lora = type(model).__name__.startswith("Peft")
+    origin = f"trained from `{parent_path}`" if parent_path else "trained from scratch"
+    mode = f" (mode `{config.mode}`)" if hasattr(config, "mode") else ""
+    return (
+        "---\nlibrary_name: " + ("peft" if lora else "transformers") + f"\ntags: [llm-lifecycle-lab, {run.stage}]\n"
+        + (f"base_model: {parent_path}\n" if lora else "") + "---\n"
+        f"# {run.info['name']}\n\n{what} from the LLM Lifecycle Lab, stage `{run.stage}`{mode}, {origin} on `{config.data}`.\n\n"
+        f"- run: `{run.id}`\n- parent run: `{run.parent or 'none'}`\n"
+        f"- parameters: {models.count_parameters(model):,} ({models.count_parameters(model, trainable=True):,} trainable)\n"
+        + "".join(f"- {k}: {v:.4g}\n" for k, v in final.items() if k.startswith("eval") and isinstance(v, float))
+        + f"\nConfig:\n\n```json\n{json.dumps(asdict(config), indent=2)}\n```\n"
+    )
