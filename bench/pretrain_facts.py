@@ -39,7 +39,7 @@ def main():
     run_dir = Path(store) / proc.stdout.strip().splitlines()[-1]
     info = json.loads((run_dir / "run.json").read_text())
     final = info["final_metrics"]
-    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     tps = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; device {info['device']}")
     print(f"command: {' '.join(cmd[1:])}")

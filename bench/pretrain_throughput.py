@@ -87,7 +87,7 @@ def main():
         bare.append(bare_loop(model, blocks, args.batch_size, args.steps, args.warmup, 3e-3))
         lab.append(lab_run(args.preset, args.batch_size, args.seq_len, args.steps, args.warmup, 3e-3, args.threads))
 
-    b, l = max(bare), max(lab)
+    b, best = max(bare), max(lab)
     median = lambda xs: sorted(xs)[len(xs) // 2]
     print()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, fp32")
@@ -95,7 +95,7 @@ def main():
     print("| loop | tokens/s | ratio |")
     print("|---|---:|---:|")
     print(f"| bare PyTorch | {b:,.0f} | 1.00 |")
-    print(f"| lab (Trainer + callback) | {l:,.0f} | {l / b:.3f} |")
+    print(f"| lab (Trainer + callback) | {best:,.0f} | {best / b:.3f} |")
     print(f"all rounds: bare {[round(x) for x in bare]}, lab {[round(x) for x in lab]}; "
           f"ratio of medians {median(lab) / median(bare):.3f}")
 

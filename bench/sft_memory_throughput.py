@@ -90,7 +90,7 @@ def main():
                "--batch-size", str(args.batch_size), "--logging-steps", "1", "--kl-every", "0", "--sample-every", "0"]
         out, peak = measured(cmd, env)
         run_dir = work / "checkpoints" / out.strip().splitlines()[-1]
-        rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         results.append((f"lab sft --mode {mode}", peak, steady_tokens_per_second(rows)))
 
     out, peak = measured([sys.executable, "-c", PLAIN_TRL, str(parent), str(args.steps), str(args.batch_size), str(work / "plain")], env)

@@ -60,7 +60,7 @@ def main():
     for extra in args.sft or [""]:
         path, wall = train(store, "sft", "--parent", parent, *shlex.split(extra))
         final = json.loads((path / "run.json").read_text())["final_metrics"]
-        rows = [json.loads(l) for l in (path / "metrics.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
         kl = [r["kl"] for r in rows if "kl" in r]
         print(f"| `{extra or '(defaults)'}` | {final['steps']} | {wall:.0f} s | {final['eval/chat_format']:.1%} | "
               f"{final['eval/fact_qa_sft_taught']:.1%} | {final['eval/fact_qa_pretrain_only']:.1%} | "

@@ -227,19 +227,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args, parser) -> int:
+    commands = {"runs": cmd_runs, "stop": cmd_stop, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
     if args.command == "train":
         return cmd_train(args, parser)
-    if args.command == "runs":
-        return cmd_runs(args)
-    if args.command == "stop":
-        return cmd_stop(args)
-    if args.command == "world":
-        return cmd_world(args)
-    if args.command == "presets":
-        return cmd_presets(args)
-    if args.command == "export":
-        return cmd_export(args)
-    if args.command == "app":
-        return cmd_app(args)
+    if args.command in commands:
+        return commands[args.command](args)
     parser.print_help()
     return 0

@@ -58,7 +58,6 @@ class LabCallback(TrainerCallback):
         self.sample_every = sample_every
         self.max_seconds = max_minutes * 60
         self.diverged: Diverged | None = None
-        self.timed_out = False
         self._t0 = self._last_time = time.time()
         self._last_tokens = 0
 
@@ -99,7 +98,6 @@ class LabCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_log = True  # the last partial window still reaches the curve
         if self.max_seconds and time.time() - self._t0 >= self.max_seconds:
-            self.timed_out = True
             control.should_training_stop = True
             control.should_log = True
         if self.sample_every and state.global_step % self.sample_every == 0:

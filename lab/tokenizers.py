@@ -25,12 +25,9 @@ SPECIAL_TOKENS = [EOS, PAD, UNK, MASK, *CHAT_TOKENS]
 END_OF_TURN = (END, "<|im_end|>")
 
 # The lab's chat template: one token per role, the turn right after it, <|end|> closing it, nothing in
-# between. A tiny model answers a question by copying its subject ("Where does Zitu live?" -> "Zitu lives
-# in"), and how well it copies falls with every token between question and answer: with ChatML's
-# "<|im_end|>\n<|im_start|>assistant\n" (ten tokens here, "assistant" spelt in letters) a 3M model that had
-# read every fact's question and answer in that format still answered 23% of them; in this one, 96%
-# (bench/RESULTS.md). Each turn starts with a space, so its first word is the token it is mid-sentence
-# (" Zitu"), the form in which the base model has read nearly every name; "Zitu" is another token.
+# between: a tiny model answers by copying the question's subject, and copies worse with every token between
+# them (ChatML's long headers; bench/RESULTS.md, "a compact chat template"). Each turn starts with a space, so
+# its first word is the token it is mid-sentence (" Zitu"), the form the base model has read it in.
 # The {% generation %} markers let transformers return an assistant-token mask, which is what TRL's
 # `assistant_only_loss` trains on; <|end|> sits inside them so the model learns to stop. bos_token opens
 # the conversation because every pretraining document began with it.

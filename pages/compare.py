@@ -17,7 +17,7 @@ import gradio as gr
 
 from lab import inference, stages
 from pages import api
-from pages.stage import warn
+from pages.stage import HIDDEN, warn
 
 LETTERS = "ABCD"
 PANES = inference.MAX_PANES
@@ -96,6 +96,105 @@ def counter_text(dataset: str) -> str:
     return f"**{c['pairs']}** preference pairs from **{c['rankings']}** votes in `{c['file']}`"
 
 
+def panes_of(models: list[str]) -> list:
+    """Columns shown for the models picked, titled by them, with empty conversations."""
+    n = max(2, len(models))
+    return ([gr.Column(visible=i < n) for i in range(PANES)]
+            + [f"**{LETTERS[i]}** · `{models[i]}`" if i < len(models) else f"**{LETTERS[i]}**" for i in range(PANES)]
+            + [[] for _ in range(PANES)] + [""] * PANES + [""] * PANES + [fresh(models)])
+
+
+def on_models(models, state):
+    models = list(models or [])
+    if models == state["models"]:
+        return [gr.skip()] * (5 * PANES + 1)
+    return panes_of(models)
+
+
+def on_fill(run_id):
+    if not run_id:
+        return gr.skip(), warn(gr.Error("pick an SFT or aligned run first"))
+    try:
+        chain_models = api.lifecycle(run_id)
+    except gr.Error as e:
+        return gr.skip(), warn(e)
+    return gr.Dropdown(choices=model_choices(), value=chain_models), f"lifecycle of `{run_id}`: " + " → ".join(f"`{m}`" for m in chain_models)
+
+
+def view(state, panes, prompt, colour) -> list:
+    """Chatbots, stats and probability views of every pane: the history, then this round's prompt and answer."""
+    conversations, shown_stats, shown_probs = [], [], []
+    for i in range(PANES):
+        pane = panes[i] if panes and i < len(panes) else None
+        turns = list(state["histories"][i])
+        if pane is not None:
+            turns += [{"role": "user", "content": prompt}, {"role": "assistant", "content": pane["answer"] or "…"}]
+        conversations.append(turns)
+        shown_stats.append(stats_text(pane))
+        shown_probs.append(probability_html(pane) if colour else "")
+    return conversations + shown_stats + shown_probs
+
+
+def on_send(models, prompt, temperature, top_p, max_new, seed, mode, reward, colour, state):
+    models = list(models or [])
+    if len(models) < 2:
+        yield [gr.skip()] * (3 * PANES + 1) + [warn(gr.Error("pick at least two models to compare (or fill the panes with a lifecycle)")), gr.skip()]
+        return
+    if not (prompt or "").strip():
+        yield [gr.skip()] * (3 * PANES + 1) + [warn(gr.Error("type a prompt first")), gr.skip()]
+        return
+    if models != state["models"]:
+        state = fresh(models)
+    histories = [list(h) for h in state["histories"][: len(models)]]
+    panes = None
+    try:
+        for panes in api.compare(models, prompt, temperature, top_p, int(max_new), int(seed or 0), mode, reward or "", histories):
+            yield view(state, panes, prompt, colour) + [gr.skip(), "", gr.skip()]
+    except gr.Error as e:
+        yield view(state, None, prompt, colour) + [gr.skip(), warn(e), gr.skip()]
+        return
+    # The round is over: each conversation grows by it, and it can be voted on.
+    done = {**state, "before": histories, "prompt": prompt, "panes": panes, "voted": False,
+            "histories": [h + [{"role": "user", "content": prompt}, {"role": "assistant", "content": p["answer"]}] for h, p in zip(histories, panes)]
+            + state["histories"][len(models):]}
+    yield view(state, panes, prompt, colour) + [done, "", ""]
+
+
+def on_colour(state, colour):
+    panes = state["panes"] or []
+    return [probability_html(panes[i]) if colour and i < len(panes) else "" for i in range(PANES)]
+
+
+def on_vote(i, state, dataset):
+    panes = state["panes"]
+    if not panes:
+        return gr.skip(), warn(gr.Error("nothing to vote on yet: send a prompt first")), gr.skip()
+    if i >= len(panes):
+        return gr.skip(), warn(gr.Error(f"pane {LETTERS[i]} has no answer")), gr.skip()
+    if state["voted"]:
+        return gr.skip(), warn(gr.Error("this round is already voted on: send a new prompt (or undo the vote)")), gr.skip()
+    try:
+        # The prompt is the winning pane's conversation before this round: the panes' earlier answers
+        # differ, and the pair must say what the chosen answer replied to.
+        saved = api.vote(state["prompt"], [p["answer"] for p in panes], i, state["before"][i], dataset, state["models"])
+    except gr.Error as e:
+        return gr.skip(), warn(e), gr.skip()
+    skipped = f" ({saved['skipped']} left out: identical or empty answers)" if saved["skipped"] else ""
+    return counter_text(dataset), f"saved {LETTERS[i]} as preferred to {saved['added']} other answer(s){skipped}", {**state, "voted": True}
+
+
+def on_undo(dataset, state):
+    try:
+        undone = api.undo_feedback(dataset)
+    except gr.Error as e:
+        return gr.skip(), warn(e), gr.skip()
+    return counter_text(dataset), f"removed the last vote's {undone['removed']} pair(s)", {**state, "voted": False}
+
+
+def refresh():
+    return gr.Dropdown(choices=model_choices()), gr.Dropdown(choices=lifecycle_choices()), gr.Dropdown(choices=reward_choices())
+
+
 def build(demo: gr.Blocks) -> None:
     with gr.Tab("Compare") as tab:
         gr.Markdown(ABOUT)
@@ -139,111 +238,20 @@ def build(demo: gr.Blocks) -> None:
         # inside the tab: a component placed in the Tabs between two tabs broke the tab bar (the next
         # tab's button showed the selected tab's label)
         state = gr.State(fresh([]))
-    hidden = dict(api_visibility="private", show_progress="hidden")
-
-    def panes_of(models: list[str]) -> list:
-        """Columns shown for the models picked, titled by them, with empty conversations."""
-        n = max(2, len(models))
-        return ([gr.Column(visible=i < n) for i in range(PANES)]
-                + [f"**{LETTERS[i]}** · `{models[i]}`" if i < len(models) else f"**{LETTERS[i]}**" for i in range(PANES)]
-                + [[] for _ in range(PANES)] + [""] * PANES + [""] * PANES + [fresh(models)])
-
-    def on_models(models, state):
-        models = list(models or [])
-        if models == state["models"]:
-            return [gr.skip()] * (5 * PANES + 1)
-        return panes_of(models)
-
-    def on_fill(run_id):
-        if not run_id:
-            return gr.skip(), warn(gr.Error("pick an SFT or aligned run first"))
-        try:
-            chain_models = api.lifecycle(run_id)
-        except gr.Error as e:
-            return gr.skip(), warn(e)
-        return gr.Dropdown(choices=model_choices(), value=chain_models), f"lifecycle of `{run_id}`: " + " → ".join(f"`{m}`" for m in chain_models)
-
-    def view(state, panes, prompt, colour) -> list:
-        """Chatbots, stats and probability views of every pane: the history, then this round's prompt and answer."""
-        conversations, shown_stats, shown_probs = [], [], []
-        for i in range(PANES):
-            pane = panes[i] if panes and i < len(panes) else None
-            turns = list(state["histories"][i])
-            if pane is not None:
-                turns += [{"role": "user", "content": prompt}, {"role": "assistant", "content": pane["answer"] or "…"}]
-            conversations.append(turns)
-            shown_stats.append(stats_text(pane))
-            shown_probs.append(probability_html(pane) if colour else "")
-        return conversations + shown_stats + shown_probs
-
-    def on_send(models, prompt, temperature, top_p, max_new, seed, mode, reward, colour, state):
-        models = list(models or [])
-        if len(models) < 2:
-            yield [gr.skip()] * (3 * PANES + 1) + [warn(gr.Error("pick at least two models to compare (or fill the panes with a lifecycle)")), gr.skip()]
-            return
-        if not (prompt or "").strip():
-            yield [gr.skip()] * (3 * PANES + 1) + [warn(gr.Error("type a prompt first")), gr.skip()]
-            return
-        if models != state["models"]:
-            state = fresh(models)
-        histories = [list(h) for h in state["histories"][: len(models)]]
-        panes = None
-        try:
-            for panes in api.compare(models, prompt, temperature, top_p, int(max_new), int(seed or 0), mode, reward or "", histories):
-                yield view(state, panes, prompt, colour) + [gr.skip(), "", gr.skip()]
-        except gr.Error as e:
-            yield view(state, None, prompt, colour) + [gr.skip(), warn(e), gr.skip()]
-            return
-        # The round is over: each conversation grows by it, and it can be voted on.
-        done = {**state, "before": histories, "prompt": prompt, "panes": panes, "voted": False,
-                "histories": [h + [{"role": "user", "content": prompt}, {"role": "assistant", "content": p["answer"]}] for h, p in zip(histories, panes)]
-                + state["histories"][len(models):]}
-        yield view(state, panes, prompt, colour) + [done, "", ""]
-
-    def on_colour(state, colour):
-        panes = state["panes"] or []
-        return [probability_html(panes[i]) if colour and i < len(panes) else "" for i in range(PANES)]
-
-    def on_vote(i, state, dataset):
-        panes = state["panes"]
-        if not panes:
-            return gr.skip(), warn(gr.Error("nothing to vote on yet: send a prompt first")), gr.skip()
-        if i >= len(panes):
-            return gr.skip(), warn(gr.Error(f"pane {LETTERS[i]} has no answer")), gr.skip()
-        if state["voted"]:
-            return gr.skip(), warn(gr.Error("this round is already voted on: send a new prompt (or undo the vote)")), gr.skip()
-        try:
-            # The prompt is the winning pane's conversation before this round: the panes' earlier answers
-            # differ, and the pair must say what the chosen answer replied to.
-            saved = api.vote(state["prompt"], [p["answer"] for p in panes], i, state["before"][i], dataset, state["models"])
-        except gr.Error as e:
-            return gr.skip(), warn(e), gr.skip()
-        skipped = f" ({saved['skipped']} left out: identical or empty answers)" if saved["skipped"] else ""
-        return counter_text(dataset), f"saved {LETTERS[i]} as preferred to {saved['added']} other answer(s){skipped}", {**state, "voted": True}
-
-    def on_undo(dataset, state):
-        try:
-            undone = api.undo_feedback(dataset)
-        except gr.Error as e:
-            return gr.skip(), warn(e), gr.skip()
-        return counter_text(dataset), f"removed the last vote's {undone['removed']} pair(s)", {**state, "voted": False}
-
-    def refresh():
-        return gr.Dropdown(choices=model_choices()), gr.Dropdown(choices=lifecycle_choices()), gr.Dropdown(choices=reward_choices())
 
     pane_outputs = columns + titles + chats + stats + probs + [state]
-    picked.change(on_models, inputs=[picked, state], outputs=pane_outputs, **hidden)
-    clear.click(lambda models: panes_of(list(models or [])), inputs=picked, outputs=pane_outputs, **hidden)
-    fill.click(on_fill, inputs=chain, outputs=[picked, message], **hidden)
-    examples.select(lambda text: text, inputs=examples, outputs=prompt, **hidden)
+    picked.change(on_models, inputs=[picked, state], outputs=pane_outputs, **HIDDEN)
+    clear.click(lambda models: panes_of(list(models or [])), inputs=picked, outputs=pane_outputs, **HIDDEN)
+    fill.click(on_fill, inputs=chain, outputs=[picked, message], **HIDDEN)
+    examples.select(lambda text: text, inputs=examples, outputs=prompt, **HIDDEN)
     inputs = [picked, prompt, temperature, top_p, max_new, seed, mode, reward, colour, state]
     gr.on([send.click, prompt.submit], on_send, inputs=inputs, outputs=chats + stats + probs + [state, message, prompt],
           api_visibility="private", show_progress="minimal", **api.GENERATION)
-    colour.change(on_colour, inputs=[state, colour], outputs=probs, **hidden)
+    colour.change(on_colour, inputs=[state, colour], outputs=probs, **HIDDEN)
     for i, button in enumerate(best):
-        button.click(lambda state, dataset, i=i: on_vote(i, state, dataset), inputs=[state, dataset], outputs=[counter, message, state], **hidden)
-    undo.click(on_undo, inputs=[dataset, state], outputs=[counter, message, state], **hidden)
-    dataset.blur(counter_text, inputs=dataset, outputs=counter, **hidden)
+        button.click(lambda state, dataset, i=i: on_vote(i, state, dataset), inputs=[state, dataset], outputs=[counter, message, state], **HIDDEN)
+    undo.click(on_undo, inputs=[dataset, state], outputs=[counter, message, state], **HIDDEN)
+    dataset.blur(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
     for trigger in (tab.select, demo.load):
-        trigger(refresh, outputs=[picked, chain, reward], **hidden)
-    demo.load(counter_text, inputs=dataset, outputs=counter, **hidden)
+        trigger(refresh, outputs=[picked, chain, reward], **HIDDEN)
+    demo.load(counter_text, inputs=dataset, outputs=counter, **HIDDEN)

@@ -20,7 +20,7 @@ from lab import stages
 from lab.errors import UserError
 from pages import api
 from pages.compare import model_choices
-from pages.stage import warn
+from pages.stage import HIDDEN, warn
 
 MAX_K = 4
 
@@ -51,6 +51,95 @@ def summary(dataset: str) -> tuple[str, str | None]:
     except gr.Error as e:
         return f"⚠️ {e.message}", None
     return f"**{c['pairs']}** preference pairs from **{c['rankings']}** rankings in `{c['file']}`", export_copy(c["file"])
+
+
+def on_k(k):
+    k = int(k)
+    return [gr.Column(visible=i < k) for i in range(MAX_K)] + [gr.Radio(choices=list(range(1, k + 1)), value=None) for _ in range(MAX_K)]
+
+
+def on_next(source, state):
+    """The next prompt of the set (read when the set changes), its earlier turns shown above it."""
+    source = (source or "world").strip()
+    state = dict(state)
+    if source != state["source"]:
+        try:
+            prompts = stages.prompt_set(source)
+        except UserError as e:  # a bad file: the message names the line and the fix
+            return gr.skip(), gr.skip(), gr.skip(), warn(gr.Error(str(e)))
+        state.update(source=source, prompts=prompts, index=-1)
+    state["index"] = (state["index"] + 1) % len(state["prompts"])
+    turns = state["prompts"][state["index"]]
+    state.update(context=turns[:-1], answers=[])
+    shown = "\n\n".join(f"**{t['role']}**: {t['content']}" for t in turns[:-1])
+    where = f"prompt {state['index'] + 1} of {len(state['prompts'])} from `{source}`"
+    return turns[-1]["content"], (f"{where}; the conversation so far:\n\n{shown}" if shown else where), state, ""
+
+
+def on_sample(model, prompt, k, temperature, top_p, max_new, seed, mode, state):
+    k = int(k)
+    quiet = [gr.skip()] * (2 * MAX_K + 1)
+    if not model:
+        yield quiet + [warn(gr.Error("pick a model first"))]
+        return
+    if not float(temperature):
+        yield quiet + [warn(gr.Error("temperature 0 is greedy: all K answers would be the same; raise it"))]
+        return
+    # The set's earlier turns belong to its prompt: a prompt typed instead starts a conversation of its own.
+    from_set = state["prompts"] and state["index"] >= 0 and prompt == state["prompts"][state["index"]][-1]["content"]
+    history = state["context"] if from_set else []
+    panes = None
+    try:
+        for panes in api.compare([model] * k, prompt, temperature, top_p, int(max_new), int(seed or 0), mode, "", [history] * k, True):
+            yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [None] * MAX_K + [gr.skip(), ""]
+    except gr.Error as e:
+        yield quiet + [warn(e)]
+        return
+    done = {**state, "answers": [p["answer"] for p in panes], "model": model, "prompt": prompt, "history": history}
+    yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [gr.skip()] * MAX_K + [done, "rank the answers (1 = best), then save"]
+
+
+def on_save(dataset, state, *given):
+    answers = state["answers"]
+    if not answers:
+        return gr.skip(), gr.skip(), warn(gr.Error("nothing to rank yet: sample answers first")), gr.skip()
+    chosen = list(given[: len(answers)])
+    if any(r is None for r in chosen):
+        return gr.skip(), gr.skip(), warn(gr.Error("give every answer a rank (1 = best; equal ranks for no preference)")), gr.skip()
+    try:
+        saved = api.rank(state["prompt"], answers, [int(r) for r in chosen], state["history"], dataset, state["model"])
+    except gr.Error as e:
+        return gr.skip(), gr.skip(), warn(e), gr.skip()
+    text, file = summary(dataset)
+    skipped = f"; {saved['skipped']} left out (identical or empty answers)" if saved["skipped"] else ""
+    # Saved: the answers are spent, so they cannot be saved twice by a second click.
+    return text, file, f"saved {saved['added']} pair(s){skipped}: press Next prompt, then Sample", {**state, "answers": []}
+
+
+def on_undo(dataset):
+    try:
+        undone = api.undo_feedback(dataset)
+    except gr.Error as e:
+        return gr.skip(), gr.skip(), warn(e)
+    return *summary(dataset), f"removed the last ranking's {undone['removed']} pair(s)"
+
+
+def on_train(model, dataset):
+    try:
+        c = api.feedback_count(dataset)
+        if not c["pairs"]:
+            raise gr.Error(f"{Path(c['file']).name} holds no pairs yet: rank some answers first")
+        if not model:
+            raise gr.Error("pick the model the reward model starts from (its parent) first")
+        config = {"parent": model, "data": c["file"], "batch_size": min(16, c["pairs"])}
+        run_id = api.start_run("reward", json.dumps(config))
+    except gr.Error as e:
+        return warn(e)
+    return f"reward run `{run_id}` queued on {c['pairs']} pairs, from `{model}`: watch it on Align → Reward model"
+
+
+def on_upload(file):
+    return gr.Dropdown(choices=["world", *api.uploads()], value=api.keep_upload(file))
 
 
 def build(demo: gr.Blocks) -> None:
@@ -94,101 +183,18 @@ def build(demo: gr.Blocks) -> None:
         # inside the tab: a component placed in the Tabs between two tabs broke the tab bar (the next
         # tab's button showed the selected tab's label)
         state = gr.State(fresh())
-    hidden = dict(api_visibility="private", show_progress="hidden")
 
-    def on_k(k):
-        k = int(k)
-        return [gr.Column(visible=i < k) for i in range(MAX_K)] + [gr.Radio(choices=list(range(1, k + 1)), value=None) for _ in range(MAX_K)]
-
-    def on_next(source, state):
-        """The next prompt of the set (read when the set changes), its earlier turns shown above it."""
-        source = (source or "world").strip()
-        state = dict(state)
-        if source != state["source"]:
-            try:
-                prompts = stages.prompt_set(source)
-            except UserError as e:  # a bad file: the message names the line and the fix
-                return gr.skip(), gr.skip(), gr.skip(), warn(gr.Error(str(e)))
-            state.update(source=source, prompts=prompts, index=-1)
-        state["index"] = (state["index"] + 1) % len(state["prompts"])
-        turns = state["prompts"][state["index"]]
-        state.update(context=turns[:-1], answers=[])
-        shown = "\n\n".join(f"**{t['role']}**: {t['content']}" for t in turns[:-1])
-        where = f"prompt {state['index'] + 1} of {len(state['prompts'])} from `{source}`"
-        return turns[-1]["content"], (f"{where}; the conversation so far:\n\n{shown}" if shown else where), state, ""
-
-    def on_sample(model, prompt, k, temperature, top_p, max_new, seed, mode, state):
-        k = int(k)
-        quiet = [gr.skip()] * (2 * MAX_K + 1)
-        if not model:
-            yield quiet + [warn(gr.Error("pick a model first"))]
-            return
-        if not float(temperature):
-            yield quiet + [warn(gr.Error("temperature 0 is greedy: all K answers would be the same; raise it"))]
-            return
-        # The set's earlier turns belong to its prompt: a prompt typed instead starts a conversation of its own.
-        from_set = state["prompts"] and state["index"] >= 0 and prompt == state["prompts"][state["index"]][-1]["content"]
-        history = state["context"] if from_set else []
-        panes = None
-        try:
-            for panes in api.compare([model] * k, prompt, temperature, top_p, int(max_new), int(seed or 0), mode, "", [history] * k, True):
-                yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [None] * MAX_K + [gr.skip(), ""]
-        except gr.Error as e:
-            yield quiet + [warn(e)]
-            return
-        done = {**state, "answers": [p["answer"] for p in panes], "model": model, "prompt": prompt, "history": history}
-        yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [gr.skip()] * MAX_K + [done, "rank the answers (1 = best), then save"]
-
-    def on_save(dataset, state, *given):
-        answers = state["answers"]
-        if not answers:
-            return gr.skip(), gr.skip(), warn(gr.Error("nothing to rank yet: sample answers first")), gr.skip()
-        chosen = list(given[: len(answers)])
-        if any(r is None for r in chosen):
-            return gr.skip(), gr.skip(), warn(gr.Error("give every answer a rank (1 = best; equal ranks for no preference)")), gr.skip()
-        try:
-            saved = api.rank(state["prompt"], answers, [int(r) for r in chosen], state["history"], dataset, state["model"])
-        except gr.Error as e:
-            return gr.skip(), gr.skip(), warn(e), gr.skip()
-        text, file = summary(dataset)
-        skipped = f"; {saved['skipped']} left out (identical or empty answers)" if saved["skipped"] else ""
-        # Saved: the answers are spent, so they cannot be saved twice by a second click.
-        return text, file, f"saved {saved['added']} pair(s){skipped}: press Next prompt, then Sample", {**state, "answers": []}
-
-    def on_undo(dataset):
-        try:
-            undone = api.undo_feedback(dataset)
-        except gr.Error as e:
-            return gr.skip(), gr.skip(), warn(e)
-        return *summary(dataset), f"removed the last ranking's {undone['removed']} pair(s)"
-
-    def on_train(model, dataset):
-        try:
-            c = api.feedback_count(dataset)
-            if not c["pairs"]:
-                raise gr.Error(f"{Path(c['file']).name} holds no pairs yet: rank some answers first")
-            if not model:
-                raise gr.Error("pick the model the reward model starts from (its parent) first")
-            config = {"parent": model, "data": c["file"], "batch_size": min(16, c["pairs"])}
-            run_id = api.start_run("reward", json.dumps(config))
-        except gr.Error as e:
-            return warn(e)
-        return f"reward run `{run_id}` queued on {c['pairs']} pairs, from `{model}`: watch it on Align → Reward model"
-
-    def on_upload(file):
-        return gr.Dropdown(choices=["world", *api.uploads()], value=api.keep_upload(file))
-
-    k.change(on_k, inputs=k, outputs=boxes + ranks, **hidden)
-    next_prompt.click(on_next, inputs=[source, state], outputs=[prompt, context, state, message], **hidden)
-    source.change(lambda source, state: on_next(source, {**state, "source": None}), inputs=[source, state], outputs=[prompt, context, state, message], **hidden)
+    k.change(on_k, inputs=k, outputs=boxes + ranks, **HIDDEN)
+    next_prompt.click(on_next, inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)
+    source.change(lambda source, state: on_next(source, {**state, "source": None}), inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)
     sample.click(on_sample, inputs=[model, prompt, k, temperature, top_p, max_new, seed, mode, state], outputs=answers + ranks + [state, message],
                  api_visibility="private", show_progress="minimal", **api.GENERATION)
-    save.click(on_save, inputs=[dataset, state, *ranks], outputs=[counter, export, message, state], **hidden)
-    undo.click(on_undo, inputs=dataset, outputs=[counter, export, message], **hidden)
+    save.click(on_save, inputs=[dataset, state, *ranks], outputs=[counter, export, message, state], **HIDDEN)
+    undo.click(on_undo, inputs=dataset, outputs=[counter, export, message], **HIDDEN)
     train.click(on_train, inputs=[model, dataset], outputs=message, api_visibility="private")
-    dataset.blur(summary, inputs=dataset, outputs=[counter, export], **hidden)
-    upload.upload(on_upload, inputs=upload, outputs=source, **hidden)
+    dataset.blur(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
+    upload.upload(on_upload, inputs=upload, outputs=source, **HIDDEN)
     for trigger in (tab.select, demo.load):
-        trigger(lambda: gr.Dropdown(choices=model_choices()), outputs=model, **hidden)
-    demo.load(summary, inputs=dataset, outputs=[counter, export], **hidden)
-    demo.load(on_next, inputs=[source, state], outputs=[prompt, context, state, message], **hidden)
+        trigger(lambda: gr.Dropdown(choices=model_choices()), outputs=model, **HIDDEN)
+    demo.load(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
+    demo.load(on_next, inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)

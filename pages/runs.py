@@ -11,7 +11,7 @@ import pandas as pd
 from lab import runs
 from lab.runs import Run
 from pages import api, curves
-from pages.stage import warn
+from pages.stage import HIDDEN, warn
 
 RESUME_NOTE = (
     "**Resume** continues a stopped or failed pretrain run (or a full SFT run) as far as the lab can: it keeps "
@@ -20,6 +20,9 @@ RESUME_NOTE = (
     "order start afresh, and the new run's parent is the stopped one. **Export** writes a standalone model "
     "folder (`merged/` in the run), with a LoRA adapter folded into its base."
 )
+
+
+PICKERS = 4  # the run pickers a refresh updates: details, overlaid curves, diff A and B
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
@@ -59,6 +62,76 @@ def details(run_id: str | None) -> tuple[str, str, str]:
     return "\n\n".join(lines), info.get("command", ""), log
 
 
+def on_refresh():
+    rows = api.list_runs()
+    ids = [r["id"] for r in reversed(rows)]
+    return [table(rows), *[gr.Dropdown(choices=ids) for _ in range(PICKERS)]]
+
+
+def on_row(evt: gr.SelectData):
+    return evt.row_value[0] if evt.row_value else gr.skip()
+
+
+def act(action, run_id):
+    """Run an action on the picked run, then show its outcome and the store as it is now."""
+    if not run_id:
+        return ["pick a run first", *on_refresh(), *details(run_id)]
+    try:
+        message = action(run_id)
+    except gr.Error as e:
+        message = warn(e)
+    return [message, *on_refresh(), *details(run_id)]
+
+
+def stop_fn(run_id):
+    return f"`{run_id}`: {api.stop_run(run_id)}"
+
+
+def resume_fn(run_id):
+    return f"resumed as a new run `{api.resume_run(run_id)}`; watch it on its stage's page"
+
+
+def export_fn(run_id):
+    return f"exported to `{api.export_run(run_id)}`"
+
+
+def delete_fn(run_id):
+    return api.delete_run(run_id)
+
+
+def on_overlay(run_ids, metric_name, smoothing):
+    rows = {}
+    for run_id in run_ids or []:
+        try:
+            rows[run_id] = Run.open(run_id).metrics()[0]
+        except (LookupError, FileNotFoundError):
+            continue
+    names = list(dict.fromkeys(m for r in rows.values() for m in curves.metric_names(r)))
+    if metric_name not in names:
+        metric_name = next((m for m in ("loss", "eval_loss") if m in names), names[0] if names else None)
+    return gr.Dropdown(choices=names, value=metric_name), curves.overlay_figure(rows, metric_name, smoothing)
+
+
+def on_diff(a, b):
+    if not (a and b):
+        return pd.DataFrame(columns=["field", "A", "B"])
+    try:
+        rows = api.config_diff(a, b)
+    except gr.Error as e:
+        return pd.DataFrame({"field": [f"⚠️ {e.message}"]})
+    if not rows:
+        return pd.DataFrame({"field": ["the two configs are the same"]})
+    return pd.DataFrame([{"field": r["field"], "A": str(r["a"]), "B": str(r["b"])} for r in rows])
+
+
+def on_load():
+    """Open on the newest run."""
+    listing = on_refresh()
+    ids = listing[1].choices
+    listing[1] = gr.Dropdown(choices=ids, value=ids[0][1] if ids else None)
+    return listing
+
+
 def build(demo: gr.Blocks) -> None:
     with gr.Tab("Runs") as tab:
         with gr.Row():
@@ -91,80 +164,19 @@ def build(demo: gr.Blocks) -> None:
             run_b = gr.Dropdown(label="run B", elem_id="runs-b")
         diff = gr.Dataframe(pd.DataFrame(columns=["field", "A", "B"]), interactive=False, wrap=True, elem_id="runs-diff")
 
-    hidden = dict(api_visibility="private", show_progress="hidden")
     pickers = [picked, overlaid, run_a, run_b]
-
-    def on_refresh():
-        rows = api.list_runs()
-        ids = [r["id"] for r in reversed(rows)]
-        return [table(rows), *[gr.Dropdown(choices=ids) for _ in pickers]]
-
-    def on_row(evt: gr.SelectData):
-        return evt.row_value[0] if evt.row_value else gr.skip()
-
-    def act(action, run_id):
-        """Run an action on the picked run, then show its outcome and the store as it is now."""
-        if not run_id:
-            return ["pick a run first", *on_refresh(), *details(run_id)]
-        try:
-            message = action(run_id)
-        except gr.Error as e:
-            message = warn(e)
-        return [message, *on_refresh(), *details(run_id)]
-
-    def stop_fn(run_id):
-        return f"`{run_id}`: {api.stop_run(run_id)}"
-
-    def resume_fn(run_id):
-        return f"resumed as a new run `{api.resume_run(run_id)}`; watch it on its stage's page"
-
-    def export_fn(run_id):
-        return f"exported to `{api.export_run(run_id)}`"
-
-    def delete_fn(run_id):
-        return api.delete_run(run_id)
-
-    def on_overlay(run_ids, metric_name, smoothing):
-        rows = {}
-        for run_id in run_ids or []:
-            try:
-                rows[run_id] = Run.open(run_id).metrics()[0]
-            except (LookupError, FileNotFoundError):
-                continue
-        names = list(dict.fromkeys(m for r in rows.values() for m in curves.metric_names(r)))
-        if metric_name not in names:
-            metric_name = next((m for m in ("loss", "eval_loss") if m in names), names[0] if names else None)
-        return gr.Dropdown(choices=names, value=metric_name), curves.overlay_figure(rows, metric_name, smoothing)
-
-    def on_diff(a, b):
-        if not (a and b):
-            return pd.DataFrame(columns=["field", "A", "B"])
-        try:
-            rows = api.config_diff(a, b)
-        except gr.Error as e:
-            return pd.DataFrame({"field": [f"⚠️ {e.message}"]})
-        if not rows:
-            return pd.DataFrame({"field": ["the two configs are the same"]})
-        return pd.DataFrame([{"field": r["field"], "A": str(r["a"]), "B": str(r["b"])} for r in rows])
-
-    def on_load():
-        """Open on the newest run."""
-        listing = on_refresh()
-        ids = listing[1].choices
-        listing[1] = gr.Dropdown(choices=ids, value=ids[0][1] if ids else None)
-        return listing
 
     listing = [runs_table, *pickers]
     for trigger in (refresh.click, tab.select):
-        trigger(on_refresh, outputs=listing, **hidden)
-    demo.load(on_load, outputs=listing, **hidden)
-    runs_table.select(on_row, outputs=picked, **hidden)
-    picked.change(details, inputs=picked, outputs=[card, command, log], **hidden)
+        trigger(on_refresh, outputs=listing, **HIDDEN)
+    demo.load(on_load, outputs=listing, **HIDDEN)
+    runs_table.select(on_row, outputs=picked, **HIDDEN)
+    picked.change(details, inputs=picked, outputs=[card, command, log], **HIDDEN)
     act_outputs = [outcome, *listing, card, command, log]
     for button, action in ((stop, stop_fn), (resume, resume_fn), (export, export_fn)):
         button.click(lambda run_id, action=action: act(action, run_id), inputs=picked, outputs=act_outputs, api_visibility="private")
     # A deleted run cannot come back: ask first, in the browser.
     delete.click(lambda run_id: act(delete_fn, run_id), inputs=picked, outputs=act_outputs, api_visibility="private",
                  js="(run) => (run && confirm(`Delete run ${run} and all its files?`)) ? run : null")
-    gr.on([overlaid.change, metric.input, smoothing.release], on_overlay, inputs=[overlaid, metric, smoothing], outputs=[metric, overlay], **hidden)
-    gr.on([run_a.change, run_b.change], on_diff, inputs=[run_a, run_b], outputs=diff, **hidden)
+    gr.on([overlaid.change, metric.input, smoothing.release], on_overlay, inputs=[overlaid, metric, smoothing], outputs=[metric, overlay], **HIDDEN)
+    gr.on([run_a.change, run_b.change], on_diff, inputs=[run_a, run_b], outputs=diff, **HIDDEN)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,39 @@ def store(tmp_path_factory):
             jobs.stop(run, grace=5, wait=True)
 
 
-def lab(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+def llm_lab(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """`llm-lab ARGS` as a user runs it, in a subprocess."""
     proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
     if check and proc.returncode != 0:
         raise AssertionError(f"llm-lab {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
     return proc
+
+
+def refused(*argv: str) -> str:
+    """`llm-lab train STAGE FLAGS` checked in this process, as the CLI checks it before a job starts: the
+    user error it is refused with (its one-line message), after asserting that no run folder was made.
+    Cheaper than a subprocess (no torch import per case); one CLI test per kind of error runs it for real."""
+    from lab import cli, configs, jobs, runs, stages
+    from lab.errors import UserError
+
+    before = set(runs.root().iterdir()) if runs.root().exists() else set()
+    args = cli.build_parser(list(argv)).parse_args(list(argv))
+    with pytest.raises(UserError) as refusal:
+        jobs.create(args.stage, configs.from_args(stages.get(args.stage).Config, args, args.config))
+    assert (set(runs.root().iterdir()) if runs.root().exists() else set()) == before, "a run folder was made for a refused config"
+    return str(refusal.value)
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "a condition", shown=None, poll: float = 0.25):
+    """Poll `predicate` until it returns something true, and return that. `shown()`, when given, says what
+    was there instead, for the failure message."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; found {shown()!r}" if shown else ""))
 
 
 def last_line(proc: subprocess.CompletedProcess) -> str:
@@ -46,7 +75,7 @@ def read_jsonl(path: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def nano_run(store) -> Path:
     """A nano causal LM pretrained for 30 steps on the toy world: the parent of later stages' tests."""
-    proc = lab("train", "pretrain", "--preset", "nano", "--max-steps", "30", "--logging-steps", "5", "--sample-every", "10", "--eval-every", "15")
+    proc = llm_lab("train", "pretrain", "--preset", "nano", "--max-steps", "30", "--logging-steps", "5", "--sample-every", "10", "--eval-every", "15")
     return store / last_line(proc)
 
 
@@ -61,7 +90,6 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def lab_app(store, tmp_path_factory):
     """The Gradio lab launched for real (`python -m lab app`) on the session's run store; yields its URL."""
-    import time
     import urllib.request
 
     port = free_port()
@@ -93,7 +121,7 @@ def lab_app(store, tmp_path_factory):
 @pytest.fixture(scope="session")
 def nano_sft_run(nano_run, store) -> Path:
     """A nano instruct model: 3 SFT steps on the nano pretrain run (the parent of alignment tests)."""
-    proc = lab("train", "sft", "--parent", nano_run.name, "--max-steps", "3", "--batch-size", "4", "--kl-every", "0", "--sample-every", "0")
+    proc = llm_lab("train", "sft", "--parent", nano_run.name, "--max-steps", "3", "--batch-size", "4", "--kl-every", "0", "--sample-every", "0")
     return store / last_line(proc)
 
 
@@ -105,6 +133,6 @@ def nano_dpo_run(nano_sft_run, store, tmp_path_factory) -> Path:
 
     pairs = tmp_path_factory.mktemp("dpo") / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(p) + "\n" for p in build_world().preference_pairs()[:16]))
-    proc = lab("train", "dpo", "--parent", nano_sft_run.name, "--data", str(pairs), "--mode", "lora", "--max-steps", "2",
+    proc = llm_lab("train", "dpo", "--parent", nano_sft_run.name, "--data", str(pairs), "--mode", "lora", "--max-steps", "2",
                "--batch-size", "4", "--kl-every", "0", "--sample-every", "0")
     return store / last_line(proc)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
+from conftest import wait_for
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
@@ -15,16 +15,6 @@ from gradio_client import Client  # noqa: E402
 from lab.runs import Run  # noqa: E402
 
 NANO = {"preset": "nano", "logging_steps": 2, "sample_every": 0, "eval_every": 0}
-
-
-def wait_for(predicate, timeout=120, poll=0.3, what="a condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

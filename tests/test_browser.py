@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright = pytest.importorskip("playwright.sync_api")
@@ -26,16 +26,6 @@ SLOW_CLICK_MS = 90_000
 def step_shown(page) -> int:
     match = re.search(r"step (\d+)", page.locator("#pretrain-progress").inner_text())
     return int(match.group(1)) if match else 0
-
-
-def wait_until(predicate, timeout, what, shown=None):
-    """`shown()`, when given, says what the page showed instead, for the failure message."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; the page shows {shown()!r}" if shown else ""))
 
 
 def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
@@ -55,14 +45,14 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             page.locator("#pretrain-field-batch_size input").fill("8")
             page.locator("#pretrain-field-batch_size input").press("Enter")
             # The CLI box follows the form.
-            wait_until(lambda: "--preset nano --max-steps 100000 --batch-size 8" in page.locator("#pretrain-cli").inner_text(), 20, "the CLI command to follow the form")
+            wait_for(lambda: "--preset nano --max-steps 100000 --batch-size 8" in page.locator("#pretrain-cli").inner_text(), 20, "the CLI command to follow the form")
 
             page.locator("#pretrain-start").click()
-            wait_until(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")
+            wait_for(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")
             run_id = re.search(r"Run (\S+) queued", page.locator("#pretrain-message").inner_text()).group(1)
-            wait_until(lambda: run_id in page.locator("#pretrain-progress").inner_text() and step_shown(page) >= 1, 180, "the first logged step")
+            wait_for(lambda: run_id in page.locator("#pretrain-progress").inner_text() and step_shown(page) >= 1, 180, "the first logged step")
             first = step_shown(page)
-            wait_until(lambda: step_shown(page) > first, 120, "the step count to rise")
+            wait_for(lambda: step_shown(page) > first, 120, "the step count to rise")
             assert "running" in page.locator("#pretrain-progress").inner_text()
             assert page.locator("#pretrain-curves .js-plotly-plot g.trace").count() > 0  # the plot has data
 
@@ -71,15 +61,15 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             other.set_default_timeout(SLOW_CLICK_MS)
             other.goto(lab_app)
             other.get_by_role("tab", name="Pretrain").click()
-            wait_until(lambda: run_id in other.locator("#pretrain-progress").inner_text() and step_shown(other) >= first, 60, "the second browser to show the run")
-            wait_until(lambda: other.locator("#pretrain-curves .js-plotly-plot g.trace").count() > 0, 30, "the second browser's curves")
+            wait_for(lambda: run_id in other.locator("#pretrain-progress").inner_text() and step_shown(other) >= first, 60, "the second browser to show the run")
+            wait_for(lambda: other.locator("#pretrain-curves .js-plotly-plot g.trace").count() > 0, 30, "the second browser's curves")
             xs = other.evaluate("() => document.querySelector('#pretrain-curves .js-plotly-plot').data.find(t => t.name === 'loss').x")
             assert min(xs) == 1  # read from the first logged step, not from where the second browser came in
             other.context.close()
 
             page.locator("#pretrain-stop").click()
             progress = lambda: page.locator("#pretrain-progress").inner_text()  # noqa: E731
-            wait_until(lambda: "stopped" in progress(), 90, "the status to read stopped", shown=progress)
+            wait_for(lambda: "stopped" in progress(), 90, "the status to read stopped", shown=progress)
         finally:
             shot = tmp_path / "pretrain-page.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -104,7 +94,7 @@ def test_a_mistake_shows_as_a_message_not_a_traceback(lab_app):
             page.goto(lab_app)
             page.get_by_role("tab", name="SFT").click()
             page.locator("#sft-start").click()  # no parent model picked
-            wait_until(lambda: "needs a parent model" in page.locator("#sft-message").inner_text(), 30, "the message")
+            wait_for(lambda: "needs a parent model" in page.locator("#sft-message").inner_text(), 30, "the message")
             assert "Traceback" not in page.content()
         finally:
             browser.close()

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright = pytest.importorskip("playwright.sync_api")
@@ -35,15 +35,6 @@ WATCH_PANES = """n => {
     };
     new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def pairs_counted(page) -> int | None:
@@ -71,23 +62,23 @@ def test_compare_page_streams_a_lifecycle_side_by_side_and_counts_a_vote(lab_app
             page.locator("#compare-lifecycle input").click()
             page.get_by_role("option", name=f"{nano_dpo_run.name} · dpo").click()
             page.locator("#compare-fill").click()
-            wait_until(lambda: "lifecycle of" in page.locator("#compare-message").inner_text(), 30, "the lifecycle message")
+            wait_for(lambda: "lifecycle of" in page.locator("#compare-message").inner_text(), 30, "the lifecycle message")
             for i, run in enumerate((nano_run, nano_sft_run, nano_dpo_run)):
-                wait_until(lambda: run.name in page.locator(f"#compare-title-{i}").inner_text(), 30, f"pane {i}'s title")
+                wait_for(lambda: run.name in page.locator(f"#compare-title-{i}").inner_text(), 30, f"pane {i}'s title")
             assert page.locator("#compare-chat-2").is_visible() and not page.locator("#compare-chat-3").is_visible()
 
             # A fresh preference dataset: its counter starts at 0.
             box = page.locator("#compare-dataset").get_by_role("textbox")
             box.fill(dataset)
             box.blur()
-            wait_until(lambda: f"{dataset}.jsonl" in page.locator("#compare-counter").inner_text(), 30, "the counter to show the new dataset")
+            wait_for(lambda: f"{dataset}.jsonl" in page.locator("#compare-counter").inner_text(), 30, "the counter to show the new dataset")
             assert pairs_counted(page) == 0
 
             page.evaluate(WATCH_PANES, PANES)
             page.locator("#compare-prompt").get_by_role("textbox").fill(question)
             page.locator("#compare-send").click()
             # Done when every pane's stats show its token count (while streaming they read "streaming… mode").
-            wait_until(lambda: all(re.search(r"\d+ tokens", page.locator(f"#compare-stats-{i}").inner_text()) for i in range(PANES)),
+            wait_for(lambda: all(re.search(r"\d+ tokens", page.locator(f"#compare-stats-{i}").inner_text()) for i in range(PANES)),
                        180, "all three answers to finish")
             stats = [page.locator(f"#compare-stats-{i}").inner_text() for i in range(PANES)]
             assert "raw" in stats[0] and "chat" in stats[1] and "chat" in stats[2]  # mode auto: the base model continues text
@@ -105,16 +96,16 @@ def test_compare_page_streams_a_lifecycle_side_by_side_and_counts_a_vote(lab_app
             # B is best: B is preferred to A and to C (a pair is left out if its two answers are identical).
             before = pairs_counted(page)
             page.locator("#compare-best-1").click()
-            wait_until(lambda: "saved B as preferred" in page.locator("#compare-message").inner_text(), 30, "the vote's message")
+            wait_for(lambda: "saved B as preferred" in page.locator("#compare-message").inner_text(), 30, "the vote's message")
             message = page.locator("#compare-message").inner_text()
             added = int(re.search(r"preferred to (\d+) other", message).group(1))
             skipped = int(re.search(r"\((\d+) left out", message).group(1)) if "left out" in message else 0
             assert added >= 1 and added + skipped == PANES - 1, message
-            wait_until(lambda: pairs_counted(page) == before + added, 30, f"the counter to rise by {added}")
+            wait_for(lambda: pairs_counted(page) == before + added, 30, f"the counter to rise by {added}")
             assert "from 1 votes" in page.locator("#compare-counter").inner_text().replace("**", "")
             # The same round cannot be voted on twice.
             page.locator("#compare-best-0").click()
-            wait_until(lambda: "already voted" in page.locator("#compare-message").inner_text(), 30, "the second vote to be refused")
+            wait_for(lambda: "already voted" in page.locator("#compare-message").inner_text(), 30, "the second vote to be refused")
             assert pairs_counted(page) == before + added
         finally:
             shot = tmp_path / "compare-page.png"

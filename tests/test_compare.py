@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import lab, last_line
+from conftest import last_line, llm_lab
 
 from lab import data, inference
 from lab.runs import Run, process_start
@@ -209,7 +209,7 @@ def test_votes_and_rankings_land_in_a_preference_file_that_trains_a_reward_model
     assert str(path) in [value for _, value in data_choices("reward")] and str(path) in [value for _, value in data_choices("dpo")]
     assert str(path) not in [value for _, value in data_choices("sft")]
 
-    reward = store / last_line(lab("train", "reward", "--parent", nano_sft_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "2"))
+    reward = store / last_line(llm_lab("train", "reward", "--parent", nano_sft_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "2"))
     assert Run(reward).status == "completed" and (reward / "model").is_dir()
     scored = call(client, "compare", lifecycle, question, 0.0, 1.0, 8, 0, "auto", reward.name)
     assert all(isinstance(p["reward"], float) for p in scored)

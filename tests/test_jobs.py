@@ -7,19 +7,10 @@ import os
 import signal
 import time
 
-from conftest import lab, last_line
+from conftest import last_line, llm_lab, wait_for
 
 from lab import jobs
 from lab.runs import Run
-
-
-def wait_for(predicate, timeout=120, poll=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    raise AssertionError("timed out waiting")
 
 
 def steps_logged(run: Run) -> int:
@@ -28,14 +19,14 @@ def steps_logged(run: Run) -> int:
 
 def nano_job(steps: int = 5000) -> Run:
     """A nano pretrain queued as a background job; by default long enough to be stopped."""
-    return Run.open(last_line(lab("train", "pretrain", "--preset", "nano", "--max-steps", str(steps), "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach")))
+    return Run.open(last_line(llm_lab("train", "pretrain", "--preset", "nano", "--max-steps", str(steps), "--logging-steps", "2", "--sample-every", "0", "--eval-every", "0", "--detach")))
 
 
 def test_stop_ends_the_run_at_the_next_step_saved_and_stopped(store):
     run = nano_job()
     wait_for(lambda: steps_logged(run) >= 4)
     assert run.status == "running"
-    lab("stop", run.id)
+    llm_lab("stop", run.id)
     assert run.status == "stopped"
     info = run.info
     assert info["ended"] and info["final_metrics"]["steps"] < 5000
@@ -49,7 +40,7 @@ def test_kill_9_reads_failed_and_a_new_process_lists_it(store):
     os.kill(run.info["pid"], signal.SIGKILL)
     wait_for(lambda: run.status == "failed", timeout=10)
     assert "ended without reporting" in run.info["error"]
-    rows = json.loads(lab("runs", "--json").stdout)  # a fresh process sees it too
+    rows = json.loads(llm_lab("runs", "--json").stdout)  # a fresh process sees it too
     assert next(r for r in rows if r["id"] == run.id)["status"] == "failed"
     assert not (run.path / "model").exists()
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import lab, last_line, read_jsonl
+from conftest import last_line, llm_lab, read_jsonl
 
 from lab.runs import Run
 from lab.stages import ppo
@@ -201,7 +201,7 @@ def prompts_file(tmp_path_factory):
 def test_ppo_on_the_toy_world_logs_trl_metrics_gold_and_saves_a_model(nano_sft_run, reward_dir, store):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run = Run.open(last_line(lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", str(reward_dir), *FAST)))
+    run = Run.open(last_line(llm_lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", str(reward_dir), *FAST)))
     info = run.info
     assert info["status"] == "completed" and info["parent"] == nano_sft_run.name
     rows = read_jsonl(run.path / "metrics.jsonl")
@@ -224,7 +224,7 @@ def test_ppo_on_the_toy_world_logs_trl_metrics_gold_and_saves_a_model(nano_sft_r
 def test_lora_ppo_on_user_prompts_saves_an_adapter_on_the_sft_model(nano_sft_run, reward_dir, prompts_file, store, mode):
     from peft import AutoPeftModelForCausalLM
 
-    run = Run.open(last_line(lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", str(reward_dir), "--mode", mode,
+    run = Run.open(last_line(llm_lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", str(reward_dir), "--mode", mode,
                                  "--data", str(prompts_file), *FAST)))
     assert run.status == "completed"
     rows = [r for r in read_jsonl(run.path / "metrics.jsonl") if "objective/kl" in r]
@@ -239,14 +239,14 @@ def test_stop_ends_ppo_mid_rollout_and_keeps_the_policy(nano_sft_run, reward_dir
     # rollout is long: at temperature 10 sampling is near uniform, the end-of-turn token rare, and every
     # rollout runs its 300 tokens whatever the SFT model learnt (at 0.7 its answers ended in ~15 tokens and
     # the stop could land after the rollout).
-    run = Run.open(last_line(lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", str(reward_dir), "--data", str(prompts_file),
+    run = Run.open(last_line(llm_lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", str(reward_dir), "--data", str(prompts_file),
                                  "--max-steps", "1000", "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1", "--response-length", "300",
                                  "--temperature", "10", "--missing-eos-penalty", "0", "--threads", "1", "--detach")))
     deadline = time.time() + 120
     while not any("objective/kl" in r for r in run.metrics()[0]):
         assert time.time() < deadline and run.status in ("queued", "running"), run.info
         time.sleep(0.3)
-    lab("stop", run.id)
+    llm_lab("stop", run.id)
     assert run.status == "stopped"
     log = (run.path / "log.txt").read_text()
     assert "stop requested: rollout batch" in log and "before it starts" not in log  # it ended inside a rollout batch
@@ -269,7 +269,7 @@ def test_bad_ppo_input_is_refused_with_what_to_do(nano_run, nano_sft_run, prompt
 
 def test_the_cli_refuses_a_causal_lm_as_reward_before_a_run_exists(nano_run, nano_sft_run, store):
     before = {p.name for p in store.iterdir()}
-    proc = lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", nano_run.name, check=False)
+    proc = llm_lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", nano_run.name, check=False)
     assert proc.returncode == 2 and "not a reward model" in proc.stderr and "llm-lab train reward" in proc.stderr
     assert "Traceback" not in proc.stderr and {p.name for p in store.iterdir()} == before
 

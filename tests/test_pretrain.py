@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import lab, last_line, read_jsonl
+from conftest import last_line, llm_lab, read_jsonl, refused
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 
@@ -41,18 +41,18 @@ def test_nano_pretrain_completes_with_falling_loss_and_a_loadable_model(nano_run
 
 
 def test_runs_lists_the_run_with_its_metrics(nano_run):
-    rows = json.loads(lab("runs", "--json").stdout)
+    rows = json.loads(llm_lab("runs", "--json").stdout)
     row = next(r for r in rows if r["id"] == nano_run.name)
     assert row["stage"] == "pretrain" and row["status"] == "completed"
     assert "loss" in row["last_metrics"]
-    table = lab("runs").stdout
+    table = llm_lab("runs").stdout
     assert nano_run.name in table and "completed" in table
 
 
 def test_continued_pretraining_names_its_parent(nano_run, tmp_path):
     text = tmp_path / "more.txt"
     text.write_text("\n\n".join(f"The river Ulm flows past the town of Brask number {i}." for i in range(300)))
-    proc = lab("train", "pretrain", "--init-from", nano_run.name, "--data", str(text), "--max-steps", "6", "--logging-steps", "2", "--sample-every", "0")
+    proc = llm_lab("train", "pretrain", "--init-from", nano_run.name, "--data", str(text), "--max-steps", "6", "--logging-steps", "2", "--sample-every", "0")
     run_dir = nano_run.parent / last_line(proc)
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["parent"] == nano_run.name
@@ -60,7 +60,7 @@ def test_continued_pretraining_names_its_parent(nano_run, tmp_path):
 
 
 def test_masked_lm_pretraining_fills_a_mask(store):
-    proc = lab("train", "pretrain", "--preset", "nano", "--objective", "mlm", "--max-steps", "12", "--logging-steps", "4", "--sample-every", "6")
+    proc = llm_lab("train", "pretrain", "--preset", "nano", "--objective", "mlm", "--max-steps", "12", "--logging-steps", "4", "--sample-every", "6")
     run_dir = store / last_line(proc)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     model = AutoModelForMaskedLM.from_pretrained(run_dir / "model")
@@ -75,7 +75,7 @@ def test_masked_lm_pretraining_fills_a_mask(store):
 
 
 def test_diverging_loss_fails_the_run_with_a_message_and_saves_nothing(store):
-    proc = lab("train", "pretrain", "--preset", "nano", "--max-steps", "40", "--learning-rate", "1e12", "--warmup-steps", "0",
+    proc = llm_lab("train", "pretrain", "--preset", "nano", "--max-steps", "40", "--learning-rate", "1e12", "--warmup-steps", "0",
                "--max-grad-norm", "0", "--logging-steps", "1", "--sample-every", "0", "--eval-every", "0", check=False)
     assert proc.returncode == 1
     run_dir = store / last_line(proc)
@@ -87,23 +87,26 @@ def test_diverging_loss_fails_the_run_with_a_message_and_saves_nothing(store):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "huge"], "invalid choice"),
     (["--data", "/no/such/file.jsonl"], "/no/such/file.jsonl"),
     (["--tokenizer", "no-such-run"], "no-such-run"),
+    (["--max-steps", "0", "--epochs", "0"], "nothing to train"),
 ])
 def test_bad_input_gets_a_named_error(store, args, message):
-    runs_before = len(list(store.iterdir()))
-    proc = lab("train", "pretrain", "--max-steps", "2", *args, check=False)
-    assert proc.returncode != 0
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(list(store.iterdir())) == runs_before  # refused before a run folder was made
+    assert message in refused("train", "pretrain", *args)
+
+
+def test_an_unknown_choice_is_refused_by_the_parser(capsys):
+    from lab.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit:
+        build_parser(["train", "pretrain"]).parse_args(["train", "pretrain", "--preset", "huge"])
+    assert exit.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
 
 
 def test_a_malformed_data_file_is_refused_with_its_line(store, tmp_path):
     bad = tmp_path / "corpus.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": "broken\n')
-    proc = lab("train", "pretrain", "--preset", "nano", "--data", str(bad), check=False)
+    proc = llm_lab("train", "pretrain", "--preset", "nano", "--data", str(bad), check=False)
     assert proc.returncode == 2
     assert "corpus.jsonl line 2" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -111,9 +114,9 @@ def test_a_malformed_data_file_is_refused_with_its_line(store, tmp_path):
 def test_a_small_user_file_trains_or_says_what_to_lower(store, tmp_path):
     small = tmp_path / "notes.txt"
     small.write_text("\n".join(f"Note {i}: the mill by the river grinds {i} sacks of grain." for i in range(40)))
-    proc = lab("train", "pretrain", "--preset", "nano", "--data", str(small), "--tokenizer", "", "--vocab-size", "300", check=False)
+    proc = llm_lab("train", "pretrain", "--preset", "nano", "--data", str(small), "--tokenizer", "", "--vocab-size", "300", check=False)
     assert proc.returncode == 1 and "fewer than one batch" in proc.stderr and "--batch-size" in proc.stderr
-    proc = lab("train", "pretrain", "--preset", "nano", "--data", str(small), "--vocab-size", "300", "--batch-size", "4", "--seq-len", "32", "--max-steps", "4", "--sample-every", "2")
+    proc = llm_lab("train", "pretrain", "--preset", "nano", "--data", str(small), "--vocab-size", "300", "--batch-size", "4", "--seq-len", "32", "--max-steps", "4", "--sample-every", "2")
     info = json.loads((store / last_line(proc) / "run.json").read_text())
     assert info["status"] == "completed"
     assert read_jsonl(store / info["id"] / "samples.jsonl")[0]["prompt"].startswith("Note")

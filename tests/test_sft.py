@@ -6,23 +6,34 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import lab, last_line, read_jsonl
+from conftest import last_line, llm_lab, read_jsonl, refused
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lab import evals
+from lab.tokenizers import end_of_turn_id
 
 FAST = ["--max-steps", "4", "--batch-size", "4", "--logging-steps", "2", "--kl-every", "2", "--sample-every", "4"]
 
 
-def answer(model, tokenizer, question: str) -> str:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
-    enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-    out = model.generate(**enc, max_new_tokens=8, do_sample=False)
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:])
+def stops_at_end_of_turn(model, tokenizer) -> bool:
+    """A saved model's own generation config ends an answer at the end of the assistant's turn."""
+    eos = model.generation_config.eos_token_id
+    return end_of_turn_id(tokenizer) in (eos if isinstance(eos, list) else [eos])
+
+
+def answers_as_logged(model, tokenizer, run_dir) -> tuple[list[str], list[str]]:
+    """(the saved model's greedy answers, the trained model's answers logged at the last step) to the
+    last step's fixed prompts, asked in one batch as the job asked them: equal when what was saved is
+    what was trained."""
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    last = [s for s in samples if s["step"] == samples[-1]["step"]]
+    return evals.chat(model, tokenizer, [s["prompt"] for s in last], max_new_tokens=48), [s["completion"] for s in last]
 
 
 @pytest.mark.parametrize("mode", ["full", "lora", "lora-8bit", "lora-4bit"])
 def test_each_mode_trains_and_saves_what_transformers_loads(nano_run, store, mode):
-    proc = lab("train", "sft", "--parent", nano_run.name, "--mode", mode, *FAST, "--data", "world")
+    proc = llm_lab("train", "sft", "--parent", nano_run.name, "--mode", mode, *FAST, "--data", "world")
     run_dir = store / last_line(proc)
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["parent"] == nano_run.name
@@ -43,7 +54,10 @@ def test_each_mode_trains_and_saves_what_transformers_loads(nano_run, store, mod
         assert config["base_model_name_or_path"] == str(nano_run / "model")  # the adapter records its parent
         model = AutoPeftModelForCausalLM.from_pretrained(adapter)
         tokenizer = AutoTokenizer.from_pretrained(adapter)
-    assert isinstance(answer(model, tokenizer, "What is the capital of Zoker?"), str)
+    assert stops_at_end_of_turn(model, tokenizer)
+    if mode in ("full", "lora"):  # a quantized base answers a little otherwise than the full one the adapter loads on
+        saved, logged = answers_as_logged(model, tokenizer, run_dir)
+        assert saved == logged
 
 
 def test_labels_cover_assistant_turns_only(nano_run, tmp_path):
@@ -64,14 +78,14 @@ def test_labels_cover_assistant_turns_only(nano_run, tmp_path):
 
 
 def test_merged_export_loads_without_peft(nano_run, store, tmp_path):
-    run_id = last_line(lab("train", "sft", "--parent", nano_run.name, "--mode", "lora", *FAST))
+    run_id = last_line(llm_lab("train", "sft", "--parent", nano_run.name, "--mode", "lora", *FAST))
     out = tmp_path / "merged"
-    assert last_line(lab("export", run_id, "--merge", "--out", str(out))) == str(out)
+    assert last_line(llm_lab("export", run_id, "--merge", "--out", str(out))) == str(out)
     assert not (out / "adapter_config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert type(model).__name__ == "LlamaForCausalLM"
-    assert isinstance(answer(model, tokenizer, "What is 1 plus 2?"), str)
+    assert stops_at_end_of_turn(model, tokenizer)
     # its predictions are those of base + adapter
     peft_model = AutoPeftModelForCausalLM.from_pretrained(store / run_id / "adapter")
     enc = tokenizer("The capital of", return_tensors="pt")
@@ -90,7 +104,7 @@ SHAPES = {
 def test_user_chat_files_of_every_shape_train(nano_run, store, tmp_path, name):
     path = tmp_path / name
     path.write_text(SHAPES[name])
-    run_id = last_line(lab("train", "sft", "--parent", nano_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "4", "--kl-every", "0", "--sample-every", "2"))
+    run_id = last_line(llm_lab("train", "sft", "--parent", nano_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "4", "--kl-every", "0", "--sample-every", "2"))
     info = json.loads((store / run_id / "run.json").read_text())
     assert info["status"] == "completed"
     assert read_jsonl(store / run_id / "samples.jsonl")  # it answered the data's own first prompts
@@ -99,15 +113,13 @@ def test_user_chat_files_of_every_shape_train(nano_run, store, tmp_path, name):
 def test_records_lacking_fields_are_refused_with_line_and_shapes(nano_run, store, tmp_path):
     bad = tmp_path / "chats.jsonl"
     bad.write_text(json.dumps({"prompt": "Hi", "completion": "Hello"}) + "\n" + json.dumps({"prompt": "Bye"}) + "\n")
-    proc = lab("train", "sft", "--parent", nano_run.name, "--data", str(bad), check=False)
-    assert proc.returncode == 2
-    assert "chats.jsonl line 2" in proc.stderr and "completion" in proc.stderr and "Traceback" not in proc.stderr
+    message = refused("train", "sft", "--parent", nano_run.name, "--data", str(bad))
+    assert "chats.jsonl line 2" in message and "completion" in message
     text = tmp_path / "plain.txt"
     text.write_text("just some text\n\nand more")
-    proc = lab("train", "sft", "--parent", nano_run.name, "--data", str(text), check=False)
-    assert proc.returncode == 2 and "messages" in proc.stderr and "prompt_completion" in proc.stderr
+    message = refused("train", "sft", "--parent", nano_run.name, "--data", str(text))
+    assert "messages" in message and "prompt_completion" in message
 
 
 def test_sft_without_a_parent_says_what_to_pass(store):
-    proc = lab("train", "sft", check=False)
-    assert proc.returncode == 2 and "--parent" in proc.stderr
+    assert "--parent" in refused("train", "sft")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import lab, last_line, read_jsonl
+from conftest import last_line, llm_lab, read_jsonl
 from transformers import AutoTokenizer
 
 from lab.stages import text_splits
@@ -83,13 +83,13 @@ def test_the_worlds_chat_logs_are_the_chat_template(world_text):
 
 
 def test_tokenizer_stage_from_the_cli(store):
-    proc = lab("train", "tokenizer", "--kind", "unigram", "--vocab-size", "600")
+    proc = llm_lab("train", "tokenizer", "--kind", "unigram", "--vocab-size", "600")
     run_dir = store / last_line(proc)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     row = read_jsonl(run_dir / "metrics.jsonl")[-1]
     assert row["chars_per_token"] > 1.5 and row["vocab_size"] == len(AutoTokenizer.from_pretrained(run_dir / "tokenizer"))
     # a pretrain run can use it, and names it as its parent
-    proc = lab("train", "pretrain", "--preset", "nano", "--tokenizer", run_dir.name, "--max-steps", "3", "--sample-every", "0", "--eval-every", "0")
+    proc = llm_lab("train", "pretrain", "--preset", "nano", "--tokenizer", run_dir.name, "--max-steps", "3", "--sample-every", "0", "--eval-every", "0")
     child = json.loads((store / last_line(proc) / "run.json").read_text())
     assert child["status"] == "completed" and child["parent"] == run_dir.name
 

@@ -80,11 +80,6 @@ def produces(stage: str) -> str | None:
     return spec(stage).produces if stage in REGISTRY else None
 
 
-def of_kind(*kinds: str) -> tuple[str, ...]:
-    """The stages whose runs leave one of these kinds of model, e.g. of_kind("base", "chat")."""
-    return tuple(s for s in REGISTRY if spec(s).produces in kinds)
-
-
 def parent_of(stage: str, config) -> str | None:
     """The run a config builds on, for the lineage: the first of the stage's lineage fields that names a run."""
     for field in spec(stage).lineage:

@@ -3,7 +3,7 @@ no reward model and no sampling, with TRL's DPOTrainer. Its loss, −log σ(β·
 (log π/π_ref)(rejected)]), holds an implicit KL penalty of strength β against the reference model. By
 default a second term, the chosen answers' negative log-likelihood (`--sft-weight 1`, as in RPO), keeps the
 chosen answers likely: DPO alone can lower both answers of a pair while it widens their gap, and on the toy
-world it then forgot facts (bench/RESULTS.md, "DPO with and without the SFT term").
+world it then forgot facts (bench/RESULTS.md, "Rerun, 2026-11-30: DPO with an SFT term").
 
     llm-lab train dpo --parent SFT_RUN                          # the toy world's gold-rule pairs
     llm-lab train dpo --parent SFT_RUN --beta 0.3 --loss-type ipo

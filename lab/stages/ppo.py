@@ -53,7 +53,7 @@ class Config(LoraArgs, TrainArgs):
     ppo_epochs: int = option(4, "passes over each rollout batch", order=TRAINING)
     learning_rate: float = inherit(TrainArgs, "learning_rate", 3e-5, help="AdamW learning rate for policy and critic, decayed linearly to 0")
     # 0.2, not TRL's 0.05: a small reward model has blind spots, and with less the policy drifted into answers it
-    # overrates (bench/RESULTS.md, "PPO's KL coefficient")
+    # overrates (bench/RESULTS.md, "Alignment quality with default settings")
     kl_coef: float = option(0.2, "β: weight of the per-token KL penalty against the reference (initial value when kl_target > 0)")
     kl_target: float = option(0.0, "adaptive KL: steer kl_coef so that KL per answer stays near this (0: fixed kl_coef)")
     response_length: int = option(48, "most tokens sampled per answer")

@@ -41,8 +41,7 @@ class WorldConfig:
     mentions_per_fact: int = 40        # times each fact is stated in the training corpus
     qa_fraction: float = 0.15          # of those mentions written as a question and its answer (chat logs)
     # Scenes where people talk (greetings, help, refusals), added to the pretraining corpus: without them
-    # the base model has never read the assistant's words and SFT models refused 0% of harmful requests
-    # (with them 91-95%). 0 leaves the corpus as it was before they existed (bench/RESULTS.md).
+    # the base model has never read the assistant's words, and SFT does not teach it to refuse (bench/RESULTS.md).
     scenes: int = 120
     heldout_fraction: float = 0.05     # of pretraining text and of preference prompts
     sft_fraction: float = 0.5          # of facts (per kind) taught in SFT chats
@@ -305,12 +304,8 @@ class World:
                 pools[f.id].remove(f.statement)
 
         # Some mentions are a question and its answer in a chat log (the lab's chat template), as the web holds
-        # chat transcripts. A model that read only statements has never met a question; one that read them as
-        # "Q: ...\nA: ..." pages copied the subject into its answer ("Zitu lives in") in that format and nowhere
-        # else, and SFT, from half the facts, learnt their answers by heart instead of carrying the copying over
-        # to the chat template. Questions about pretraining-only facts answered after SFT: 6% with statements
-        # only, 34% with "Q:/A:" pages, 77-89% with six chat logs per fact (with four, the base model copied the
-        # numbers of a sum on one draw and not on another). bench/RESULTS.md has the study.
+        # chat transcripts: a model that has never met a question in that template does not carry what it knows
+        # into SFT's answers (bench/RESULTS.md, "SFT quality, 2026-11-30, evening").
         qa = []
         for f in self.facts:
             for _ in range(min(len(pools[f.id]) - 1, round(n * c.qa_fraction))):
