@@ -110,7 +110,7 @@ def test_stop_ends_grpo_mid_rollout_and_keeps_the_policy(nano_run, store):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("grpo", "--reward", "SFT"), "is not a reward model"),
+    (("grpo", "--reward", "SFT"), "not a reward model"),
     (("grpo", "--reward", "gold", "--batch-size", "6"), "must be a multiple of --num-generations"),
     (("dpo", "--beta", "0"), "must be above 0"),
     (("dpo", "--sft-weight", "-1"), "must be 0 (off) or above"),

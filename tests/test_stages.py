@@ -96,3 +96,35 @@ def test_declarations_hold_together():
         for f in configs.fields(config):
             assert set(f.metadata.get("runs") or ()) <= set(stages.names()), f"{name}.{f.name} offers runs of a stage that does not exist"
         assert all(field in {f.name for f in configs.fields(config)} for field in spec.lineage + ((spec.resume_from,) if spec.resume_from else ()))
+
+
+def test_the_preview_shows_what_the_stage_reads(store, tmp_path):
+    import gradio as gr
+
+    from pages import api
+
+    shown = api.preview_data("ppo", "world", 3)
+    assert shown["format"] == "prompts" and all(list(r) == ["prompt"] and r["prompt"][-1]["role"] == "user" for r in shown["preview"])
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text('{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}\n')
+    shown = api.preview_data("grpo", str(chats))
+    assert shown["format"] == "messages" and shown["preview"] == [{"prompt": [{"role": "user", "content": "Hi?"}]}]  # the prompt, not the chat
+    notes = tmp_path / "notes.txt"
+    notes.write_text("plain text\n\nwith no prompts")
+    with pytest.raises(gr.Error, match="this stage needs preference or prompt_completion or messages"):
+        api.preview_data("ppo", str(notes))  # refused as the stage refuses it
+
+
+def test_the_gold_judge_of_compare_knows_the_world_a_model_learnt(store):
+    from lab import inference
+    from lab.runs import Run
+    from lab.world import WorldConfig, build_world
+
+    base = Run.create("pretrain", {"data": "world:3", "max_steps": 1})
+    instruct = Run.create("sft", {"data": "chats.jsonl", "parent": base.id}, parent=base.id)
+    for run in (base, instruct):  # folders with no job: not waiting in the queue of the store the other tests share
+        run.update(status="failed", error="a lineage for the test, never run")
+    assert inference.world_of_model(instruct.id).config.seed == 3  # through the lineage, past the user's chats
+    fact = build_world(WorldConfig(seed=3)).eval_sets()["fact_qa"][0]
+    score, _ = inference.gold_score([{"role": "user", "content": fact["question"]}], fact["answer"], inference.world_of_model(instruct.id))
+    assert score is not None and score > 0.5

@@ -90,9 +90,9 @@ def parent_of(stage: str, config) -> str | None:
 
 
 def read(stage: str, source: str) -> tuple[list[dict], str, str]:
-    """What `stage` reads from `source`, as it will read it: (records, format, detected from). The data
-    preview shows exactly this, so what it shows is what the stage trains on, and a file the stage would
-    refuse is refused here too."""
+    """What `stage` reads from `source`, as it will read it: (records, the source's format, what it was detected
+    from). The data preview shows exactly these records, so what it shows is what the stage trains on, and a
+    file the stage would refuse is refused here too."""
     kind = spec(stage).data
     world = world_of(source)
     if world is not None:
@@ -107,14 +107,14 @@ def read(stage: str, source: str) -> tuple[list[dict], str, str]:
     from lab import data
 
     loaded = data.load(source, want=DATA_FORMATS[kind])
-    detected = loaded.detected_from
+    fmt, detected = loaded.format, loaded.detected_from
     if kind == "text":
-        return [{"text": t} for t in data.to_text(loaded)], "text", detected
+        return [{"text": t} for t in data.to_text(loaded)], fmt, detected
     if kind == "chats":
-        return data.as_messages(loaded), "messages", detected
+        return data.as_messages(loaded), fmt, detected
     if kind == "preference":
-        return loaded.records, loaded.format, detected
-    return [{"prompt": p} for p in prompt_set(source)], "prompts", detected
+        return loaded.records, fmt, detected
+    return [{"prompt": p} for p in prompt_set(source)], fmt, detected
 
 
 def world_of(source: str):
