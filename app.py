@@ -1,6 +1,7 @@
 """The Hugging Face Space's entry point (README front matter: `app_file: app.py`). The Space sets the host
-and port through GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; on your own machine run `llm-lab` instead."""
+and port through GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, and SPACE_ID, which turns demo mode on; a login
+comes from the LAB_AUTH secret. On your own machine run `llm-lab` instead."""
 
-from pages.app import build
+from pages.app import launch
 
-build().launch()
+launch(host=None, port=None)

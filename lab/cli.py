@@ -150,6 +150,35 @@ def cmd_export(args) -> int:
     return 0
 
 
+# The nano lifecycle a demo opens with: base → instruct → aligned, small enough for a CPU Space's start-up.
+SEED = (
+    ("pretrain", ["--preset", "nano", "--max-steps", "300", "--sample-every", "0", "--name", "demo base"]),
+    ("sft", ["--parent", "{pretrain}", "--max-steps", "60", "--sample-every", "0", "--kl-every", "0", "--name", "demo instruct"]),
+    ("dpo", ["--parent", "{sft}", "--max-steps", "30", "--sample-every", "0", "--kl-every", "0", "--name", "demo aligned"]),
+)
+
+
+def cmd_seed(args) -> int:
+    """Build the nano lifecycle (each step a run of the store, in its own process) unless the store has runs."""
+    import subprocess
+
+    from lab.runs import list_runs
+
+    if list_runs() and not args.force:
+        print("the store has runs already: nothing to seed (--force seeds another lifecycle)", file=sys.stderr)
+        return 0
+    made: dict[str, str] = {}
+    for stage, flags in SEED:
+        cmd = [sys.executable, "-m", "lab", "train", stage, *[f.format(**made) for f in flags]]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return proc.returncode
+        made[stage] = proc.stdout.strip().splitlines()[-1]
+        print(f"{stage}: {made[stage]}", flush=True)
+    return 0
+
+
 def cmd_app(args) -> int:
     auth = None
     if args.auth:
@@ -197,6 +226,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sp.add_argument("--detach", action="store_true", help="queue as a background job and return at once")
         sp.add_argument("--run-id", help=argparse.SUPPRESS)
 
+    p = sub.add_parser("seed", help="build a nano lifecycle (base, instruct, aligned) in an empty store: what a demo opens with")
+    p.add_argument("--force", action="store_true", help="seed even if the store has runs")
+
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -227,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args, parser) -> int:
-    commands = {"runs": cmd_runs, "stop": cmd_stop, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
+    commands = {"seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
     if args.command == "train":
         return cmd_train(args, parser)
     if args.command in commands:

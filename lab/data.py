@@ -562,6 +562,9 @@ def load(source: str | os.PathLike, want: str | Sequence[str] | None = None, spl
 
     want: the format(s) the calling stage accepts; other data raises a DataError saying what it holds.
     limit: read at most this many rows (for previews of big data)."""
+    from lab import demo
+
+    demo.check_data(str(source))
     wanted = _wanted(want)
     rows, where, kind, label = _read(source, split, limit)
     shape, name = _detect(rows, label, wanted)
@@ -573,6 +576,11 @@ def load(source: str | os.PathLike, want: str | Sequence[str] | None = None, spl
     records = [r for row, at in zip(rows, where) if (r := _canonical(row, shape, at)) is not None]
     if not records:
         raise DataError(f"{label} is empty: every {shape[2][0]!r} is blank. Give at least one record with text in it.")
+    longest = max_document_chars()
+    for r, at in zip(records, where):
+        if (n := _chars(r)) > longest:  # one huge document would go whole into the tokenizer (and its memory)
+            raise DataError(f"{at}: a record of {n:,} characters, over the limit of {longest:,} (LAB_MAX_DOCUMENT_CHARS): "
+                            "split it into several (in a .txt, a blank line ends a document)")
     if fmt == "preference":  # trainers batch records together, so one file must not mix the two shapes
         conversational = isinstance(records[0]["prompt"], list)
         for r, at in zip(records, where):
@@ -581,6 +589,22 @@ def load(source: str | os.PathLike, want: str | Sequence[str] | None = None, spl
                                 f"the first record is {'conversational' if conversational else 'plain text'}. "
                                 "Keep one shape per file.")
     return Loaded(records, fmt, str(source), detected)
+
+
+def max_document_chars() -> int:
+    from lab import demo
+
+    return int(os.environ.get("LAB_MAX_DOCUMENT_CHARS", "100000" if demo.on() else "2000000"))
+
+
+def _chars(value) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    return 0
 
 
 def _chat(turns):

@@ -78,9 +78,9 @@ def pairs_of(answers: list[str], ranks: list[int]) -> tuple[list[tuple[int, int]
 
 
 def add_ranking(name: str, prompt: list[dict], answers: list[str], ranks: list[int], source: str,
-                models: list[str] | None = None) -> dict:
-    """Save the pairs a ranking of `answers` to the conversation `prompt` implies. Returns count(name)
-    with `added` and `skipped`."""
+                models: list[str] | None = None, owner: str | None = None) -> dict:
+    """Save the pairs a ranking of `answers` to the conversation `prompt` implies, as `owner`'s (the visitor
+    who ranked, where there is one). Returns count(name) with `added` and `skipped`."""
     path = path_of(name)
     if len(answers) < 2:
         raise UserError(f"{len(answers)} answer(s): a preference needs at least two")
@@ -103,7 +103,7 @@ def add_ranking(name: str, prompt: list[dict], answers: list[str], ranks: list[i
     for better, worse in pairs:
         record = {"prompt": prompt, "chosen": [{"role": "assistant", "content": answers[better].strip()}],
                   "rejected": [{"role": "assistant", "content": answers[worse].strip()}],
-                  "ranking": ranking, "source": source, "time": now}
+                  "ranking": ranking, "source": source, "time": now, **({"owner": owner} if owner else {})}
         if models:
             record["chosen_model"], record["rejected_model"] = models[better], models[worse]
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
@@ -125,14 +125,16 @@ def count(name: str) -> dict:
     return {"file": str(path), "pairs": len(rows), "rankings": len({r.get("ranking") for r in rows})}
 
 
-def undo(name: str) -> dict:
-    """Remove the pairs of the last ranking (or vote) saved to a dataset. Returns count(name) with `removed`."""
+def undo(name: str, owner: str | None = None) -> dict:
+    """Remove the pairs of the last ranking (or vote) saved to a dataset; with `owner`, the last of theirs.
+    Returns count(name) with `removed`."""
     path = path_of(name)
     with _locked(path):
         rows = _read(path)
-        if not rows:
-            raise UserError(f"{path.name} has nothing to undo: no ranking saved yet")
-        last = rows[-1].get("ranking")
+        mine = [r for r in rows if owner is None or r.get("owner") == owner]
+        if not mine:
+            raise UserError(f"{path.name} has nothing of yours to undo: no ranking saved yet" if owner else f"{path.name} has nothing to undo: no ranking saved yet")
+        last = mine[-1].get("ranking")
         kept = [r for r in rows if r.get("ranking") != last]
         if kept:
             runs.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))

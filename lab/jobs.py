@@ -28,7 +28,10 @@ from lab.runs import Run
 
 
 def max_jobs() -> int:
-    return max(1, int(os.environ.get("LAB_MAX_JOBS", "1")))
+    from lab import demo
+
+    # a public demo trains one job at a time across all its visitors, whatever LAB_MAX_JOBS says
+    return 1 if demo.on() else max(1, int(os.environ.get("LAB_MAX_JOBS", "1")))
 
 
 def queue() -> list[Run]:
@@ -132,28 +135,52 @@ def _log_traceback(run: Run) -> None:
         traceback.print_exc(file=log)
 
 
-def create(stage: str, config, name: str | None = None) -> Run:
-    from lab import stages
+def create(stage: str, config, name: str | None = None, owner: str | None = None) -> Run:
+    """A run folder for a config that passed its stage's checks (and the demo's, in demo mode); `owner` is the
+    visitor who started it (demo mode lets only them stop, delete or resume it)."""
+    from lab import demo, stages
 
     module = stages.get(stage)
     configs.validate(config, source=stage)
+    demo.check_config(stage, config)
     if hasattr(module, "check"):
         module.check(config)  # refuse bad input before a run folder exists for it
     parent = stages.parent_of(stage, config)
     run = Run.create(stage, config, name=name or getattr(config, "name", None) or None, parent=parent)
     (run.path / "config.json").write_text(json.dumps(configs.to_dict(config), indent=2) + "\n")
-    run.update(command=configs.cli_command(stage, config))
+    run.update(command=configs.cli_command(stage, config), owner=owner)
     return run
+
+
+def max_queued() -> int:
+    """How many jobs may wait at once (LAB_MAX_QUEUED): each waits as a process of its own."""
+    from lab import demo
+
+    return max(1, int(os.environ.get("LAB_MAX_QUEUED", "4" if demo.on() else "16")))
+
+
+def check_room(owner: str | None) -> None:
+    """Refuse a job the queue has no room for: the store-wide cap, and in demo mode one waiting job per visitor."""
+    from lab import demo
+
+    waiting = [r for r in queue() if r.info["status"] == "queued"]
+    if len(waiting) >= max_queued():
+        raise UserError(f"{len(waiting)} jobs are already waiting (the queue holds {max_queued()}, LAB_MAX_QUEUED): "
+                        "wait for one to start, or stop one of yours")
+    if demo.on() and owner and any(r.info.get("owner") == owner for r in waiting):
+        raise UserError("you already have a job waiting in the queue: this demo queues one per visitor; wait for it to start, "
+                        "or stop it (run the lab on your own machine, LAB_DEMO_MODE=0, to lift the cap)")
 
 
 # Jobs this process started: polling their handles reaps them, so a finished job never lingers as a zombie.
 _children: dict[str, subprocess.Popen] = {}
 
 
-def submit(stage: str, config, name: str | None = None) -> Run:
+def submit(stage: str, config, name: str | None = None, owner: str | None = None) -> Run:
     """Create a run and start its job in the background; returns at once with the run `queued`."""
     reap()
-    run = create(stage, config, name)
+    check_room(owner)
+    run = create(stage, config, name, owner)
     log = open(run.path / "log.txt", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab", "train", stage, "--config", str(run.path / "config.json"), "--run-id", run.id],
@@ -177,7 +204,7 @@ def reap() -> None:
             _children.pop(rid, None)
 
 
-def resume(run: Run) -> Run:
+def resume(run: Run, owner: str | None = None) -> Run:
     """Continue a stopped or failed run as far as the lab can: there are no trainer checkpoints, so this
     submits a new run with the same config that starts from the run's saved model and trains the steps it
     had left. The optimizer state, the learning-rate schedule (warm-up included) and the data order start
@@ -205,7 +232,7 @@ def resume(run: Run) -> Run:
             raise UserError(f"run {run.id} trained all of its {values['max_steps']} steps: there is nothing left to train")
         values["max_steps"] = left
     values[field] = run.id
-    return submit(info["stage"], configs.from_dict(module.Config, values, source=f"resume of {run.id}"))
+    return submit(info["stage"], configs.from_dict(module.Config, values, source=f"resume of {run.id}"), owner=owner)
 
 
 def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:

@@ -93,17 +93,19 @@ def resolve(ref: str) -> tuple[str, str | None]:
     """What a user named as a model → (a path or hub id for from_pretrained, the run id if it is a run).
 
     Accepts a run id (its model/ folder, else its adapter/ or tokenizer/), a local folder, or a hub id."""
+    from lab import demo, runs
     from lab.runs import Run
 
     if not ref:
         raise UserError("no model given: name a run id, a local model folder or a hub id")
+    demo.check_model(ref)
     path = Path(ref).expanduser()
     if path.is_dir():
-        if (path / "run.json").exists():
-            run = Run(path)
+        if (path / "run.json").exists():  # a run's folder given by its path: its model, a run of the lineage if in the store
+            run = Run(path.resolve())
             if run.model_dir is None:
                 raise NotFound(f"run {run.id} has no saved model yet (status: {run.status})")
-            return str(run.model_dir), run.id
+            return str(run.model_dir), run.id if run.path.parent == runs.root() else None
         return str(path), None
     try:
         run = Run.open(ref)

@@ -28,6 +28,8 @@ from pathlib import Path
 from lab.errors import NotFound, UserError
 
 ACTIVE = ("queued", "running")
+# What a run id may be: the name of a folder directly inside the store (new_run_dir makes them so).
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
 def root() -> Path:
@@ -150,18 +152,22 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, ref: str | os.PathLike) -> Run:
-        """A run by id, by unique id prefix or suffix, or by folder path."""
-        p = Path(ref)
-        if (p / "run.json").exists():
-            return cls(p)
-        if (root() / str(ref) / "run.json").exists():
-            return cls(root() / str(ref))
-        hits = [r for r in list_runs() if r.id.startswith(str(ref)) or r.id.endswith(str(ref))]
-        if len(hits) == 1:
-            return hits[0]
-        if hits:
-            raise NotFound(f"run '{ref}' is ambiguous: {', '.join(r.id for r in hits)}; give more of the id")
+    def open(cls, ref: str, prefix: bool = False) -> Run:
+        """A run of the store by its exact id, or with prefix=True (the CLI's shortcut for commands that only
+        read) by a unique start of it. Never a path, never a match on the end of an id: whatever a caller
+        names, the run found lies inside the store."""
+        ref = str(ref or "").strip()
+        if not RUN_ID.fullmatch(ref):
+            raise NotFound(f"'{ref[:80]}' is not a run id (letters, digits, '-', '_' and '.'; no paths): see `llm-lab runs` or the Runs page")
+        path = root() / ref
+        if (path / "run.json").is_file() and path.resolve().parent == root():
+            return cls(path)
+        if prefix:
+            hits = [r for r in list_runs() if r.id.startswith(ref)]
+            if len(hits) == 1:
+                return hits[0]
+            if hits:
+                raise NotFound(f"run '{ref}' is ambiguous: {', '.join(r.id for r in hits[:5])}{' …' if len(hits) > 5 else ''}; give more of the id")
         raise NotFound(f"no run '{ref}' in {root()} (see `llm-lab runs`; set LAB_CHECKPOINTS to use another store)")
 
     # -- run.json ------------------------------------------------------------------------------
@@ -340,6 +346,6 @@ def delete(run: Run) -> None:
 def list_runs() -> list[Run]:
     if not root().exists():
         return []
-    runs = [Run(p.parent) for p in root().glob("*/run.json")]
+    runs = [Run(p.parent) for p in root().glob("*/run.json") if RUN_ID.fullmatch(p.parent.name) and p.parent.resolve().parent == root()]
     return sorted(runs, key=lambda r: r.id)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab import configs, feedback, inference, jobs, runs, stages
+from lab import configs, demo, feedback, inference, jobs, runs, stages
 from lab.errors import UserError
 from lab.runs import Run
 
@@ -62,6 +62,14 @@ def user_errors(fn):
             raise error from None
 
     return wrapper
+
+
+def visitor(request: gr.Request | None) -> str | None:
+    """Who is calling: their login where the app has one (auth, a Space's OAuth), else their session (a
+    browser tab, or one gradio_client Client). None for calls from this process (tests, the CLI)."""
+    if request is None:
+        return None
+    return getattr(request, "username", None) or getattr(request, "session_hash", None)
 
 
 def _run(run_id: str) -> Run:
@@ -142,35 +150,41 @@ def config_diff(run_a: str, run_b: str) -> list[dict]:
 
 
 @user_errors
-def start_run(stage: str, config_json: str = "{}") -> str:
+def start_run(stage: str, config_json: str = "{}", request: gr.Request = None) -> str:
     """Queue a run of `stage` with the config fields in `config_json` (a JSON object; missing fields take their defaults). Returns the run id; the job runs in its own process."""
-    return jobs.submit(stage, _config(stage, config_json)).id
+    return jobs.submit(stage, _config(stage, config_json), owner=visitor(request)).id
 
 
 @user_errors
-def stop_run(run_id: str) -> str:
+def stop_run(run_id: str, request: gr.Request = None) -> str:
     """Ask a queued or running job to stop: it saves what it has and ends `stopped`. Returns "stopping", or the status of a run that was not active."""
-    return jobs.stop(_run(run_id), wait=False)
+    run = _run(run_id)
+    demo.check_owner(run, visitor(request), "stop")
+    return jobs.stop(run, wait=False)
 
 
 @user_errors
-def resume_run(run_id: str) -> str:
+def resume_run(run_id: str, request: gr.Request = None) -> str:
     """Continue a stopped or failed pretrain (or full SFT) run: a new run with the same config, starting from the run's saved model, for the steps it had left (optimizer and schedule start afresh). Returns the new run id."""
-    return jobs.resume(_run(run_id)).id
+    run = _run(run_id)
+    demo.check_owner(run, visitor(request), "resume")
+    return jobs.resume(run, owner=visitor(request)).id
 
 
 @user_errors
-def delete_run(run_id: str) -> str:
+def delete_run(run_id: str, request: gr.Request = None) -> str:
     """Delete a run's folder (refused while it, or a run built on it, is active). Returns a confirmation."""
     run = _run(run_id)
+    demo.check_owner(run, visitor(request), "delete")
     runs.delete(run)
     return f"deleted {run.id}"
 
 
 @user_errors
-def export_run(run_id: str) -> str:
+def export_run(run_id: str, request: gr.Request = None) -> str:
     """A standalone model folder of a run, with a LoRA adapter merged into its base (`llm-lab export RUN --merge`). Returns the folder's path."""
     run = _run(run_id)
+    demo.check_owner(run, visitor(request), "export")
     # Its own process: merging loads the base model, which the app never does.
     proc = subprocess.run([sys.executable, "-m", "lab", "export", run.id, "--merge"], capture_output=True, text=True, env={**os.environ, "LAB_CHECKPOINTS": str(runs.root())})
     if proc.returncode == 2:  # the CLI's one-line user error
@@ -200,16 +214,34 @@ def cli_command(stage: str, config_json: str = "{}") -> str:
     return configs.cli_command(stage, _config(stage, config_json))
 
 
+# What a preview reads and shows: enough records to count a usual file, the first `n` of them, long texts cut.
+PREVIEW_READ, PREVIEW_SHOW, PREVIEW_CHARS = 10_000, 20, 500
+
+
+def _shorten(value):
+    if isinstance(value, str):
+        return value if len(value) <= PREVIEW_CHARS else value[:PREVIEW_CHARS] + f"… ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return {k: _shorten(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v) for v in value]
+    return value
+
+
 @user_errors
 def preview_data(stage: str, source: str = "world", n: int = 5) -> dict:
-    """What `stage` reads from `source`, as it will read it: {"source", "format", "detected_from", "records", "bytes", "preview": first n records}. `source` is "world" (the toy world), "world:SEED", a file or folder path, or a hub id."""
+    """What `stage` reads from `source`, as it will read it: {"source", "format", "detected_from", "records", "more", "bytes", "preview": the first n (at most 20) records, long texts cut}. `records` counts up to 10,000 (`more`: there are more). `source` is "world" (the toy world), "world:SEED", a file or folder path, or a hub id."""
     source = (source or "world").strip()
-    records, fmt, detected = stages.read(stage, source)
+    stages.get(stage)  # an unknown stage is named before the data is read
+    demo.check_data(source)
+    records, fmt, detected = stages.read(stage, source, limit=PREVIEW_READ + 1)
     size = None
     if stages.world_of(source) is None:
         path = Path(source).expanduser()
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else None
-    return {"source": source, "format": fmt, "detected_from": detected, "records": len(records), "bytes": size, "preview": records[: max(0, int(n))]}
+    shown = [_shorten(r) for r in records[: max(0, min(int(n), PREVIEW_SHOW))]]
+    return {"source": source, "format": fmt, "detected_from": detected, "records": min(len(records), PREVIEW_READ),
+            "more": len(records) > PREVIEW_READ, "bytes": size, "preview": shown}
 
 
 def uploads() -> list[str]:
@@ -237,6 +269,11 @@ def compare(models: list[str], prompt: str, temperature: float = 0.7, top_p: flo
             mode: str = "auto", reward_model: str = "", histories: list | None = None, distinct_seeds: bool = False) -> Iterator[list[dict]]:
     """Answers of 1–4 models (runs, model folders or hub ids) to one prompt, streamed side by side with the same sampling settings and seed (temperature 0: greedy). Yields the panes as they grow; in the last, each has its `answer`, `tokens`, `seconds`, `ttft`, `tokens_per_second`, `token_probs` (every token's probability and its top-5 alternatives), `reward` (with reward_model, a reward run), `gold` (the toy world's judge, for its prompts), `mode` (mode auto: raw for base models, chat for the rest) and `note`. histories: per model, the turns before this prompt. distinct_seeds: model i samples with seed + i (K different answers of one model)."""
     models = [m for m in (models or []) if m]
+    for m in models:
+        demo.check_model(m)
+    if (reward_model or "").strip():
+        demo.check_model(reward_model.strip(), "reward model")
+    demo.check_generation(max_new_tokens)
     settings = inference.Settings(float(temperature), float(top_p), int(max_new_tokens), int(seed))
     seeds = [int(seed) + i for i in range(len(models))] if distinct_seeds else None
     yield from inference.compare(models, prompt, histories=histories or None, settings=settings, mode=mode or "auto",
@@ -250,20 +287,22 @@ def _prompt_turns(prompt: str, history: list | None) -> list[dict]:
 
 
 @user_errors
-def vote(prompt: str, answers: list[str], best: int, history: list | None = None, dataset: str = "compare", models: list[str] | None = None) -> dict:
+def vote(prompt: str, answers: list[str], best: int, history: list | None = None, dataset: str = "compare", models: list[str] | None = None,
+         request: gr.Request = None) -> dict:
     """A best-of-N vote (A/B with two answers): answer `best` (0-based) is preferred to each other answer. Saves those pairs to checkpoints/feedback/<dataset>.jsonl as conversational prompt/chosen/rejected records (prompt: history + the user's prompt), the data the reward and DPO stages take. Returns {"file", "pairs", "rankings", "added", "skipped"}."""
     answers = list(answers or [])
     if not 0 <= int(best) < len(answers):
         raise UserError(f"best {best}: give the index of the best answer, 0 to {len(answers) - 1}")
     ranks = [1 if i == int(best) else 2 for i in range(len(answers))]
-    return feedback.add_ranking(dataset, _prompt_turns(prompt, history), answers, ranks, "compare", models or None)
+    return feedback.add_ranking(dataset, _prompt_turns(prompt, history), answers, ranks, "compare", models or None, owner=visitor(request))
 
 
 @user_errors
-def rank(prompt: str, answers: list[str], ranks: list[int], history: list | None = None, dataset: str = "feedback", model: str = "") -> dict:
+def rank(prompt: str, answers: list[str], ranks: list[int], history: list | None = None, dataset: str = "feedback", model: str = "",
+         request: gr.Request = None) -> dict:
     """A ranking of K answers to one prompt: ranks[i] is answer i's rank (1 = best; equal ranks state no preference). Saves every pair it implies (K choose 2 when all ranks differ) to checkpoints/feedback/<dataset>.jsonl. Returns {"file", "pairs", "rankings", "added", "skipped"}."""
     answers = list(answers or [])
-    return feedback.add_ranking(dataset, _prompt_turns(prompt, history), answers, list(ranks or []), "feedback", [model] * len(answers) if model else None)
+    return feedback.add_ranking(dataset, _prompt_turns(prompt, history), answers, list(ranks or []), "feedback", [model] * len(answers) if model else None, owner=visitor(request))
 
 
 @user_errors
@@ -273,9 +312,9 @@ def feedback_count(dataset: str = "feedback") -> dict:
 
 
 @user_errors
-def undo_feedback(dataset: str = "feedback") -> dict:
-    """Remove the pairs of the last ranking or vote saved to a feedback dataset. Returns {"file", "pairs", "rankings", "removed"}."""
-    return feedback.undo(dataset)
+def undo_feedback(dataset: str = "feedback", request: gr.Request = None) -> dict:
+    """Remove the pairs of the last ranking or vote saved to a feedback dataset (in demo mode: your last one). Returns {"file", "pairs", "rankings", "removed"}."""
+    return feedback.undo(dataset, owner=visitor(request) if demo.on() else None)
 
 
 @user_errors
@@ -293,6 +332,7 @@ ENDPOINTS = {fn.__name__: fn for fn in (
 # actions keep gradio's default of one at a time.
 READ_ONLY = ("list_runs", "run_status", "run_metrics", "run_samples", "run_log", "config_diff", "config_fields", "cli_command", "preview_data",
              "feedback_count", "lifecycle")
+READS = 16  # at once: enough for many polling browsers, not a thread per flood of requests
 # Generation runs in the app's own process and takes every core it gets: one request at a time, shared
 # with the Compare and Feedback pages' buttons (the same concurrency id), so that two browsers queue
 # instead of halving each other's speed.
@@ -305,4 +345,4 @@ def register() -> None:
         if name == "compare":
             gr.api(fn, api_name=name, **GENERATION)
         else:
-            gr.api(fn, api_name=name, concurrency_limit=None if name in READ_ONLY else "default")
+            gr.api(fn, api_name=name, concurrency_limit=READS if name in READ_ONLY else "default")

@@ -8,6 +8,10 @@ The stages' pages come from their declarations (`pages.stage.build_pages`); any 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import gradio as gr
 
 from pages import api, compare, feedback, runs, stage
@@ -32,5 +36,30 @@ def build() -> gr.Blocks:
     return demo
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, auth: tuple[str, str] | None = None) -> None:
-    build().launch(server_name=host, server_port=port, share=share, auth=auth)
+def max_upload() -> str:
+    """The largest file a visitor may upload (LAB_MAX_UPLOAD_MB; a demo's default is smaller)."""
+    from lab import demo
+
+    return f"{float(os.environ.get('LAB_MAX_UPLOAD_MB', demo.MAX_UPLOAD_MB if demo.on() else 500)):g}mb"
+
+
+def auth_from_env() -> tuple[str, str] | None:
+    """LAB_AUTH=user:pass: the login a Space (or a server) sets as a secret, never in code."""
+    user, sep, password = os.environ.get("LAB_AUTH", "").partition(":")
+    return (user, password) if sep and user and password else None
+
+
+def seed_if_empty() -> None:
+    """A demo opens ready to compare: in an empty store, a nano lifecycle is built in the background."""
+    from lab import demo, runs
+
+    if demo.on() and not runs.list_runs():
+        runs.root().mkdir(parents=True, exist_ok=True)
+        with open(runs.root() / "seed.log", "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "lab", "seed"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def launch(host: str | None = "127.0.0.1", port: int | None = 7860, share: bool = False, auth: tuple[str, str] | None = None) -> None:
+    """Serve the lab (host and port None: gradio's defaults, which a Space sets through GRADIO_SERVER_NAME/PORT)."""
+    seed_if_empty()
+    build().launch(server_name=host, server_port=port, share=share, auth=auth or auth_from_env(), max_file_size=max_upload())

@@ -165,7 +165,7 @@ def on_colour(state, colour):
     return [probability_html(panes[i]) if colour and i < len(panes) else "" for i in range(PANES)]
 
 
-def on_vote(i, state, dataset):
+def on_vote(i, state, dataset, request=None):
     panes = state["panes"]
     if not panes:
         return gr.skip(), warn(gr.Error("nothing to vote on yet: send a prompt first")), gr.skip()
@@ -176,16 +176,23 @@ def on_vote(i, state, dataset):
     try:
         # The prompt is the winning pane's conversation before this round: the panes' earlier answers
         # differ, and the pair must say what the chosen answer replied to.
-        saved = api.vote(state["prompt"], [p["answer"] for p in panes], i, state["before"][i], dataset, state["models"])
+        saved = api.vote(state["prompt"], [p["answer"] for p in panes], i, state["before"][i], dataset, state["models"], request)
     except gr.Error as e:
         return gr.skip(), warn(e), gr.skip()
     skipped = f" ({saved['skipped']} left out: identical or empty answers)" if saved["skipped"] else ""
     return counter_text(dataset), f"saved {LETTERS[i]} as preferred to {saved['added']} other answer(s){skipped}", {**state, "voted": True}
 
 
-def on_undo(dataset, state):
+def voter(i: int):
+    """The handler of pane i's "best" button (gradio hands the request to a function that asks for it by type)."""
+    def on_best(state, dataset, request: gr.Request):
+        return on_vote(i, state, dataset, request)
+    return on_best
+
+
+def on_undo(dataset, state, request: gr.Request):
     try:
-        undone = api.undo_feedback(dataset)
+        undone = api.undo_feedback(dataset, request)
     except gr.Error as e:
         return gr.skip(), warn(e), gr.skip()
     return counter_text(dataset), f"removed the last vote's {undone['removed']} pair(s)", {**state, "voted": False}
@@ -249,7 +256,7 @@ def build(demo: gr.Blocks) -> None:
           api_visibility="private", show_progress="minimal", **api.GENERATION)
     colour.change(on_colour, inputs=[state, colour], outputs=probs, **HIDDEN)
     for i, button in enumerate(best):
-        button.click(lambda state, dataset, i=i: on_vote(i, state, dataset), inputs=[state, dataset], outputs=[counter, message, state], **HIDDEN)
+        button.click(voter(i), inputs=[state, dataset], outputs=[counter, message, state], **HIDDEN)
     undo.click(on_undo, inputs=[dataset, state], outputs=[counter, message, state], **HIDDEN)
     dataset.blur(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
     for trigger in (tab.select, demo.load):

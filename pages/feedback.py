@@ -99,7 +99,7 @@ def on_sample(model, prompt, k, temperature, top_p, max_new, seed, mode, state):
     yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [gr.skip()] * MAX_K + [done, "rank the answers (1 = best), then save"]
 
 
-def on_save(dataset, state, *given):
+def on_save(request: gr.Request, dataset, state, *given):
     answers = state["answers"]
     if not answers:
         return gr.skip(), gr.skip(), warn(gr.Error("nothing to rank yet: sample answers first")), gr.skip()
@@ -107,7 +107,7 @@ def on_save(dataset, state, *given):
     if any(r is None for r in chosen):
         return gr.skip(), gr.skip(), warn(gr.Error("give every answer a rank (1 = best; equal ranks for no preference)")), gr.skip()
     try:
-        saved = api.rank(state["prompt"], answers, [int(r) for r in chosen], state["history"], dataset, state["model"])
+        saved = api.rank(state["prompt"], answers, [int(r) for r in chosen], state["history"], dataset, state["model"], request)
     except gr.Error as e:
         return gr.skip(), gr.skip(), warn(e), gr.skip()
     text, file = summary(dataset)
@@ -116,15 +116,15 @@ def on_save(dataset, state, *given):
     return text, file, f"saved {saved['added']} pair(s){skipped}: press Next prompt, then Sample", {**state, "answers": []}
 
 
-def on_undo(dataset):
+def on_undo(dataset, request: gr.Request):
     try:
-        undone = api.undo_feedback(dataset)
+        undone = api.undo_feedback(dataset, request)
     except gr.Error as e:
         return gr.skip(), gr.skip(), warn(e)
     return *summary(dataset), f"removed the last ranking's {undone['removed']} pair(s)"
 
 
-def on_train(model, dataset):
+def on_train(model, dataset, request: gr.Request):
     try:
         c = api.feedback_count(dataset)
         if not c["pairs"]:
@@ -132,7 +132,7 @@ def on_train(model, dataset):
         if not model:
             raise gr.Error("pick the model the reward model starts from (its parent) first")
         config = {"parent": model, "data": c["file"], "batch_size": min(16, c["pairs"])}
-        run_id = api.start_run("reward", json.dumps(config))
+        run_id = api.start_run("reward", json.dumps(config), request)
     except gr.Error as e:
         return warn(e)
     return f"reward run `{run_id}` queued on {c['pairs']} pairs, from `{model}`: watch it on Align → Reward model"

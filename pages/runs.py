@@ -72,31 +72,31 @@ def on_row(evt: gr.SelectData):
     return evt.row_value[0] if evt.row_value else gr.skip()
 
 
-def act(action, run_id):
-    """Run an action on the picked run, then show its outcome and the store as it is now."""
+def act(action, run_id, request):
+    """Run an action on the picked run as the visitor of `request`, then show its outcome and the store as it is now."""
     if not run_id:
         return ["pick a run first", *on_refresh(), *details(run_id)]
     try:
-        message = action(run_id)
+        message = action(run_id, request)
     except gr.Error as e:
         message = warn(e)
     return [message, *on_refresh(), *details(run_id)]
 
 
-def stop_fn(run_id):
-    return f"`{run_id}`: {api.stop_run(run_id)}"
+def on_stop(run_id, request: gr.Request):
+    return act(lambda r, q: f"`{r}`: {api.stop_run(r, q)}", run_id, request)
 
 
-def resume_fn(run_id):
-    return f"resumed as a new run `{api.resume_run(run_id)}`; watch it on its stage's page"
+def on_resume(run_id, request: gr.Request):
+    return act(lambda r, q: f"resumed as a new run `{api.resume_run(r, q)}`; watch it on its stage's page", run_id, request)
 
 
-def export_fn(run_id):
-    return f"exported to `{api.export_run(run_id)}`"
+def on_export(run_id, request: gr.Request):
+    return act(lambda r, q: f"exported to `{api.export_run(r, q)}`", run_id, request)
 
 
-def delete_fn(run_id):
-    return api.delete_run(run_id)
+def on_delete(run_id, request: gr.Request):
+    return act(api.delete_run, run_id, request)
 
 
 def on_overlay(run_ids, metric_name, smoothing):
@@ -173,10 +173,10 @@ def build(demo: gr.Blocks) -> None:
     runs_table.select(on_row, outputs=picked, **HIDDEN)
     picked.change(details, inputs=picked, outputs=[card, command, log], **HIDDEN)
     act_outputs = [outcome, *listing, card, command, log]
-    for button, action in ((stop, stop_fn), (resume, resume_fn), (export, export_fn)):
-        button.click(lambda run_id, action=action: act(action, run_id), inputs=picked, outputs=act_outputs, api_visibility="private")
+    for button, handler in ((stop, on_stop), (resume, on_resume), (export, on_export)):
+        button.click(handler, inputs=picked, outputs=act_outputs, api_visibility="private")
     # A deleted run cannot come back: ask first, in the browser.
-    delete.click(lambda run_id: act(delete_fn, run_id), inputs=picked, outputs=act_outputs, api_visibility="private",
+    delete.click(on_delete, inputs=picked, outputs=act_outputs, api_visibility="private",
                  js="(run) => (run && confirm(`Delete run ${run} and all its files?`)) ? run : null")
     gr.on([overlaid.change, metric.input, smoothing.release], on_overlay, inputs=[overlaid, metric, smoothing], outputs=[metric, overlay], **HIDDEN)
     gr.on([run_a.change, run_b.change], on_diff, inputs=[run_a, run_b], outputs=diff, **HIDDEN)

@@ -161,19 +161,19 @@ class StagePage:
         except gr.Error as e:
             return f"# not a valid config yet: {e.message}"
 
-    def on_start(self, *values):
+    def on_start(self, request: gr.Request, *values):
         try:
-            run_id = api.start_run(self.stage, self.values_json(*values))
+            run_id = api.start_run(self.stage, self.values_json(*values), request)
         except gr.Error as e:
             return gr.skip(), gr.skip(), gr.skip(), warn(e)
         picker = gr.Dropdown(choices=run_choices((self.stage,), saved_only=False), value=run_id)
         return picker, fresh(run_id), gr.Timer(REFRESH_SECONDS), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
 
-    def on_stop(self, state):
+    def on_stop(self, state, request: gr.Request):
         if not state["run"]:
             return "no run to stop"
         try:
-            return f"Run `{state['run']}`: {api.stop_run(state['run'])} (it saves what it has learnt, then ends `stopped`)"
+            return f"Run `{state['run']}`: {api.stop_run(state['run'], request)} (it saves what it has learnt, then ends `stopped`)"
         except gr.Error as e:
             return warn(e)
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -87,14 +88,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def lab_app(store, tmp_path_factory):
-    """The Gradio lab launched for real (`python -m lab app`) on the session's run store; yields its URL."""
+@contextmanager
+def running_app(store: Path, log_path: Path, **env: str):
+    """`python -m lab app` launched for real on `store`, with `env` on top of this process's; yields its URL."""
     import urllib.request
 
     port = free_port()
-    log_path = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "LAB_CHECKPOINTS": str(store), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "LAB_CHECKPOINTS": str(store), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **env}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "lab", "app", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -110,12 +110,21 @@ def lab_app(store, tmp_path_factory):
             proc.kill()
             raise AssertionError(f"the app did not come up on {url}:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.5)
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def lab_app(store, tmp_path_factory):
+    """The Gradio lab launched for real (`python -m lab app`) on the session's run store; yields its URL."""
+    with running_app(store, tmp_path_factory.mktemp("app") / "app.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

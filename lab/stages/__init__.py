@@ -89,10 +89,10 @@ def parent_of(stage: str, config) -> str | None:
     return None
 
 
-def read(stage: str, source: str) -> tuple[list[dict], str, str]:
+def read(stage: str, source: str, limit: int | None = None) -> tuple[list[dict], str, str]:
     """What `stage` reads from `source`, as it will read it: (records, the source's format, what it was detected
     from). The data preview shows exactly these records, so what it shows is what the stage trains on, and a
-    file the stage would refuse is refused here too."""
+    file the stage would refuse is refused here too. `limit`: read at most that many records of a user's file."""
     kind = spec(stage).data
     world = world_of(source)
     if world is not None:
@@ -106,7 +106,7 @@ def read(stage: str, source: str) -> tuple[list[dict], str, str]:
         return [{"prompt": p} for p in prompt_set(source)], "prompts", "toy world prompts (of its preference pairs)"
     from lab import data
 
-    loaded = data.load(source, want=DATA_FORMATS[kind])
+    loaded = data.load(source, want=DATA_FORMATS[kind], limit=limit)
     fmt, detected = loaded.format, loaded.detected_from
     if kind == "text":
         return [{"text": t} for t in data.to_text(loaded)], fmt, detected
@@ -114,7 +114,7 @@ def read(stage: str, source: str) -> tuple[list[dict], str, str]:
         return data.as_messages(loaded), fmt, detected
     if kind == "preference":
         return loaded.records, fmt, detected
-    return [{"prompt": p} for p in prompt_set(source)], fmt, detected
+    return [{"prompt": p} for p in prompt_set(source, limit)], fmt, detected
 
 
 def world_of(source: str):
@@ -174,7 +174,7 @@ def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0
     return [turns(r) for r in train], [turns(r) for r in heldout]
 
 
-def prompt_set(source: str) -> list[list[dict]]:
+def prompt_set(source: str, limit: int | None = None) -> list[list[dict]]:
     """Prompts for online alignment (PPO, GRPO) as chat turns ending with the user's: on the toy world
     every prompt of its training preference pairs (fact questions, tasks, harmful requests); else the
     prompts of the user's file (preference, prompt/completion, or chats cut before the last answer)."""
@@ -184,7 +184,7 @@ def prompt_set(source: str) -> list[list[dict]]:
         return [[{"role": "user", "content": t}] for t in texts]
     from lab import data
 
-    loaded = data.load(source, want=("preference", "prompt_completion", "messages"))
+    loaded = data.load(source, want=("preference", "prompt_completion", "messages"), limit=limit)
     prompts = []
     for r in loaded.records:
         if loaded.format == "messages":
@@ -228,13 +228,18 @@ def alignment_prompts(source: str, pairs: list[dict], n: int = 12) -> list[str]:
 
 
 def parent_run_id(ref: str) -> str | None:
-    """The run id behind a model or tokenizer reference, if it is a run (for lineage)."""
+    """The run id behind a model or tokenizer reference, if it is a run of the store (for lineage)."""
     if not ref:
         return None
-    from lab.runs import Run
+    from pathlib import Path
 
+    from lab import runs
+
+    folder = Path(ref).expanduser()
+    if (folder / "run.json").is_file():
+        return folder.resolve().name if folder.resolve().parent == runs.root() else None
     try:
-        return Run.open(ref).id
+        return runs.Run.open(ref).id
     except LookupError:
         return None
 
