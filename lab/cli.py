@@ -69,8 +69,10 @@ def cmd_train(args, parser) -> int:
 
 
 def cmd_runs(args) -> int:
+    from lab import jobs
     from lab.runs import list_runs, root, summary
 
+    jobs.start_waiting()  # a waiting job whose turn came while no job was there to start it
     rows = [summary(r) for r in list_runs()]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -35,13 +35,33 @@ def max_jobs() -> int:
 
 
 def queue() -> list[Run]:
-    """Queued runs whose job process is alive, oldest first."""
+    """The runs waiting for their turn, oldest first: queued with no process yet (`submit` starts none until a
+    slot is free), or with a live one waiting for its slot (a foreground `llm-lab train`, or a job just started)."""
     waiting = []
     for run in runs.list_runs():
         info = run.info
-        if info["status"] == "queued" and run.alive(info):
+        if info["status"] == "queued" and (not info.get("pid") or run.alive(info)):
             waiting.append((info["created"], run.id, run))
     return [r for *_, r in sorted(waiting, key=lambda t: t[:2])]
+
+
+def start_waiting() -> list[Run]:
+    """Start the processes of the oldest waiting runs while fewer jobs run than LAB_MAX_JOBS, so that a waiting
+    job costs no process until its turn. Called when a job is submitted, when one ends (by the job itself), and
+    whenever the app or `llm-lab runs` lists the store (which also catches a job killed before it could)."""
+    lock_dir = runs.root() / ".slots"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    started = []
+    with open(lock_dir / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting the same run would run it twice
+        waiting = queue()
+        busy = 0  # jobs running, or started by the queue and about to take their slot
+        for r in runs.list_runs():
+            info = r.info
+            busy += info["status"] in runs.ACTIVE and r.alive(info) and (info["status"] == "running" or bool(info.get("started_by_queue")))
+        for run in [r for r in waiting if not r.info.get("pid")][: max(0, max_jobs() - busy)]:
+            started.append(_spawn(run))
+    return started
 
 
 def queue_position(run: Run) -> int | None:
@@ -123,6 +143,10 @@ def execute(run: Run) -> str:
         else:  # a bug of ours
             run.update(status=status, ended=time.time(), error=f"{type(e).__name__}: {e} (see log.txt)")
     print(f"[lab] run {run.id}: {status}", flush=True)
+    try:
+        start_waiting()  # this job's slot is free: the next waiting job's turn
+    except OSError as e:  # the store went away: nothing waits in it
+        print(f"[lab] could not start the next waiting job: {e}", flush=True)
     return status
 
 
@@ -177,13 +201,19 @@ _children: dict[str, subprocess.Popen] = {}
 
 
 def submit(stage: str, config, name: str | None = None, owner: str | None = None) -> Run:
-    """Create a run and start its job in the background; returns at once with the run `queued`."""
+    """Create a run and queue its job; returns at once with the run `queued`. Its process starts now if a slot
+    is free, else when one frees (`start_waiting`)."""
     reap()
     check_room(owner)
     run = create(stage, config, name, owner)
+    start_waiting()
+    return run
+
+
+def _spawn(run: Run) -> Run:
     log = open(run.path / "log.txt", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lab", "train", stage, "--config", str(run.path / "config.json"), "--run-id", run.id],
+        [sys.executable, "-m", "lab", "train", run.stage, "--config", str(run.path / "config.json"), "--run-id", run.id],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -191,7 +221,7 @@ def submit(stage: str, config, name: str | None = None, owner: str | None = None
         env={**os.environ, "PYTHONUNBUFFERED": "1", "LAB_CHECKPOINTS": str(runs.root())},
     )
     log.close()
-    run.update(pid=proc.pid)
+    run.update(pid=proc.pid, pid_start=runs.process_start(proc.pid), started_by_queue=True)
     _children[run.id] = proc
     return run
 
@@ -202,6 +232,7 @@ def reap() -> None:
     for rid, proc in list(_children.items()):
         if proc.poll() is not None:
             _children.pop(rid, None)
+    start_waiting()
 
 
 def resume(run: Run, owner: str | None = None) -> Run:
@@ -240,6 +271,14 @@ def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:
     `grace` seconds. With wait=False the escalation happens in a background thread."""
     info = run.info
     pid = info.get("pid")
+    if info["status"] == "queued" and not pid:  # waiting with no process yet: it never starts
+        with open(runs.root() / ".slots" / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not run.info.get("pid"):
+                run.update(status="stopped", ended=time.time(), error="stopped before it started")
+                return "stopped"
+        info = run.info
+        pid = info.get("pid")
     if info["status"] not in runs.ACTIVE or not run.alive(info):
         return run.status
     try:

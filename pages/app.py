@@ -49,14 +49,16 @@ def auth_from_env() -> tuple[str, str] | None:
     return (user, password) if sep and user and password else None
 
 
-def seed_if_empty() -> None:
-    """A demo opens ready to compare: in an empty store, a nano lifecycle is built in the background."""
+def seed_if_empty() -> subprocess.Popen | None:
+    """A demo opens ready to compare: in an empty store, a nano lifecycle is built in the background
+    (`llm-lab seed`, its log in the store's seed.log; LAB_DEMO_SEED=0 turns it off)."""
     from lab import demo, runs
 
-    if demo.on() and not runs.list_runs():
-        runs.root().mkdir(parents=True, exist_ok=True)
-        with open(runs.root() / "seed.log", "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "lab", "seed"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    if not demo.on() or os.environ.get("LAB_DEMO_SEED", "1") == "0" or runs.list_runs():
+        return None
+    runs.root().mkdir(parents=True, exist_ok=True)
+    with open(runs.root() / "seed.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "lab", "seed"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def launch(host: str | None = "127.0.0.1", port: int | None = 7860, share: bool = False, auth: tuple[str, str] | None = None) -> None:

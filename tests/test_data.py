@@ -270,3 +270,11 @@ def test_missing_path(tmp_path):
 
 def test_never_imports_gradio():
     assert "gradio" not in data.__dict__ and "import gradio" not in open(data.__file__).read()
+
+
+def test_a_document_over_the_limit_is_refused_with_its_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_MAX_DOCUMENT_CHARS", "1000")
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"text": "short"}) + "\n" + json.dumps({"text": "x" * 5000}) + "\n")
+    with pytest.raises(DataError, match=r"corpus.jsonl line 2: a record of 5,000 characters, over the limit of 1,000 \(LAB_MAX_DOCUMENT_CHARS\)"):
+        load(path)

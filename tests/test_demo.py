@@ -20,7 +20,8 @@ NANO = {"preset": "nano", "max_steps": 400, "logging_steps": 2, "sample_every": 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     store = tmp_path_factory.mktemp("demo-store")
-    with running_app(store, tmp_path_factory.mktemp("demo-app") / "app.log", LAB_DEMO_MODE="1") as url:
+    # no seeding here: its three jobs would hold the demo's one job slot for minutes (test_a_demo_seeds_itself)
+    with running_app(store, tmp_path_factory.mktemp("demo-app") / "app.log", LAB_DEMO_MODE="1", LAB_DEMO_SEED="0") as url:
         yield url, store
 
 
@@ -116,3 +117,22 @@ def test_a_visitor_cannot_stop_delete_or_undo_what_another_started(demo):
     assert saved["pairs"] == 1
     assert "nothing of yours to undo" in refusal(bob, "demo-votes", api_name="/undo_feedback")
     assert alice.predict("demo-votes", api_name="/undo_feedback")["removed"] == 1
+
+
+def test_a_demo_seeds_an_empty_store_with_a_lifecycle(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from lab import runs
+    from pages.app import seed_if_empty
+
+    monkeypatch.setenv("LAB_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("LAB_DEMO_MODE", "1")
+    seeding = seed_if_empty()
+    try:
+        first = wait_for(lambda: runs.list_runs(), 120, "the seed's first run")
+        assert first[0].stage == "pretrain" and first[0].info["name"] == "demo base"
+        assert seed_if_empty() is None  # the store has runs now: no second seed
+    finally:
+        os.killpg(seeding.pid, signal.SIGKILL)
+        seeding.wait()

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+import pytest
 from conftest import last_line, llm_lab, wait_for
 
 from lab import jobs
@@ -47,11 +48,12 @@ def test_kill_9_reads_failed_and_a_new_process_lists_it(store):
 
 def test_jobs_queue_one_at_a_time_a_queued_one_can_be_stopped_and_the_rest_complete(store):
     first, second, third = nano_job(), nano_job(4), nano_job(4)
-    wait_for(lambda: first.status == "running" and third.info.get("pid_start"))
+    wait_for(lambda: first.status == "running")
     time.sleep(1.0)
     assert second.status == third.status == "queued"
     assert jobs.queue_position(second) == 1 and jobs.queue_position(third) == 2
     assert not second.metrics()[0]  # it has not started
+    assert second.info["pid"] is None and third.info["pid"] is None  # waiting costs no process
 
     jobs.stop(third, wait=True)  # stopped while queued: it never starts
     assert third.status == "stopped" and not third.info["started"]
@@ -61,3 +63,21 @@ def test_jobs_queue_one_at_a_time_a_queued_one_can_be_stopped_and_the_rest_compl
     assert jobs.wait(second, timeout=120) == "completed"
     assert second.info["started"] >= first.info["ended"] - 0.5
     assert third.status == "stopped" and not third.info["started"]
+
+
+def test_the_queue_holds_at_most_lab_max_queued(store, monkeypatch):
+    from lab import runs
+    from lab.errors import UserError
+
+    monkeypatch.setenv("LAB_MAX_QUEUED", "2")
+    waiting = [Run.create("pretrain", {"max_steps": 1}) for _ in range(2)]
+    try:
+        for run in waiting:  # queued, with a live process (this one): as a job waiting for its slot
+            run.update(pid=os.getpid(), pid_start=runs.process_start(os.getpid()))
+        with pytest.raises(UserError, match=r"2 jobs are already waiting \(the queue holds 2, LAB_MAX_QUEUED\)"):
+            jobs.check_room(None)
+        waiting[0].update(status="stopped")
+        jobs.check_room(None)  # room again
+    finally:
+        for run in waiting:
+            run.update(status="stopped")
