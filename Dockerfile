@@ -13,6 +13,7 @@
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
+LABEL llm-lab=build
 ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG PIP_NO_INDEX=
@@ -29,6 +30,7 @@ COPY pages /src/pages
 RUN /opt/lab/bin/pip install --find-links /wheels /src
 
 FROM ${BASE}
+LABEL llm-lab=image
 RUN command -v python3 >/dev/null \
     || (apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*)
 COPY --from=build /opt/lab /opt/lab

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -64,7 +65,15 @@ def user_errors(fn):
     return wrapper
 
 
-def visitor(request: gr.Request | None) -> str | None:
+@dataclass
+class Caller:
+    """Who a page's handler acts for (pages.visitor): read like a gr.Request's username and session_hash."""
+
+    username: str | None = None
+    session_hash: str | None = None
+
+
+def visitor(request: gr.Request | Caller | None) -> str | None:
     """Who is calling: their login where the app has one (auth, a Space's OAuth), else their session (a
     browser tab, or one gradio_client Client). None for calls from this process (tests, the CLI)."""
     if request is None:

@@ -14,7 +14,7 @@ import sys
 
 import gradio as gr
 
-from pages import api, compare, feedback, runs, stage
+from pages import api, compare, feedback, runs, stage, visitor
 
 PAGES = [feedback, compare, runs]
 
@@ -26,6 +26,7 @@ folder in the run store: close the browser whenever you like, and come back to i
 def build() -> gr.Blocks:
     with gr.Blocks(title="LLM Lifecycle Lab", analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
+        visitor.add(demo)
         with gr.Tabs(overflow_behavior="wrap"):  # on a narrow screen every page stays in sight, on two rows
             stage.build_pages(demo)
             for page in PAGES:

@@ -16,7 +16,7 @@ import html
 import gradio as gr
 
 from lab import inference, stages
-from pages import api
+from pages import api, visitor
 from pages.stage import HIDDEN, warn
 
 LETTERS = "ABCD"
@@ -185,14 +185,14 @@ def on_vote(i, state, dataset, request=None):
 
 def voter(i: int):
     """The handler of pane i's "best" button (gradio hands the request to a function that asks for it by type)."""
-    def on_best(state, dataset, request: gr.Request):
-        return on_vote(i, state, dataset, request)
+    def on_best(state, dataset, browser_id: str, request: gr.Request):
+        return on_vote(i, state, dataset, visitor.of(browser_id, request))
     return on_best
 
 
-def on_undo(dataset, state, request: gr.Request):
+def on_undo(dataset, state, browser_id: str, request: gr.Request):
     try:
-        undone = api.undo_feedback(dataset, request)
+        undone = api.undo_feedback(dataset, visitor.of(browser_id, request))
     except gr.Error as e:
         return gr.skip(), warn(e), gr.skip()
     return counter_text(dataset), f"removed the last vote's {undone['removed']} pair(s)", {**state, "voted": False}
@@ -256,8 +256,8 @@ def build(demo: gr.Blocks) -> None:
           api_visibility="private", show_progress="minimal", **api.GENERATION)
     colour.change(on_colour, inputs=[state, colour], outputs=probs, **HIDDEN)
     for i, button in enumerate(best):
-        button.click(voter(i), inputs=[state, dataset], outputs=[counter, message, state], **HIDDEN)
-    undo.click(on_undo, inputs=[dataset, state], outputs=[counter, message, state], **HIDDEN)
+        button.click(voter(i), inputs=[state, dataset, visitor.state()], outputs=[counter, message, state], **HIDDEN)
+    undo.click(on_undo, inputs=[dataset, state, visitor.state()], outputs=[counter, message, state], **HIDDEN)
     dataset.blur(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
     for trigger in (tab.select, demo.load):
         trigger(refresh, outputs=[picked, chain, reward], **HIDDEN)

@@ -18,7 +18,7 @@ import gradio as gr
 
 from lab import stages
 from lab.errors import UserError
-from pages import api
+from pages import api, visitor
 from pages.compare import model_choices
 from pages.stage import HIDDEN, warn
 
@@ -99,7 +99,7 @@ def on_sample(model, prompt, k, temperature, top_p, max_new, seed, mode, state):
     yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [gr.skip()] * MAX_K + [done, "rank the answers (1 = best), then save"]
 
 
-def on_save(request: gr.Request, dataset, state, *given):
+def on_save(request: gr.Request, browser_id: str, dataset, state, *given):
     answers = state["answers"]
     if not answers:
         return gr.skip(), gr.skip(), warn(gr.Error("nothing to rank yet: sample answers first")), gr.skip()
@@ -107,7 +107,7 @@ def on_save(request: gr.Request, dataset, state, *given):
     if any(r is None for r in chosen):
         return gr.skip(), gr.skip(), warn(gr.Error("give every answer a rank (1 = best; equal ranks for no preference)")), gr.skip()
     try:
-        saved = api.rank(state["prompt"], answers, [int(r) for r in chosen], state["history"], dataset, state["model"], request)
+        saved = api.rank(state["prompt"], answers, [int(r) for r in chosen], state["history"], dataset, state["model"], visitor.of(browser_id, request))
     except gr.Error as e:
         return gr.skip(), gr.skip(), warn(e), gr.skip()
     text, file = summary(dataset)
@@ -116,15 +116,15 @@ def on_save(request: gr.Request, dataset, state, *given):
     return text, file, f"saved {saved['added']} pair(s){skipped}: press Next prompt, then Sample", {**state, "answers": []}
 
 
-def on_undo(dataset, request: gr.Request):
+def on_undo(dataset, browser_id: str, request: gr.Request):
     try:
-        undone = api.undo_feedback(dataset, request)
+        undone = api.undo_feedback(dataset, visitor.of(browser_id, request))
     except gr.Error as e:
         return gr.skip(), gr.skip(), warn(e)
     return *summary(dataset), f"removed the last ranking's {undone['removed']} pair(s)"
 
 
-def on_train(model, dataset, request: gr.Request):
+def on_train(model, dataset, browser_id: str, request: gr.Request):
     try:
         c = api.feedback_count(dataset)
         if not c["pairs"]:
@@ -132,7 +132,7 @@ def on_train(model, dataset, request: gr.Request):
         if not model:
             raise gr.Error("pick the model the reward model starts from (its parent) first")
         config = {"parent": model, "data": c["file"], "batch_size": min(16, c["pairs"])}
-        run_id = api.start_run("reward", json.dumps(config), request)
+        run_id = api.start_run("reward", json.dumps(config), visitor.of(browser_id, request))
     except gr.Error as e:
         return warn(e)
     return f"reward run `{run_id}` queued on {c['pairs']} pairs, from `{model}`: watch it on Align → Reward model"
@@ -189,9 +189,9 @@ def build(demo: gr.Blocks) -> None:
     source.change(lambda source, state: on_next(source, {**state, "source": None}), inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)
     sample.click(on_sample, inputs=[model, prompt, k, temperature, top_p, max_new, seed, mode, state], outputs=answers + ranks + [state, message],
                  api_visibility="private", show_progress="minimal", **api.GENERATION)
-    save.click(on_save, inputs=[dataset, state, *ranks], outputs=[counter, export, message, state], **HIDDEN)
-    undo.click(on_undo, inputs=dataset, outputs=[counter, export, message], **HIDDEN)
-    train.click(on_train, inputs=[model, dataset], outputs=message, api_visibility="private")
+    save.click(on_save, inputs=[visitor.state(), dataset, state, *ranks], outputs=[counter, export, message, state], **HIDDEN)
+    undo.click(on_undo, inputs=[dataset, visitor.state()], outputs=[counter, export, message], **HIDDEN)
+    train.click(on_train, inputs=[model, dataset, visitor.state()], outputs=message, api_visibility="private")
     dataset.blur(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
     upload.upload(on_upload, inputs=upload, outputs=source, **HIDDEN)
     for trigger in (tab.select, demo.load):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from lab import runs
 from lab.runs import Run
-from pages import api, curves
+from pages import api, curves, visitor
 from pages.stage import HIDDEN, warn
 
 RESUME_NOTE = (
@@ -83,20 +83,20 @@ def act(action, run_id, request):
     return [message, *on_refresh(), *details(run_id)]
 
 
-def on_stop(run_id, request: gr.Request):
-    return act(lambda r, q: f"`{r}`: {api.stop_run(r, q)}", run_id, request)
+def on_stop(run_id, browser_id: str, request: gr.Request):
+    return act(lambda r, q: f"`{r}`: {api.stop_run(r, q)}", run_id, visitor.of(browser_id, request))
 
 
-def on_resume(run_id, request: gr.Request):
-    return act(lambda r, q: f"resumed as a new run `{api.resume_run(r, q)}`; watch it on its stage's page", run_id, request)
+def on_resume(run_id, browser_id: str, request: gr.Request):
+    return act(lambda r, q: f"resumed as a new run `{api.resume_run(r, q)}`; watch it on its stage's page", run_id, visitor.of(browser_id, request))
 
 
-def on_export(run_id, request: gr.Request):
-    return act(lambda r, q: f"exported to `{api.export_run(r, q)}`", run_id, request)
+def on_export(run_id, browser_id: str, request: gr.Request):
+    return act(lambda r, q: f"exported to `{api.export_run(r, q)}`", run_id, visitor.of(browser_id, request))
 
 
-def on_delete(run_id, request: gr.Request):
-    return act(api.delete_run, run_id, request)
+def on_delete(run_id, browser_id: str, request: gr.Request):
+    return act(api.delete_run, run_id, visitor.of(browser_id, request))
 
 
 def on_overlay(run_ids, metric_name, smoothing):
@@ -174,9 +174,9 @@ def build(demo: gr.Blocks) -> None:
     picked.change(details, inputs=picked, outputs=[card, command, log], **HIDDEN)
     act_outputs = [outcome, *listing, card, command, log]
     for button, handler in ((stop, on_stop), (resume, on_resume), (export, on_export)):
-        button.click(handler, inputs=picked, outputs=act_outputs, api_visibility="private")
+        button.click(handler, inputs=[picked, visitor.state()], outputs=act_outputs, api_visibility="private")
     # A deleted run cannot come back: ask first, in the browser.
-    delete.click(on_delete, inputs=picked, outputs=act_outputs, api_visibility="private",
-                 js="(run) => (run && confirm(`Delete run ${run} and all its files?`)) ? run : null")
+    delete.click(on_delete, inputs=[picked, visitor.state()], outputs=act_outputs, api_visibility="private",
+                 js="(run, id) => [(run && confirm(`Delete run ${run} and all its files?`)) ? run : null, id]")
     gr.on([overlaid.change, metric.input, smoothing.release], on_overlay, inputs=[overlaid, metric, smoothing], outputs=[metric, overlay], **HIDDEN)
     gr.on([run_a.change, run_b.change], on_diff, inputs=[run_a, run_b], outputs=diff, **HIDDEN)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from lab import configs, feedback, jobs, runs, stages
 from lab.runs import Run
-from pages import api, curves
+from pages import api, curves, visitor
 
 # A page watching an active run reads it twice a second; one showing a finished run only now and then
 # (to notice a restart or a delete), so that open browsers cost the machine little between jobs.
@@ -161,19 +161,19 @@ class StagePage:
         except gr.Error as e:
             return f"# not a valid config yet: {e.message}"
 
-    def on_start(self, request: gr.Request, *values):
+    def on_start(self, request: gr.Request, browser_id: str, *values):
         try:
-            run_id = api.start_run(self.stage, self.values_json(*values), request)
+            run_id = api.start_run(self.stage, self.values_json(*values), visitor.of(browser_id, request))
         except gr.Error as e:
             return gr.skip(), gr.skip(), gr.skip(), warn(e)
         picker = gr.Dropdown(choices=run_choices((self.stage,), saved_only=False), value=run_id)
         return picker, fresh(run_id), gr.Timer(REFRESH_SECONDS), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
 
-    def on_stop(self, state, request: gr.Request):
+    def on_stop(self, state, browser_id: str, request: gr.Request):
         if not state["run"]:
             return "no run to stop"
         try:
-            return f"Run `{state['run']}`: {api.stop_run(state['run'], request)} (it saves what it has learnt, then ends `stopped`)"
+            return f"Run `{state['run']}`: {api.stop_run(state['run'], visitor.of(browser_id, request))} (it saves what it has learnt, then ends `stopped`)"
         except gr.Error as e:
             return warn(e)
 
@@ -295,8 +295,8 @@ def build(stage: str, demo: gr.Blocks, tab) -> None:
     choice_outputs = [watched, *[inputs[name] for name in page.references]] + ([inputs["data"]] if page.has_data else [])
     watch_outputs = [state, status, plot, samples, timer]
     gr.on([c.change for c in form], page.on_form, inputs=form, outputs=command, trigger_mode="always_last", **HIDDEN)
-    start.click(page.on_start, inputs=form, outputs=[watched, state, timer, message], api_visibility="private")
-    stop.click(page.on_stop, inputs=state, outputs=message, api_visibility="private")
+    start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
+    stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private")
     watched.change(page.on_watch, inputs=[watched, state, smoothing], outputs=watch_outputs, **HIDDEN)
     timer.tick(page.tick, inputs=[state, smoothing], outputs=[status, plot, samples, watched, timer], concurrency_limit=None, **HIDDEN)
     smoothing.release(page.on_smoothing, inputs=[state, smoothing], outputs=plot, **HIDDEN)

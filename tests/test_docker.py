@@ -56,9 +56,26 @@ def docker():
                 pytest.skip("dockerd could not be started here (see `dockerd` run by hand)")
             time.sleep(1)
     yield
-    if started is not None:  # dockerd removes its network rules as it stops
+    if started is not None:
         started.terminate()
         started.wait(timeout=60)
+        remove_network_rules()
+
+
+def remove_network_rules() -> None:
+    """What a dockerd started here leaves behind as it stops: its iptables rules and chains, and its bridge."""
+    if not shutil.which("iptables"):
+        return
+    for table in ("nat", "filter"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
+        for rule in rules:
+            if rule.startswith("-A ") and "docker" in rule.lower():
+                subprocess.run(["iptables", "-t", table, "-D", *shlex.split(rule)[1:]], capture_output=True)
+        for rule in rules:
+            if rule.startswith("-N ") and "DOCKER" in rule:
+                subprocess.run(["iptables", "-t", table, "-F", rule.split()[1]], capture_output=True)
+                subprocess.run(["iptables", "-t", table, "-X", rule.split()[1]], capture_output=True)
+    subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +113,7 @@ def image(base_image, tmp_path_factory):
     print(f"image built in {time.time() - t0:.0f} s", file=sys.stderr)
     yield IMAGE
     subprocess.run(["docker", "rmi", "-f", IMAGE], capture_output=True)
-    subprocess.run(["docker", "image", "prune", "-f"], capture_output=True)
+    subprocess.run(["docker", "image", "prune", "-af", "--filter", "label=llm-lab"], capture_output=True)  # the build stage too
 
 
 def test_the_image_serves_its_lifecycle(image):
