@@ -1,12 +1,12 @@
 # The lab as an image: CPU by default, the nano lifecycle built in, served on 0.0.0.0:7860 by a non-root user.
 #
 #   docker build -t llm-lab .
-#   docker run -p 7860:7860 -v lab-checkpoints:/data/checkpoints llm-lab
+#   docker run --init -p 7860:7860 -v lab-checkpoints:/data/checkpoints llm-lab   # --init: a PID 1 that reaps finished jobs
 #
 # On a GPU: a CUDA base and torch build, e.g.
 #   docker build -t llm-lab:cuda --build-arg BASE=nvidia/cuda:12.8.1-runtime-ubuntu24.04 \
 #       --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
-#   docker run --gpus all -p 7860:7860 -v lab-checkpoints:/data/checkpoints llm-lab:cuda
+#   docker run --init --gpus all -p 7860:7860 -v lab-checkpoints:/data/checkpoints llm-lab:cuda
 #
 # Offline builds: wheels put in ./wheels/ (e.g. `pip download --dest wheels torch==2.13.0 --no-deps`, or every
 # dependency with `pip download --dest wheels .`) are used first; with --build-arg PIP_NO_INDEX=1 only they are.

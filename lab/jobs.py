@@ -272,6 +272,7 @@ def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:
     info = run.info
     pid = info.get("pid")
     if info["status"] == "queued" and not pid:  # waiting with no process yet: it never starts
+        (runs.root() / ".slots").mkdir(parents=True, exist_ok=True)
         with open(runs.root() / ".slots" / "start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not run.info.get("pid"):

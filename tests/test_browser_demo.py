@@ -3,6 +3,7 @@ theirs after a reload (its id lives in the browser's storage); another browser s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,20 +35,21 @@ def start_nano(page) -> str:
     wait_for(lambda: "--preset nano --max-steps 400" in page.locator("#pretrain-cli").inner_text(), 30, "the CLI command to follow the form")
     page.locator("#pretrain-start").click()
     wait_for(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")
-    return page.locator("#pretrain-message").inner_text().split("`")[1]
+    return re.search(r"Run (\S+) queued", page.locator("#pretrain-message").inner_text()).group(1)
 
 
 def test_a_run_stays_its_browsers_across_a_reload_and_no_one_elses(demo_url):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        mine, theirs = browser.new_context(), browser.new_context()  # two browsers: two storages
+        viewport = {"width": 1400, "height": 1600}
+        mine, theirs = browser.new_context(viewport=viewport), browser.new_context(viewport=viewport)  # two browsers: two storages
         try:
-            page = mine.new_page(viewport={"width": 1400, "height": 1600})
+            page = mine.new_page()
             page.set_default_timeout(SLOW_CLICK_MS)
             page.goto(demo_url)
             run_id = start_nano(page)
 
-            other = theirs.new_page(viewport={"width": 1400, "height": 1600})
+            other = theirs.new_page()
             other.set_default_timeout(SLOW_CLICK_MS)
             other.goto(demo_url)
             other.get_by_role("tab", name="Pretrain").click()
