@@ -1,10 +1,12 @@
 """Jobs: every stage runs in its own process, `python -m lab train <stage> --config <run>/config.json
 --run-id <id>`, so a UI (or a terminal) that closes never takes training down with it.
 
-The queue lives in the run store, not in any long-lived process, so it survives restarts: a job
-starts as `queued`, waits until no older queued job is alive, then takes one of LAB_MAX_JOBS slot locks
-(default 1: one GPU job at a time). The locks are `flock`s, which the kernel drops when a process dies,
-so a job killed with -9 never blocks the ones behind it.
+The queue lives in the run store, not in any long-lived process, so it survives restarts: a job is a
+`queued` run folder with no process until its turn (`start_waiting` starts the oldest while fewer than
+LAB_MAX_JOBS run, default 1: one GPU job at a time; a job that ends starts the next). Its process then
+waits until no older queued job waits and takes one of LAB_MAX_JOBS slot locks. The locks are `flock`s,
+which the kernel drops when a process dies, so a job killed with -9 never blocks the ones behind it; at
+most LAB_MAX_QUEUED jobs wait.
 
 Stop = SIGTERM (the job stops at its next step and saves), then SIGKILL after a grace period.
 """
@@ -177,7 +179,7 @@ def create(stage: str, config, name: str | None = None, owner: str | None = None
 
 
 def max_queued() -> int:
-    """How many jobs may wait at once (LAB_MAX_QUEUED): each waits as a process of its own."""
+    """How many jobs may wait at once (LAB_MAX_QUEUED): a bound on the backlog one caller can pile up."""
     from lab import demo
 
     return max(1, int(os.environ.get("LAB_MAX_QUEUED", "4" if demo.on() else "16")))

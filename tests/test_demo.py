@@ -100,6 +100,7 @@ def test_a_visitor_cannot_stop_delete_or_undo_what_another_started(demo):
         wait_for(lambda: alice.predict(first, api_name="/run_status")["status"] == "running", 120, "alice's first job to run")
         second = alice.predict("pretrain", json.dumps(NANO), api_name="/start_run")  # waits: one job at a time in a demo
         assert alice.predict(second, api_name="/run_status")["status"] == "queued"
+        assert json.loads((store / second / "run.json").read_text())["pid"] is None  # waiting costs no process
         assert "one per visitor" in refusal(alice, "pretrain", json.dumps(NANO), api_name="/start_run")
         for api_name in ("/stop_run", "/delete_run", "/resume_run"):
             assert "started by another visitor" in refusal(bob, first, api_name=api_name)
