@@ -5,8 +5,9 @@
 What it changes, and nothing else:
 - what a field may name: data is the toy world, an upload or a feedback dataset of the store; a model is a
   run of the store. No server path, no folder walk, no hub id (no network attempt; LAB_ALLOW_HUB=1 allows them);
-- caps on what one visitor can ask for (presets up to `tiny`, steps, uploads, generation length, one training job
-  at a time and one queued per visitor), each refused with a message that names the cap and how to lift it;
+- caps on what one visitor can ask for (presets up to `tiny`, steps, batch size, sequence lengths, uploads,
+  generation length, one training job at a time and one queued per visitor), each refused with a message that
+  names the cap and how to lift it;
 - ownership: a visitor stops, deletes and resumes only the runs they started, and undoes only their own votes.
 
 In every mode a run id resolves only inside the store (`lab.runs.Run.open`).
@@ -25,6 +26,9 @@ PRESETS = ("nano", "tiny")  # the sizes a 2-core Space trains in minutes
 MAX_STEPS = int(os.environ.get("LAB_DEMO_MAX_STEPS", "500"))
 MAX_NEW_TOKENS = int(os.environ.get("LAB_DEMO_MAX_NEW_TOKENS", "256"))
 MAX_UPLOAD_MB = float(os.environ.get("LAB_DEMO_MAX_UPLOAD_MB", "10"))
+MAX_BATCH = int(os.environ.get("LAB_DEMO_MAX_BATCH", "32"))
+MAX_LENGTH = 512  # tokens of a sequence, a chat or an answer: what a tiny model's context holds
+LENGTHS = ("seq_len", "max_length", "max_completion_length", "response_length", "max_prompt_length")
 
 
 def on() -> bool:
@@ -98,6 +102,12 @@ def check_config(stage: str, config) -> None:
     steps = getattr(config, "max_steps", None)
     if steps is not None and not 0 < steps <= MAX_STEPS:
         raise UserError(f"--max-steps {steps}: this demo runs 1 to {MAX_STEPS} steps (LAB_DEMO_MAX_STEPS); {LIFT}")
+    batch = getattr(config, "batch_size", None)
+    if batch is not None and batch > MAX_BATCH:
+        raise UserError(f"--batch-size {batch}: this demo takes batches of up to {MAX_BATCH} (LAB_DEMO_MAX_BATCH); {LIFT}")
+    for name in LENGTHS:
+        if getattr(config, name, 0) > MAX_LENGTH:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)}: this demo takes up to {MAX_LENGTH} tokens; {LIFT}")
 
 
 def check_generation(max_new_tokens: int) -> None:
