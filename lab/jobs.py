@@ -56,12 +56,14 @@ def start_waiting() -> list[Run]:
     started = []
     with open(lock_dir / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting the same run would run it twice
-        waiting = queue()
-        busy = 0  # jobs running, or started by the queue and about to take their slot
-        for r in runs.list_runs():
+        idle, busy = [], 0  # waiting with no process; running, or started by the queue and about to take a slot
+        for r in runs.list_runs():  # one pass over the store: the app's status polls come through here
             info = r.info
-            busy += info["status"] in runs.ACTIVE and r.alive(info) and (info["status"] == "running" or bool(info.get("started_by_queue")))
-        for run in [r for r in waiting if not r.info.get("pid")][: max(0, max_jobs() - busy)]:
+            if info["status"] == "queued" and not info.get("pid"):
+                idle.append((info["created"], r.id, r))
+            elif info["status"] in runs.ACTIVE and r.alive(info) and (info["status"] == "running" or info.get("started_by_queue")):
+                busy += 1
+        for *_, run in sorted(idle, key=lambda t: t[:2])[: max(0, max_jobs() - busy)]:
             started.append(_spawn(run))
     return started
 

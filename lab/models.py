@@ -105,7 +105,7 @@ def resolve(ref: str) -> tuple[str, str | None]:
             run = Run(path.resolve())
             if run.model_dir is None:
                 raise NotFound(f"run {run.id} has no saved model yet (status: {run.status})")
-            return str(run.model_dir), run.id if run.path.parent == runs.root() else None
+            return str(run.model_dir), run.id if runs.in_store(run.path) else None
         return str(path), None
     try:
         run = Run.open(ref)

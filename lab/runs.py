@@ -160,7 +160,7 @@ class Run:
         if not RUN_ID.fullmatch(ref):
             raise NotFound(f"'{ref[:80]}' is not a run id (letters, digits, '-', '_' and '.'; no paths): see `llm-lab runs` or the Runs page")
         path = root() / ref
-        if (path / "run.json").is_file() and path.resolve().parent == root():
+        if in_store(path):
             return cls(path)
         if prefix:
             hits = [r for r in list_runs() if r.id.startswith(ref)]
@@ -343,9 +343,14 @@ def delete(run: Run) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def in_store(folder: Path) -> bool:
+    """Whether `folder` is a run folder directly inside the store, once links are resolved: a run of the store."""
+    return (folder / "run.json").is_file() and folder.resolve().parent == root()
+
+
 def list_runs() -> list[Run]:
     if not root().exists():
         return []
-    runs = [Run(p.parent) for p in root().glob("*/run.json") if RUN_ID.fullmatch(p.parent.name) and p.parent.resolve().parent == root()]
+    runs = [Run(p.parent) for p in root().glob("*/run.json") if RUN_ID.fullmatch(p.parent.name) and in_store(p.parent)]
     return sorted(runs, key=lambda r: r.id)
 

@@ -242,7 +242,6 @@ def preview_data(stage: str, source: str = "world", n: int = 5) -> dict:
     """What `stage` reads from `source`, as it will read it: {"source", "format", "detected_from", "records", "more", "bytes", "preview": the first n (at most 20) records, long texts cut}. `records` counts up to 10,000 (`more`: there are more). `source` is "world" (the toy world), "world:SEED", a file or folder path, or a hub id."""
     source = (source or "world").strip()
     stages.get(stage)  # an unknown stage is named before the data is read
-    demo.check_data(source)
     records, fmt, detected = stages.read(stage, source, limit=PREVIEW_READ + 1)
     size = None
     if stages.world_of(source) is None:
@@ -278,11 +277,7 @@ def compare(models: list[str], prompt: str, temperature: float = 0.7, top_p: flo
             mode: str = "auto", reward_model: str = "", histories: list | None = None, distinct_seeds: bool = False) -> Iterator[list[dict]]:
     """Answers of 1–4 models (runs, model folders or hub ids) to one prompt, streamed side by side with the same sampling settings and seed (temperature 0: greedy). Yields the panes as they grow; in the last, each has its `answer`, `tokens`, `seconds`, `ttft`, `tokens_per_second`, `token_probs` (every token's probability and its top-5 alternatives), `reward` (with reward_model, a reward run), `gold` (the toy world's judge, for its prompts), `mode` (mode auto: raw for base models, chat for the rest) and `note`. histories: per model, the turns before this prompt. distinct_seeds: model i samples with seed + i (K different answers of one model)."""
     models = [m for m in (models or []) if m]
-    for m in models:
-        demo.check_model(m)
-    if (reward_model or "").strip():
-        demo.check_model(reward_model.strip(), "reward model")
-    demo.check_generation(max_new_tokens)
+    demo.check_generation(max_new_tokens)  # the models themselves are checked as they resolve (models.resolve)
     settings = inference.Settings(float(temperature), float(top_p), int(max_new_tokens), int(seed))
     seeds = [int(seed) + i for i in range(len(models))] if distinct_seeds else None
     yield from inference.compare(models, prompt, histories=histories or None, settings=settings, mode=mode or "auto",

@@ -237,7 +237,7 @@ def parent_run_id(ref: str) -> str | None:
 
     folder = Path(ref).expanduser()
     if (folder / "run.json").is_file():
-        return folder.resolve().name if folder.resolve().parent == runs.root() else None
+        return folder.resolve().name if runs.in_store(folder) else None
     try:
         return runs.Run.open(ref).id
     except LookupError:

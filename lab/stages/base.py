@@ -193,12 +193,11 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
             cfg = json.loads((tmp / "adapter_config.json").read_text())
             cfg["base_model_name_or_path"] = str(Path(parent_path).resolve()) if Path(parent_path).exists() else parent_path
             (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
-        (tmp / "README.md").write_text(model_card(model, run, config, what, final, parent_path), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(model, run, config, what, final, parent_path, lora), encoding="utf-8")
     print(f"saved {folder}/ " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()), flush=True)
 
 
-def model_card(model, run, config, what: str, final: dict, parent_path: str | None) -> str:
-    lora = type(model).__name__.startswith("Peft")
+def model_card(model, run, config, what: str, final: dict, parent_path: str | None, lora: bool) -> str:
     origin = f"trained from `{parent_path}`" if parent_path else "trained from scratch"
     mode = f" (mode `{config.mode}`)" if hasattr(config, "mode") else ""
     return (

@@ -152,10 +152,10 @@ def run(config: Config, run) -> dict:
 
     train_texts, heldout_texts = text_splits(config.data, seed=config.seed)
     tokenizer = load_tokenizer(config, train_texts)
-    if config.init_from:
-        path, _ = models.resolve(config.init_from)
+    parent_path = models.resolve(config.init_from)[0] if config.init_from else None
+    if parent_path:
         auto = AutoModelForCausalLM if config.objective == "clm" else AutoModelForMaskedLM
-        model = models.load_pretrained(auto, path)
+        model = models.load_pretrained(auto, parent_path)
     else:
         model = models.build_from_scratch(config.preset, config.objective, tokenizer, config.seq_len)
     n_params = models.count_parameters(model)
@@ -210,5 +210,5 @@ def run(config: Config, run) -> dict:
     final = {"parameters": n_params, **fit(trainer, callback, run, evaluate)}
     lineage = f"continued from `{config.init_from}`" if config.init_from else f"preset `{config.preset}`"
     what = f"{'Causal' if config.objective == 'clm' else 'Masked'} LM ({lineage})"
-    save_model(trainer.model, tokenizer, run, config, what, final, parent_path=models.resolve(config.init_from)[0] if config.init_from else None)
+    save_model(trainer.model, tokenizer, run, config, what, final, parent_path)
     return final
