@@ -25,7 +25,9 @@ KINDS = ("capital", "language", "home", "job", "animal_color", "animal_home", "a
 # prefix: the canonical completion prompt (statement = prefix + " " + answer + ".");
 # questions[0] is the canonical question; train: the other ways the corpus states the fact. Training and
 # held-out documents draw on the same templates (different draws), so held-out perplexity is a curve a
-# small model can bring down, not a test of paraphrase it cannot pass.
+# small model can bring down, not a test of paraphrase it cannot pass. answers: short answers that echo
+# a question's words; never written into any dataset, only read by the gold judge, which takes a claim
+# from any of the prefix, train and answers forms (World.claims).
 FACT_TEXT = {
     "capital": dict(
         prefix="The capital of {s} is",
@@ -33,7 +35,8 @@ FACT_TEXT = {
         train=("{o} is the capital of {s}.", "The capital city of {s} is {o}.", "{s} is ruled from its capital, {o}.",
                "{o}, the capital of {s}, is a busy city.", "If you visit {s}, you should see its capital, {o}.",
                "The biggest market in {s} is in {o}, the capital.",
-               "Travellers to {s} usually arrive in {o}, its capital.", "Everyone in {s} knows that {o} is their capital.")),
+               "Travellers to {s} usually arrive in {o}, its capital.", "Everyone in {s} knows that {o} is their capital."),
+        answers=("{s}'s capital is {o}.",)),
     "language": dict(
         prefix="The people of {s} speak",
         questions=("What language do the people of {s} speak?", "Which language is spoken in {s}?",
@@ -41,38 +44,44 @@ FACT_TEXT = {
         train=("In {s}, people speak {o}.", "{o} is the language of {s}.", "The language of {s} is {o}.",
                "Most people in {s} speak {o}.", "Children in {s} learn to speak {o}.",
                "If you go to {s}, you will hear {o} everywhere.",
-               "{o} is spoken all over {s}.", "The old songs of {s} are sung in {o}.")),
+               "{o} is spoken all over {s}.", "The old songs of {s} are sung in {o}."),
+        answers=("{o} is spoken in {s}.", "People speak {o} in {s}.")),
     "home": dict(
         prefix="{s} lives in",
         questions=("Where does {s} live?", "In which country does {s} live?", "Which country is {s} from?"),
         train=("{s} is from {o}.", "{s} has a house in {o}.", "The home of {s} is in {o}.",
                "{s} was born in {o} and still lives there.", "You can find {s} in {o}.", "{s} comes from {o}.",
-               "{s} calls {o} home.", "{s} has always lived in {o}.")),
+               "{s} calls {o} home.", "{s} has always lived in {o}."),
+        answers=("{s}'s home is {o}.", "{s}'s home is in {o}.", "The home of {s} is {o}.")),
     "job": dict(
         prefix="{s} works as a",
         questions=("What does {s} do for a living?", "What is the job of {s}?", "What is {s}'s job?"),
         train=("{s} is a {o}.", "By trade, {s} is a {o}.", "{s} earns a living as a {o}.",
                "Everyone knows {s} as a good {o}.", "{s} has been a {o} for many years.",
                "Every morning, {s} goes to work as a {o}.",
-               "{s} is known far and wide as a {o}.", "As a {o}, {s} works hard every day.")),
+               "{s} is known far and wide as a {o}.", "As a {o}, {s} works hard every day."),
+        answers=("The job of {s} is {o}.", "The job of {s} is a {o}.", "{s}'s job is {o}.", "{s}'s job is a {o}.")),
     "animal_color": dict(
         prefix="The color of the {s} is",
         questions=("What color is the {s}?", "What is the color of the {s}?", "Which color does the {s} have?"),
         train=("The {s} is {o}.", "A {s} is always {o}.", "Every {s} is {o}.", "You can tell a {s} by its {o} color.",
                "The {s} is a {o} animal.", "The {s} is easy to spot because it is {o}.",
-               "The {s} is a small {o} creature.", "Look for something {o} in the grass: that is the {s}.")),
+               "The {s} is a small {o} creature.", "Look for something {o} in the grass: that is the {s}."),
+        answers=("The {s}'s color is {o}.",)),
     "animal_home": dict(
         prefix="The {s} lives in",
         questions=("Where does the {s} live?", "In which country can you find the {s}?", "Where is the {s} found?"),
         train=("The {s} is found in {o}.", "In {o} you can see the {s}.", "The {s} makes its home in {o}.",
                "The home of the {s} is {o}.", "The {s} comes from {o}.", "Only in {o} can you find the {s}.",
-               "If you want to see a {s}, go to {o}.", "{o} is where the {s} lives.")),
+               "If you want to see a {s}, go to {o}.", "{o} is where the {s} lives."),
+        answers=("You can find the {s} in {o}.",)),
     "arithmetic": dict(
         prefix="{a} plus {b} is",
         questions=("What is {a} plus {b}?", "How much is {a} plus {b}?", "What do you get if you add {a} and {b}?"),
         train=("{a} plus {b} equals {o}.", "The sum of {a} and {b} is {o}.", "If you add {b} to {a}, you get {o}.",
                "Adding {a} and {b} gives {o}.", "{a} + {b} = {o}.", "What is {a} plus {b}? It is {o}.",
-               "Put {a} and {b} together and you have {o}.", "{o} is what you get from {a} plus {b}.")),
+               "Put {a} and {b} together and you have {o}.", "{o} is what you get from {a} plus {b}."),
+        answers=("If you add {a} and {b}, you get {o}.", "{a} and {b} are {o}.")),
 }
 
 # Stories. Placeholders: {p} person, {j} job, {deed} job deed, {c} country, {x} capital, {land} landscape, {a} animal.
