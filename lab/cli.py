@@ -4,6 +4,10 @@
     llm-lab world --out DIR                      write the toy world's datasets as jsonl
     llm-lab train STAGE [flags | --config F]     run a stage in the foreground; the last line printed is the run id
     llm-lab train STAGE ... --detach             queue it as a background job and print the run id at once
+    llm-lab quickstart [--scale nano] [--with grpo]   the whole lifecycle, evaluated, with its report card
+    llm-lab quickstart --continue RUN            carry on a stopped lifecycle from its first unfinished step
+    llm-lab eval RUN [--against RUN]             evaluate a model; writes the run's eval.json
+    llm-lab report RUN                           a lifecycle's report card
     llm-lab runs [--json]                        every run: stage, status, parent, last metrics
     llm-lab stop RUN                             stop a running or queued job (it saves what it has)
     llm-lab presets                              model presets with their parameter counts
@@ -152,32 +156,87 @@ def cmd_export(args) -> int:
     return 0
 
 
-# The nano lifecycle a demo opens with: base → instruct → aligned, small enough for a CPU Space's start-up.
-SEED = (
-    ("pretrain", ["--preset", "nano", "--max-steps", "300", "--sample-every", "0", "--name", "demo base"]),
-    ("sft", ["--parent", "{pretrain}", "--max-steps", "60", "--sample-every", "0", "--kl-every", "0", "--name", "demo instruct"]),
-    ("dpo", ["--parent", "{sft}", "--max-steps", "30", "--sample-every", "0", "--kl-every", "0", "--name", "demo aligned"]),
-)
+def cmd_quickstart(args) -> int:
+    """The whole lifecycle as a background job, followed here step by step; Ctrl-C stops it (it saves what it
+    has, and `--continue` carries on). With --detach, the run id at once."""
+    from lab import jobs
+    from lab.runs import Run
+    from lab.stages import lifecycle
+
+    if args.continue_run:
+        run = lifecycle.resume(Run.open(args.continue_run))
+    else:
+        config = lifecycle.Config(scale=args.scale, with_stages=",".join(args.with_stages or []), seed=args.seed, device=args.device, name=args.name or "")
+        run = jobs.submit("lifecycle", config)
+    if args.detach:
+        print(f"lifecycle queued; follow it with `llm-lab runs` or on Home; stop it with `llm-lab stop {run.id}`", file=sys.stderr)
+        print(run.id)
+        return 0
+    return follow_lifecycle(run)
+
+
+def follow_lifecycle(run, poll: float = 1.0) -> int:
+    from lab import jobs, runs
+    from lab.stages import lifecycle
+
+    shown = {}
+    try:
+        while True:
+            p = lifecycle.progress(run)
+            if run.status == "queued" and "queued" not in shown:
+                ahead = (jobs.queue_position(run) or 1) - 1
+                print(f"waiting in the queue: {ahead} job(s) ahead" if ahead else "queued", file=sys.stderr, flush=True)
+                shown["queued"] = True
+            for row in p["steps"]:
+                if shown.get(row["step"]) != row["status"] and row["status"] not in ("waiting", "not started"):
+                    took = f" in {row['seconds']:.0f} s" if row["seconds"] and row["status"] not in runs.ACTIVE else ""
+                    print(f"{row['step']:<10} {row['status']:<10} {row['run'] or ''}{took}", file=sys.stderr, flush=True)
+                    shown[row["step"]] = row["status"]
+            if p["status"] not in runs.ACTIVE:
+                break
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        print(f"stopping the lifecycle (carry on later with `llm-lab quickstart --continue {run.id}`)", file=sys.stderr, flush=True)
+        jobs.stop(run, wait=True)
+    status = run.status
+    if status == "completed":
+        print((run.path / "report.md").read_text(encoding="utf-8"), file=sys.stderr)
+    elif status in ("failed", "stopped"):
+        print(f"lifecycle {status}: {run.info.get('error') or ''} (carry on with `llm-lab quickstart --continue {run.id}`)", file=sys.stderr)
+    print(run.id)
+    return 0 if status == "completed" else 1
 
 
 def cmd_seed(args) -> int:
-    """Build the nano lifecycle (each step a run of the store, in its own process) unless the store has runs."""
-    import subprocess
-
+    """A nano lifecycle in an empty store (what a demo opens with), in the foreground."""
+    from lab import jobs
     from lab.runs import list_runs
+    from lab.stages import lifecycle
 
     if list_runs() and not args.force:
         print("the store has runs already: nothing to seed (--force seeds another lifecycle)", file=sys.stderr)
         return 0
-    made: dict[str, str] = {}
-    for stage, flags in SEED:
-        cmd = [sys.executable, "-m", "lab", "train", stage, *[f.format(**made) for f in flags]]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            return proc.returncode
-        made[stage] = proc.stdout.strip().splitlines()[-1]
-        print(f"{stage}: {made[stage]}", flush=True)
+    return follow_lifecycle(jobs.submit("lifecycle", lifecycle.Config(scale="nano", name="demo")))
+
+
+def cmd_eval(args) -> int:
+    from lab import evals
+
+    result = evals.evaluate(args.run, against=args.against, reward=args.reward, device=args.device)
+    for key, value in result["metrics"].items():
+        print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")
+    if result.get("note"):
+        print(result["note"], file=sys.stderr)
+    print(f"written to the eval.json of run {result['run']} ({result['seconds']} s)", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from lab import evals
+    from lab.runs import Run
+
+    card = evals.report_card(args.run)
+    print((Run.open(card["lifecycle"]).path / "report.md").read_text(encoding="utf-8"))
     return 0
 
 
@@ -228,7 +287,25 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sp.add_argument("--detach", action="store_true", help="queue as a background job and return at once")
         sp.add_argument("--run-id", help=argparse.SUPPRESS)
 
-    p = sub.add_parser("seed", help="build a nano lifecycle (base, instruct, aligned) in an empty store: what a demo opens with")
+    p = sub.add_parser("quickstart", help="the whole lifecycle, measured: tokenizer → pretrain → SFT → reward model → DPO, PPO → evals → report card")
+    p.add_argument("--scale", default="default", choices=("nano", "default"), help="nano: about a minute and a half; default: every stage at its own defaults (default: %(default)s)")
+    p.add_argument("--with", dest="with_stages", action="append", choices=("grpo",), help="an optional step to add")
+    p.add_argument("--continue", dest="continue_run", metavar="RUN", help="carry on a stopped or failed lifecycle from its first unfinished step")
+    p.add_argument("--name", help="a name for the lifecycle run")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every step (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
+    p.add_argument("--detach", action="store_true", help="queue it as a background job and print its run id at once")
+
+    p = sub.add_parser("eval", help="evaluate a run's model and write its eval.json")
+    p.add_argument("run")
+    p.add_argument("--against", metavar="RUN", help="the chat model to compare with (default: an aligned model's parent)")
+    p.add_argument("--reward", metavar="RUN", help="a reward model to score the answers with (default: PPO's and GRPO's own)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps (default: %(default)s)")
+
+    p = sub.add_parser("report", help="a lifecycle's report card (written again from its models' eval.json)")
+    p.add_argument("run")
+
+    p = sub.add_parser("seed", help="a nano lifecycle in an empty store: what a demo opens with")
     p.add_argument("--force", action="store_true", help="seed even if the store has runs")
 
     p = sub.add_parser("runs", help="list runs")
@@ -261,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args, parser) -> int:
-    commands = {"seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
+    commands = {"quickstart": cmd_quickstart, "eval": cmd_eval, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
     if args.command == "train":
         return cmd_train(args, parser)
     if args.command in commands:

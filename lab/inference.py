@@ -183,7 +183,8 @@ def _check_kind(ref: str, path: str, run_id: str | None, kind: str) -> str | Non
     return stage
 
 
-def _load(ref: str, kind: str, device: str) -> Loaded:
+def load(ref: str, kind: str = "causal", device: str = "cpu") -> Loaded:
+    """A run's model (or a folder's), ready to generate (kind "causal") or to score (kind "reward"): an adapter merged in memory."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     path, run_id = models.resolve(ref)
@@ -238,7 +239,7 @@ class ModelCache:
                 self._entries.move_to_end(key)
                 return self._entries[key]
             self._evict(reserve=_weights_size(path))  # make room before loading, not after
-            loaded = _load(ref, kind, device)
+            loaded = load(ref, kind, device)
             self._entries[key] = loaded
             self._evict(keep=1)
             return loaded

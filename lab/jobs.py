@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from lab import configs, runs
 from lab.errors import UserError
@@ -62,10 +62,17 @@ def start_waiting() -> list[Run]:
             if info["status"] == "queued" and not info.get("pid"):
                 idle.append((info["created"], r.id, r))
             elif info["status"] in runs.ACTIVE and r.alive(info) and (info["status"] == "running" or info.get("started_by_queue")):
-                busy += 1
+                busy += _holds_slot(info)
         for *_, run in sorted(idle, key=lambda t: t[:2])[: max(0, max_jobs() - busy)]:
             started.append(_spawn(run))
     return started
+
+
+def _holds_slot(info: dict) -> bool:
+    """Whether a live job counts against LAB_MAX_JOBS: a stage that only starts other jobs (the lifecycle) does
+    not once it runs, or its own children would wait for it forever. run.json says so (`create` writes it), so
+    reading the queue imports no stage."""
+    return info["status"] != "running" or info.get("holds_slot", True)
 
 
 def queue_position(run: Run) -> int | None:
@@ -128,7 +135,7 @@ def execute(run: Run) -> str:
     run.update(pid=os.getpid(), pid_start=runs.process_start(os.getpid()), versions=_versions())
     try:
         config = configs.from_dict(module.Config, run.config, source=f"run {run.id}")
-        with slot(run):
+        with slot(run) if module.STAGE.slot else nullcontext():
             run.update(status="running", started=time.time())
             print(f"[lab] run {run.id}: stage {run.stage} started", flush=True)
             final = module.run(config, run) or {}
@@ -176,7 +183,7 @@ def create(stage: str, config, name: str | None = None, owner: str | None = None
     parent = stages.parent_of(stage, config)
     run = Run.create(stage, config, name=name or getattr(config, "name", None) or None, parent=parent)
     (run.path / "config.json").write_text(json.dumps(configs.to_dict(config), indent=2) + "\n")
-    run.update(command=configs.cli_command(stage, config), owner=owner)
+    run.update(command=configs.cli_command(stage, config), owner=owner, **({} if module.STAGE.slot else {"holds_slot": False}))
     return run
 
 

@@ -29,6 +29,7 @@ REGISTRY = {
     "ppo": "lab.stages.ppo",
     "dpo": "lab.stages.dpo",
     "grpo": "lab.stages.grpo",
+    "lifecycle": "lab.stages.lifecycle",  # the others in order, as one run (`llm-lab quickstart`)
 }
 
 # What a stage reads from its `data` field, and how lab.data names the formats accepted for it:
@@ -40,22 +41,26 @@ DATA_FORMATS = {
     "preference": ("preference",),
     "prompts": ("preference", "prompt_completion", "messages"),
 }
-# What a stage's run leaves: a tokenizer, a base model that continues text, a model to chat with, a reward model.
-PRODUCES = ("tokenizer", "base", "chat", "reward")
+# What a stage's run leaves: a tokenizer, a base model that continues text, a model to chat with, a reward model,
+# a report card (of the runs it started).
+PRODUCES = ("tokenizer", "base", "chat", "reward", "report")
 
 
 @dataclass(frozen=True)
 class Stage:
     label: str  # its tab (or sub-tab) and its name in tables
-    data: str  # a key of DATA_FORMATS
+    data: str  # a key of DATA_FORMATS ("": it reads no data of its own)
     produces: str  # one of PRODUCES
     page: str = ""  # the top-level tab it sits in, beside other stages of that page (empty: a tab of its own)
     lineage: tuple[str, ...] = ("parent",)  # config fields naming the run it builds on, first found wins
     resume_from: str = ""  # the field through which a stopped run continues from its saved model ("": cannot)
     notes: str = ""  # markdown under its form
+    # False: it trains nothing itself but starts jobs of other stages, which need the job slots; it waits its
+    # turn in the queue like any job, then holds no slot (it takes one only while it computes itself)
+    slot: bool = True
 
     def __post_init__(self):
-        if self.data not in DATA_FORMATS or self.produces not in PRODUCES:
+        if (self.data and self.data not in DATA_FORMATS) or self.produces not in PRODUCES:
             raise TypeError(f"Stage(data={self.data!r}, produces={self.produces!r}): data is one of {list(DATA_FORMATS)}, produces one of {list(PRODUCES)}")
 
 

@@ -1,0 +1,250 @@
+"""The whole lifecycle as one run: tokenizer → pretrain → SFT → reward model → DPO and PPO (and GRPO with
+`--with grpo`) → evaluations → report card, on the toy world.
+
+    llm-lab quickstart                          # the default scale: every stage at its own defaults
+    llm-lab quickstart --scale nano             # about a minute and a half on 2 CPU cores: tests and demos
+    llm-lab quickstart --continue RUN           # carry on from the first unfinished step, reusing the others
+    llm-lab train lifecycle --scale nano --detach   # the same as a background job (what Home's button starts)
+
+Each step is a normal run of the store, with its parent links, started as its own job, so every page shows
+it. This run records them (run.json `steps`), follows each to its end and then writes an eval.json into
+every model's run and the report card (report.json, report.md, report.html) into its own folder. It waits
+its turn in the queue like any job but holds no job slot while its children train (they need it); it takes
+one only for the evaluations, which it computes in its own process. Stop stops the step that runs and then
+this run; `--continue` (or Resume) queues the same run again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from lab import configs, jobs, runs, telemetry
+from lab.configs import DATA, MODEL, RUN, option
+from lab.errors import UserError
+from lab.stages import Stage
+from lab.stages.base import RunArgs
+
+STAGE = Stage(label="Lifecycle", page="Home", data="", produces="report", lineage=(), slot=False)
+
+# (step, stage, config fields): "{sft}" is the id of the run the sft step made. A step is named after what
+# it makes where two steps share a stage.
+PLAN = (
+    ("tokenizer", "tokenizer", {}),
+    ("pretrain", "pretrain", {"tokenizer": "{tokenizer}"}),
+    ("sft", "sft", {"parent": "{pretrain}"}),
+    ("reward", "reward", {"parent": "{sft}"}),
+    ("dpo", "dpo", {"parent": "{sft}"}),
+    ("ppo", "ppo", {"parent": "{sft}", "reward": "{reward}"}),
+    ("grpo", "grpo", {"parent": "{sft}", "reward": "{reward}"}),
+)
+OPTIONAL = ("grpo",)
+WHAT = {  # what each step is for, in one sentence (Home shows these)
+    "tokenizer": "Learns how to cut text into tokens: the vocabulary every model of the lifecycle reads and writes.",
+    "pretrain": "Learns the world from raw text by predicting the next token: the base model, which continues text.",
+    "sft": "Fine-tunes the base on chats so that it answers questions: the instruct model.",
+    "reward": "Learns to score answers from ranked pairs: the proxy of human preference that PPO and GRPO maximise.",
+    "dpo": "Aligns the instruct model on the ranked pairs directly, with no reward model.",
+    "ppo": "Aligns the instruct model by sampling answers and maximising the reward model's score, kept near the reference by a KL penalty.",
+    "grpo": "Aligns with groups of sampled answers per prompt, each scored against its group's mean: no value head.",
+}
+# Each scale's fields per step, over the stages' own defaults. Nano fits a 2-core CPU in about a minute and a
+# half: small models, few steps, no samples or KL probes during training (the evaluations at the end measure it).
+SCALES = {
+    "nano": {
+        "pretrain": {"preset": "nano", "max_steps": 300, "sample_every": 0, "eval_every": 0},
+        "sft": {"max_steps": 60, "sample_every": 0, "kl_every": 0},
+        "reward": {"max_steps": 40},
+        "dpo": {"max_steps": 30, "sample_every": 0, "kl_every": 0},
+        "ppo": {"max_steps": 6, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 2, "sample_every": 0, "response_length": 32},
+        "grpo": {"max_steps": 6, "batch_size": 8, "sample_every": 0, "max_completion_length": 32},
+    },
+    "default": {},
+}
+# Seconds per step alone on the reference machine (2 CPU cores, bench/lifecycle.py; bench/RESULTS.md): what the
+# ETA assumes for a step until this store has finished a lifecycle of that scale, whose own times it then uses.
+REFERENCE_SECONDS = {
+    "nano": {"tokenizer": 5, "pretrain": 25, "sft": 12, "reward": 10, "dpo": 12, "ppo": 12, "grpo": 12, "evals": 20},
+    "default": {"tokenizer": 6, "pretrain": 200, "sft": 45, "reward": 150, "dpo": 215, "ppo": 235, "grpo": 200, "evals": 60},
+}
+
+
+@dataclass
+class Config(RunArgs):
+    scale: str = option("default", "nano: a lifecycle in about a minute and a half (tests, demos); default: every stage at its own defaults", choices=tuple(SCALES), order=MODEL)
+    with_stages: str = option("", "optional steps to add, comma-separated: grpo", order=MODEL)
+    data: str = option("world", "the toy world ('world', or 'world:SEED' for another seed): its data, evals and gold judge", order=DATA)
+    seed: int = option(0, "random seed of every step", advanced=True, order=RUN)
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps: for every step", advanced=True, order=RUN)
+    threads: int = option(0, "CPU threads for torch in every step (0: torch's default)", advanced=True, order=RUN)
+
+
+def check(config: Config) -> None:
+    from lab.stages import world_of
+
+    steps(config)
+    if world_of(config.data) is None:
+        raise UserError(f"data '{config.data}': the lifecycle runs on the toy world ('world' or 'world:SEED'), whose gold judge "
+                        "measures it; train your own data stage by stage (`llm-lab train STAGE --data FILE`)")
+
+
+def steps(config: Config) -> list[tuple[str, str, dict]]:
+    """The plan for a config: (step, stage, config fields), in order."""
+    extra = [s.strip() for s in config.with_stages.split(",") if s.strip()]
+    unknown = [s for s in extra if s not in OPTIONAL]
+    if unknown:
+        raise UserError(f"--with {','.join(unknown)}: the optional steps are {', '.join(OPTIONAL)}")
+    shared = {"seed": config.seed, "device": config.device, "threads": config.threads, "data": config.data}
+    out = []
+    for step, stage, links in PLAN:
+        if step in OPTIONAL and step not in extra:
+            continue
+        out.append((step, stage, {**shared, **SCALES[config.scale].get(step, {}), **links}))
+    return out
+
+
+def run(config: Config, run) -> dict:
+    plan = steps(config)
+    made: dict[str, str] = {}
+    for step, stage, values in plan:
+        child = _reusable(run, step)
+        if child is None:
+            child = _submit(run, step, stage, {k: v.format(**made) if isinstance(v, str) else v for k, v in values.items()})
+        made[step] = child.id
+        status = _follow(run, step, child)
+        if status == "stopped":  # asked of this run, or of the step's own run: this run ends stopped too
+            telemetry.request_stop()
+            return {"stopped_at": step}
+        if status != "completed":
+            raise UserError(f"the {step} step failed: {child.info.get('error') or 'see its log.txt'} (run {child.id}); "
+                            f"fix what it says, then carry on with `llm-lab quickstart --continue {run.id}`")
+    _set_step(run, "evals", status="queued")
+    from lab import evals
+
+    with jobs.slot(run):  # the evaluations run models in this process: they take a job slot like any training
+        _set_step(run, "evals", status="running", started=time.time())
+        card = evals.lifecycle_report(run, on_model=lambda step: _set_step(run, "evals", evaluating=step))
+    _set_step(run, "evals", status="completed", ended=time.time())
+    return card["summary"]
+
+
+def resume(run, owner: str | None = None):
+    """`--continue`: queue this lifecycle again; it reuses every step that completed and starts the others."""
+    status = run.status
+    if status in runs.ACTIVE:
+        raise UserError(f"lifecycle {run.id} is {status}: it carries on by itself")
+    if status == "completed":
+        raise UserError(f"lifecycle {run.id} completed: start a new one with `llm-lab quickstart`")
+    jobs.check_room(owner)
+    run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, error=None, ended=None)
+    jobs.start_waiting()
+    return run
+
+
+def _steps(run) -> dict:
+    return dict(run.info.get("steps") or {})
+
+
+def _set_step(lifecycle, step: str, **fields) -> None:
+    done = _steps(lifecycle)  # only the lifecycle's own process writes its steps
+    done[step] = {**done.get(step, {}), **fields}
+    lifecycle.update(steps=done)
+
+
+def _reusable(run, step: str):
+    """The run this lifecycle made for `step` before (a `--continue`), if it completed or is still going."""
+    rid = _steps(run).get(step, {}).get("run")
+    if not rid:
+        return None
+    try:
+        child = runs.Run.open(rid)
+    except LookupError:  # deleted since: make it again
+        return None
+    return child if child.status in ("completed", *runs.ACTIVE) else None
+
+
+def _submit(run, step: str, stage: str, values: dict):
+    from lab import stages
+
+    module = stages.get(stage)
+    known = {f.name for f in configs.fields(module.Config)}  # the tokenizer has no seed, device or threads
+    config = configs.from_dict(module.Config, {k: v for k, v in values.items() if k in known}, source=f"the lifecycle's {step} step")
+    base = run.info.get("name") if run.info.get("name") not in (None, run.id) else "lifecycle"
+    child = jobs.submit(stage, config, name=f"{base} {step}", owner=run.info.get("owner"))
+    _set_step(run, step, run=child.id, stage=stage, status="queued", started=None, ended=None)
+    position = jobs.queue_position(child)
+    print(f"[lifecycle] {step}: run {child.id}" + (f", waiting in the queue (position {position})" if position and position > 1 else ""), flush=True)
+    return child
+
+
+def _follow(run, step: str, child, poll: float = 0.5) -> str:
+    """Wait for a step's run to end, recording its status in this run; a stop asked of this run stops it."""
+    seen = None
+    while True:
+        status = child.status
+        if status != seen:
+            info = child.info
+            _set_step(run, step, run=child.id, status=status, started=info.get("started"), ended=info.get("ended"))
+            run.log_metrics({"step": len(run.metrics()[0]), "lifecycle_step": step, "status": status})
+            seen = status
+        if status not in runs.ACTIVE:
+            return status
+        if telemetry.stop_requested():
+            print(f"[lifecycle] stop asked: stopping the {step} step ({child.id})", flush=True)
+            jobs.stop(child, wait=True)
+            _set_step(run, step, status=child.status, ended=child.info.get("ended"))
+            return "stopped"
+        time.sleep(poll)
+
+
+def progress(run) -> dict:
+    """Where a lifecycle stands: each step's run, status and seconds, the step that runs with its own progress
+    (step of total), elapsed, and an ETA for the rest from this store's last finished lifecycle of the same
+    scale (else the reference machine's times)."""
+    config = run.config
+    plan = [s for s, *_ in steps(configs.from_dict(Config, config, source=f"run {run.id}"))] + ["evals"]
+    done, now = _steps(run), time.time()
+    expected = expected_seconds(config.get("scale", "default"))
+    rows, eta, current = [], 0.0, None
+    active = run.status in runs.ACTIVE
+    for step in plan:
+        info = done.get(step, {})
+        status = info.get("status") or ("waiting" if active else "not started")
+        row = {"step": step, "run": info.get("run"), "status": status, "seconds": None, "of": None}
+        if info.get("started"):
+            row["seconds"] = (info.get("ended") or now) - info["started"]
+        if status in runs.ACTIVE and active:
+            current = current or step
+            if info.get("run") and status == "running":
+                try:
+                    child = runs.Run.open(info["run"])
+                    p = runs.progress(child.info, child.status, child.metrics()[0])
+                    row["of"] = (p["step"], p["max_steps"]) if p["max_steps"] else None
+                    eta += p["eta"] if p["eta"] is not None else max(0.0, expected[step] - (row["seconds"] or 0))
+                except LookupError:
+                    pass
+            elif step == "evals":
+                eta += max(0.0, expected[step] - (row["seconds"] or 0))
+            else:
+                eta += expected[step]
+        elif status in ("waiting", "not started") and active:
+            eta += expected[step]
+        rows.append(row)
+    started = run.info.get("started")
+    return {"id": run.id, "status": run.status, "scale": config.get("scale"), "steps": rows, "current": current,
+            "elapsed": ((run.info.get("ended") or now) - started) if started else None,
+            "eta": eta if active else None, "error": run.info.get("error")}
+
+
+def expected_seconds(scale: str) -> dict[str, float]:
+    """Seconds per step of a lifecycle of `scale` on this machine: the latest one this store completed, where
+    there is one, else the reference machine's."""
+    out = dict(REFERENCE_SECONDS.get(scale, REFERENCE_SECONDS["default"]))
+    for r in reversed(runs.list_runs()):  # ids start with their time: newest first
+        info = r.info
+        if info.get("stage") == "lifecycle" and info.get("status") == "completed" and info["config"].get("scale") == scale:
+            for step, s in (info.get("steps") or {}).items():
+                if s.get("started") and s.get("ended"):
+                    out[step] = s["ended"] - s["started"]
+            break
+    return out
