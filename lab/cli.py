@@ -184,7 +184,7 @@ def follow_lifecycle(run, poll: float = 1.0) -> int:
         while True:
             p = lifecycle.progress(run)
             if run.status == "queued" and "queued" not in shown:
-                ahead = (jobs.queue_position(run) or 1) - 1
+                ahead = jobs.ahead_of(run)
                 print(f"waiting in the queue: {ahead} job(s) ahead" if ahead else "queued", file=sys.stderr, flush=True)
                 shown["queued"] = True
             for row in p["steps"]:

@@ -238,9 +238,9 @@ def hard_prompts(world) -> list[dict]:
 
 
 @torch.no_grad()
-def answer_logprobs(model, tokenizer, prompts: list, answers: list[str]) -> list[float]:
-    """log p(answer and its end of turn | prompt) under `model`, summed over the answer's tokens, the chat
-    rendered by the tokenizer's template (None where the template does not extend the prompt's rendering)."""
+def answer_logprobs(model, tokenizer, prompts: list, answers: list[str]) -> list[torch.Tensor | None]:
+    """log p of each token of the answer and its end of turn, given the prompt, under `model`, the chat rendered
+    by the tokenizer's template (None where the template does not extend the prompt's rendering)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -257,7 +257,7 @@ def answer_logprobs(model, tokenizer, prompts: list, answers: list[str]) -> list
             x = torch.tensor([ids], device=device)
             logp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
             picked = logp[torch.arange(len(ids) - 1, device=device), x[0, 1:]]
-            out.append(picked[len(head_ids) - 1 :].sum().item())
+            out.append(picked[len(head_ids) - 1 :].cpu())
     finally:
         model.train(was_training)
     return out
@@ -336,12 +336,25 @@ def evaluate(ref: str, against: str | None = None, reward: str | None = None, de
     result = {"run": run.id, "stage": run.stage, "kind": kind, "metrics": metrics, **extra,
               "seconds": round(time.time() - t0, 1), "time": time.time()}
     runs.atomic_write_text(run.path / "eval.json", json.dumps(result, indent=2) + "\n")
+    # its page and `llm-lab runs` show final metrics: these join them, as a stage's own end-of-run evals would
+    final = run.info.get("final_metrics") or {}
+    run.update(final_metrics={**final, **{f"eval/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}})
     return result
 
 
+_ANSWERS: dict = {}  # (model, prompts, temperature, seed) -> answers: a lifecycle's aligned models share their baseline
+
+
+def _answers_of(ref: str, loaded, prompts: list, temperature: float, seed: int) -> list[str]:
+    key = (ref, json.dumps(prompts), temperature, seed)
+    if key not in _ANSWERS:
+        _ANSWERS[key] = chat(loaded.model, loaded.tokenizer, prompts, max_new_tokens=48, temperature=temperature, seed=seed)
+    return _ANSWERS[key]
+
+
 def _against(run, model, tokenizer, world, hard, other: str | None, reward: str | None, device: str) -> dict:
-    """The head-to-head part of `evaluate`: answers sampled at the run's eval temperature (0.7 by default) from
-    the same seed as the other model's, so differences come from the models, not the draw."""
+    """The head-to-head part of `evaluate`: answers sampled at the run's eval temperature (0.7 by default; the
+    hard set at 1) from the same seed as the other model's, so differences come from the models, not the draw."""
     from lab import inference
     from lab.runs import Run
 
@@ -352,18 +365,22 @@ def _against(run, model, tokenizer, world, hard, other: str | None, reward: str 
     out: dict = {}
     if other:
         ref = inference.load(other, "causal", device)
-        base = chat(ref.model, ref.tokenizer, prompts, max_new_tokens=48, temperature=temperature, seed=seed)
+        base = _answers_of(other, ref, prompts, temperature, seed)
         out.update(head_to_head(world, prompts, answers, base))
-        hard_mine = chat(model, tokenizer, hard_prompts_, max_new_tokens=48, temperature=temperature, seed=seed)
-        hard_theirs = chat(ref.model, ref.tokenizer, hard_prompts_, max_new_tokens=48, temperature=temperature, seed=seed)
+        # the hard set at temperature 1, the models' own distributions, where the SFT data's rude and rambling
+        # answers still live (at 0.7 a good SFT model ties most of them)
+        hard_mine = chat(model, tokenizer, hard_prompts_, max_new_tokens=48, temperature=1.0, seed=seed)
+        hard_theirs = _answers_of(other, ref, hard_prompts_, 1.0, seed)
         out.update({f"hard_{k}": v for k, v in head_to_head(world, hard_prompts_, hard_mine, hard_theirs).items()})
-        # KL(policy ‖ reference) per answer, estimated on answers drawn from the policy itself (temperature 1)
+        # KL(policy ‖ reference) per answer, on answers drawn from the policy itself (temperature 1): per token
+        # r − 1 − log r with r = p_ref / p_policy (Schulman's k3), unbiased and never negative as the plain
+        # log-ratio, whose mean over 64 answers can come out below zero, is not; summed over the answer's tokens.
         kl_prompts = prompts[:64]
         drawn = chat(model, tokenizer, kl_prompts, max_new_tokens=48, temperature=1.0, seed=seed)
         mine, theirs = answer_logprobs(model, tokenizer, kl_prompts, drawn), answer_logprobs(ref.model, ref.tokenizer, kl_prompts, drawn)
-        diffs = [a - b for a, b in zip(mine, theirs) if a is not None and b is not None]
-        if diffs:
-            out["kl"] = sum(diffs) / len(diffs)
+        kls = [float((torch.exp(b - a) - 1 - (b - a)).sum()) for a, b in zip(mine, theirs) if a is not None and b is not None and len(a) == len(b)]
+        if kls:
+            out["kl"] = sum(kls) / len(kls)
         theirs_eval = read(Run.open(other)).get("metrics", {})
         out["fact_qa_against"] = theirs_eval["fact_qa"] if "fact_qa" in theirs_eval else chat_eval(ref.model, ref.tokenizer, world)["fact_qa"]
     if reward:
@@ -451,9 +468,11 @@ def report_card(ref: str) -> dict:
         if values:
             rows.append({"key": key, "label": label, "better": "higher" if higher else "lower", "values": values})
     seconds = {s: round(v["ended"] - v["started"], 1) for s, v in done.items() if v.get("started") and v.get("ended")}
+    started = run.info.get("started")
     by_step = {m["step"]: m["metrics"] for m in models}
     summary = {f"{step}/{key}": by_step[step][key] for step in by_step for key in ("bits_per_byte", "fact_qa", "refusal_rate", "win_rate", "decisive_win_rate", "hard_win_rate", "kl", "accuracy") if by_step[step].get(key) is not None}
-    card = {"lifecycle": run.id, "scale": run.config.get("scale"), "models": models, "rows": rows, "seconds": seconds, "summary": summary}
+    card = {"lifecycle": run.id, "scale": run.config.get("scale"), "models": models, "rows": rows, "seconds": seconds, "summary": summary,
+            "wall_seconds": round((run.info.get("ended") or time.time()) - started, 1) if started else None}
     runs.atomic_write_text(run.path / "report.json", json.dumps(card, indent=2) + "\n")
     runs.atomic_write_text(run.path / "report.md", report_markdown(card))
     runs.atomic_write_text(run.path / "report.html", figure(card).to_html(include_plotlyjs="cdn", full_html=True))
@@ -475,12 +494,13 @@ def report_markdown(card: dict) -> str:
     head = "| | " + " | ".join(f"{LABELS[s]}" for s in steps) + " |\n|---|" + "---:|" * len(steps) + "\n"
     body = "".join(f"| {r['label']} ({r['better']} is better) | " + " | ".join(_fmt(r["key"], r["values"].get(s)) for s in steps) + " |\n" for r in card["rows"])
     runs_line = " · ".join(f"{LABELS[m['step']]}: `{m['run']}`" for m in card["models"])
-    total = sum(card["seconds"].values())
-    times = ", ".join(f"{s} {v:.0f} s" for s, v in card["seconds"].items())
+    total = card.get("wall_seconds") or sum(card["seconds"].values())
+    times = ", ".join(f"{s} {v:.0f} s" for s, v in card["seconds"].items() if s != "evals")
     return (f"# Report card: lifecycle `{card['lifecycle']}` ({card['scale']} scale)\n\n{head}{body}\n"
-            f"Runs: {runs_line}\n\nWall time: {total:.0f} s in all ({times}).\n\n"
+            f"Runs: {runs_line}\n\nWall time: {total:.0f} s from its start to this card (the steps' own: {times}; "
+            "the rest is the jobs' start-up and the evaluations).\n\n"
             "Judged by the toy world's gold judge; win rates and KL are against the instruct model, on answers sampled "
-            "from the same seed; the hard set is multi-turn questions, unseen harmful requests and prompts the SFT data "
+            "from the same seed (the hard set at temperature 1); the hard set is multi-turn questions, unseen harmful requests and prompts the SFT data "
             "answered rudely.\n")
 
 

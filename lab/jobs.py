@@ -75,6 +75,15 @@ def _holds_slot(info: dict) -> bool:
     return info["status"] != "running" or info.get("holds_slot", True)
 
 
+def ahead_of(run: Run) -> int:
+    """The jobs a waiting run waits for: those queued before it, and those that hold a job slot now."""
+    position = queue_position(run)
+    if position is None:
+        return 0
+    running = sum(1 for r in runs.list_runs() if r.id != run.id and (i := r.info)["status"] == "running" and i.get("holds_slot", True) and r.alive(i))
+    return position - 1 + running
+
+
 def queue_position(run: Run) -> int | None:
     """1 for the next job to start; None when the run is not waiting."""
     ids = [r.id for r in queue()]
@@ -143,7 +152,7 @@ def execute(run: Run) -> str:
         run.update(status=status, ended=time.time(), final_metrics=final)
     except telemetry.StopRequested:
         status = "stopped"
-        run.update(status=status, ended=time.time(), error="stopped before it started")
+        run.update(status=status, ended=time.time(), error=None if run.info.get("started") else "stopped before it started")
     except Exception as e:
         status = "failed"
         # log.txt keeps the traceback either way; a user's mistake is shown as its one line, which says what to do
@@ -254,6 +263,8 @@ def resume(run: Run, owner: str | None = None) -> Run:
     from lab import stages
 
     info = run.info
+    if info["stage"] in stages.REGISTRY and hasattr(stages.get(info["stage"]), "resume"):
+        return stages.get(info["stage"]).resume(run, owner)  # a stage that carries on in place (the lifecycle)
     status = run.status
     if status in runs.ACTIVE:
         raise UserError(f"run {run.id} is {status}: there is nothing to resume yet")

@@ -327,15 +327,68 @@ def lifecycle(run_id: str) -> list[str]:
     return inference.lifecycle(_run(run_id).id)
 
 
+# -- the lifecycle, evaluations, report cards ------------------------------------------------------------
+
+
+@user_errors
+def quickstart(scale: str = "nano", with_stages: str = "", request: gr.Request = None) -> str:
+    """Queue the whole lifecycle (tokenizer → pretrain → SFT → reward model → DPO, PPO, and GRPO if `with_stages` is "grpo" → evals → report card) at `scale` ("nano" or "default"). Returns the lifecycle's run id; follow it with lifecycle_progress."""
+
+    return jobs.submit("lifecycle", _config("lifecycle", json.dumps({"scale": scale, "with_stages": with_stages})), owner=visitor(request)).id
+
+
+@user_errors
+def lifecycle_progress(run_id: str) -> dict:
+    """Where a lifecycle stands: status, jobs_ahead (while it waits in the queue), each step's run, status and seconds, the current step with its step of total, elapsed and eta (s)."""
+    from lab.stages import lifecycle
+
+    run = _run(run_id)
+    if run.stage != "lifecycle":
+        raise UserError(f"run {run.id} is a {run.stage} run, not a lifecycle: see run_status")
+    jobs.reap()
+    out = lifecycle.progress(run)
+    out["jobs_ahead"] = jobs.ahead_of(run) if out["status"] == "queued" else None
+    return out
+
+
+@user_errors
+def eval_run(run_id: str, against: str = "", reward: str = "", request: gr.Request = None) -> dict:
+    """Evaluate a run's model (`llm-lab eval`, in its own process) and return its eval.json: base models' held-out perplexity and bits per byte, chat models' format, fact QA, refusals, gold score and hard set, an aligned model's win rate, KL and fact QA change against `against` (default: its parent), scored by `reward` if given."""
+    run = _run(run_id)
+    demo.check_owner(run, visitor(request), "evaluate")
+    argv = [sys.executable, "-m", "lab", "eval", run.id]
+    for flag, ref in (("--against", against), ("--reward", reward)):
+        if ref:
+            argv += [flag, _run(ref).id]
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "LAB_CHECKPOINTS": str(runs.root())})
+    if proc.returncode == 2:  # the CLI's one-line user error
+        raise gr.Error(proc.stderr.strip().removeprefix("error: "), print_exception=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llm-lab eval {run.id} failed:\n{proc.stderr[-3000:]}")
+    return json.loads((run.path / "eval.json").read_text(encoding="utf-8"))
+
+
+@user_errors
+def report_card(run_id: str) -> dict:
+    """A lifecycle's report card: its models (base, instruct, reward model, DPO, PPO) side by side on every evaluation: {"lifecycle", "models", "rows": [{"key", "label", "better", "values"}], "seconds", "summary"}."""
+    from lab import evals
+
+    run = _run(run_id)
+    if run.stage == "lifecycle" and (run.path / "report.json").is_file():
+        return json.loads((run.path / "report.json").read_text(encoding="utf-8"))
+    return evals.report_card(run.id)
+
+
 # Everything above that an API user may call, by its endpoint name.
 ENDPOINTS = {fn.__name__: fn for fn in (
     start_run, stop_run, resume_run, delete_run, export_run, list_runs, run_status, run_metrics, run_samples,
     run_log, config_diff, config_fields, cli_command, preview_data, compare, vote, rank, feedback_count, undo_feedback, lifecycle,
-)}
+    quickstart, lifecycle_progress, report_card,
+)} | {"eval": eval_run}
 # Reads are cheap and safe side by side, so many browsers polling at once never queue behind each other;
 # actions keep gradio's default of one at a time.
 READ_ONLY = ("list_runs", "run_status", "run_metrics", "run_samples", "run_log", "config_diff", "config_fields", "cli_command", "preview_data",
-             "feedback_count", "lifecycle")
+             "feedback_count", "lifecycle", "lifecycle_progress", "report_card")
 READS = 16  # at once: enough for many polling browsers, not a thread per flood of requests
 # Generation runs in the app's own process and takes every core it gets: one request at a time, shared
 # with the Compare and Feedback pages' buttons (the same concurrency id), so that two browsers queue

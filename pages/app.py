@@ -2,8 +2,9 @@
 
     llm-lab                     # or `llm-lab app --host 0.0.0.0 --port 7860 --auth USER:PASS --share`
 
-The stages' pages come from their declarations (`pages.stage.build_pages`); any other page is a module with
-`build(demo)` that adds its tab, and adding one is one line in PAGES.
+Home comes first (`pages.home`), then the stages' pages, which come from their declarations
+(`pages.stage.build_pages`); any other page is a module with `build(demo)` that adds its tab, and adding one
+is one line in PAGES. Home links into the others (a stage's box opens its page, Compare is filled in).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 import gradio as gr
 
-from pages import api, compare, feedback, runs, stage, visitor
+from pages import api, compare, feedback, home, runs, stage, visitor
 
 PAGES = [feedback, compare, runs]
 
@@ -27,10 +28,12 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="LLM Lifecycle Lab", analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
         visitor.add(demo)
-        with gr.Tabs(overflow_behavior="wrap"):  # on a narrow screen every page stays in sight, on two rows
-            stage.build_pages(demo)
-            for page in PAGES:
-                page.build(demo)
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a narrow screen every page stays in sight, on two rows
+            first = home.Home()
+            first.build(demo)
+            opened = stage.build_pages(demo)
+            built = {page: page.build(demo) for page in PAGES}
+        first.link(tabs, opened, built[compare])
         api.register()
     # Jobs run elsewhere, so the app's own work is short reads and job submissions: many at once is fine.
     demo.queue(default_concurrency_limit=4)

@@ -202,8 +202,9 @@ def refresh():
     return gr.Dropdown(choices=model_choices()), gr.Dropdown(choices=lifecycle_choices()), gr.Dropdown(choices=reward_choices())
 
 
-def build(demo: gr.Blocks) -> None:
-    with gr.Tab("Compare") as tab:
+def build(demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Textbox]:
+    """The page; returns its model picker and prompt, which Home fills with a lifecycle's models."""
+    with gr.Tab("Compare", id="Compare") as tab:
         gr.Markdown(ABOUT)
         with gr.Row(equal_height=True):
             picked = gr.Dropdown(label="models (2–4): runs, or a typed model folder", multiselect=True, max_choices=PANES,
@@ -262,3 +263,4 @@ def build(demo: gr.Blocks) -> None:
     for trigger in (tab.select, demo.load):
         trigger(refresh, outputs=[picked, chain, reward], **HIDDEN)
     demo.load(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
+    return picked, prompt

@@ -8,7 +8,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from lab import runs
+from lab import evals, runs
 from lab.runs import Run
 from pages import api, curves, visitor
 from pages.stage import HIDDEN, warn
@@ -59,6 +59,11 @@ def details(run_id: str | None) -> tuple[str, str, str]:
     if status["final_metrics"]:
         lines.append("final: " + " · ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in status["final_metrics"].items()))
     lines.append(f"folder: `{Run.open(run_id).path}`")
+    if info["stage"] == "lifecycle" and (Run.open(run_id).path / "report.json").is_file():
+        lines.append(evals.report_markdown(api.report_card(run_id)))
+    elif (Run.open(run_id).path / "eval.json").is_file():
+        measured = evals.read(Run.open(run_id)).get("metrics", {})
+        lines.append("eval.json: " + " · ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in measured.items()))
     return "\n\n".join(lines), info.get("command", ""), log
 
 

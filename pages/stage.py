@@ -18,6 +18,7 @@ its first step.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import get_type_hints
 
 import gradio as gr
@@ -258,8 +259,9 @@ def data_field(stage: str, f) -> tuple[gr.Dropdown, gr.UploadButton, gr.Markdown
     return data, upload, summary, shown
 
 
-def build(stage: str, demo: gr.Blocks, tab) -> None:
-    """One stage's page inside `tab`: the layout, then the wiring of StagePage's handlers."""
+def build(stage: str, demo: gr.Blocks, tab) -> gr.Dropdown:
+    """One stage's page inside `tab`: the layout, then the wiring of StagePage's handlers. Returns its picker of
+    the run shown, which other pages set to open the page on a run."""
     page, spec = StagePage(stage), stages.spec(stage)
     gr.Markdown((stages.get(stage).__doc__ or "").strip().split("\n\n")[0])
     inputs: dict[str, gr.Component] = {}
@@ -308,19 +310,36 @@ def build(stage: str, demo: gr.Blocks, tab) -> None:
         inputs["data"].change(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
         demo.load(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
         upload.upload(page.on_upload, inputs=upload, outputs=inputs["data"], **HIDDEN)
+    return watched
 
 
-def build_pages(demo: gr.Blocks) -> None:
-    """A tab per stage in lifecycle order; the stages that name the same page share its tab, a sub-tab each."""
+@dataclass
+class Opened:
+    """How to open a stage's page on a run: select `tab` in the app's tabs (and `sub` in `inner`, for a stage
+    that shares its page), and set `watched` to the run."""
+
+    tab: str
+    inner: gr.Tabs | None
+    sub: str | None
+    watched: gr.Dropdown
+
+
+def build_pages(demo: gr.Blocks, own_pages: tuple[str, ...] = ("Home",)) -> dict[str, Opened]:
+    """A tab per stage in lifecycle order; the stages that name the same page share its tab, a sub-tab each.
+    Stages whose page is one of `own_pages` (the lifecycle: Home) are shown by that page, not by a form here."""
     pages: dict[str, list[str]] = {}
     for stage in stages.names():
-        pages.setdefault(stages.spec(stage).page or stages.spec(stage).label, []).append(stage)
+        if stages.spec(stage).page not in own_pages:
+            pages.setdefault(stages.spec(stage).page or stages.spec(stage).label, []).append(stage)
+    opened = {}
     for title, members in pages.items():
-        with gr.Tab(title) as tab:
+        with gr.Tab(title, id=title) as tab:
             if len(members) == 1:
-                build(members[0], demo, tab)
+                opened[members[0]] = Opened(title, None, None, build(members[0], demo, tab))
                 continue
-            with gr.Tabs():
+            with gr.Tabs() as inner:
                 for stage in members:
-                    with gr.Tab(stages.spec(stage).label) as sub:
-                        build(stage, demo, sub)
+                    label = stages.spec(stage).label
+                    with gr.Tab(label, id=label) as sub:
+                        opened[stage] = Opened(title, inner, label, build(stage, demo, sub))
+    return opened

@@ -145,6 +145,10 @@ def test_resume_and_delete(client, stopped_pretrain):
         ("start_run", ("distill", "{}"), "unknown stage 'distill'"),
         ("run_status", ("no-such-run",), "no run 'no-such-run'"),
         ("preview_data", ("sft", "/no/such/chats.jsonl"), "does not exist"),
+        ("quickstart", ("huge", ""), "scale='huge' is not one of nano, default"),
+        ("quickstart", ("nano", "kto"), "the optional steps are grpo"),
+        ("report_card", ("no-such-run",), "no run 'no-such-run'"),
+        ("eval", ("no-such-run", "", ""), "no run 'no-such-run'"),
     ],
 )
 def test_user_errors_come_back_as_readable_messages(client, api_name, args, message):

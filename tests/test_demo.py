@@ -20,7 +20,7 @@ NANO = {"preset": "nano", "max_steps": 400, "logging_steps": 2, "sample_every": 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     store = tmp_path_factory.mktemp("demo-store")
-    # no seeding here: its three jobs would hold the demo's one job slot for minutes (test_a_demo_seeds_itself)
+    # no seeding here: its lifecycle would hold the demo's one job slot for minutes (test_a_demo_seeds_itself)
     with running_app(store, tmp_path_factory.mktemp("demo-app") / "app.log", LAB_DEMO_MODE="1", LAB_DEMO_SEED="0") as url:
         yield url, store
 
@@ -134,8 +134,13 @@ def test_a_demo_seeds_an_empty_store_with_a_lifecycle(tmp_path, monkeypatch):
     seeding = seed_if_empty()
     try:
         first = wait_for(lambda: runs.list_runs(), 120, "the seed's first run")
-        assert first[0].stage == "pretrain" and first[0].info["name"] == "demo base"
+        assert first[0].stage == "lifecycle" and first[0].info["name"] == "demo" and first[0].config["scale"] == "nano"
         assert seed_if_empty() is None  # the store has runs now: no second seed
     finally:
         os.killpg(seeding.pid, signal.SIGKILL)
         seeding.wait()
+        from lab import jobs
+
+        for run in runs.list_runs():  # the lifecycle is a job of its own, which outlives the command that follows it
+            if run.status in runs.ACTIVE:
+                jobs.stop(run, grace=10, wait=True)

@@ -43,6 +43,8 @@ class TrainArgs(RunArgs):
     seed: int = option(0, "random seed", advanced=True, order=RUN)
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True, order=RUN)
     threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True, order=RUN)
+    # The lifecycle turns them off: it evaluates every model once, afterwards, with more (`llm-lab eval`).
+    world_evals: bool = option(True, "on the toy world, end with its evaluations (eval/ keys: fact QA, refusals, win rate, ...)", advanced=True, order=RUN)
 
 
 @dataclass

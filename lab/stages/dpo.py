@@ -74,10 +74,11 @@ def run(config: Config, run) -> dict:
     device = prepare(config, run)
     train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed)
     world = world_of(config.data)
+    judged = world if config.world_evals else None  # the world whose evals end the run
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForCausalLM, config.mode, device)
     print(f"{len(train_pairs)} pairs; parent {parent_path}; mode {config.mode}, beta {config.beta}, loss {config.loss_type} on {device}", flush=True)
     # the SFT model's own answers, before any update: what the aligned model is compared with at the end
-    baseline = evals.chat(model, tokenizer, evals.comparison_prompts(world), max_new_tokens=48, temperature=config.eval_temperature, seed=config.seed) if world else None
+    baseline = evals.chat(model, tokenizer, evals.comparison_prompts(world), max_new_tokens=48, temperature=config.eval_temperature, seed=config.seed) if judged else None
 
     model = for_kbit_training(model, config.mode)
     reference = copy.deepcopy(model).eval().requires_grad_(False) if config.mode == "full" else None
@@ -113,7 +114,7 @@ def run(config: Config, run) -> dict:
         out = {}
         if heldout_pairs:  # held-out preference accuracy of the implicit reward
             out = {f"eval/{k.removeprefix('eval_')}": v for k, v in trainer.evaluate().items() if k.startswith("eval_rewards/")}
-        if world is not None:
+        if judged is not None:
             out.update(evals.alignment_eval(model, tokenizer, world, baseline, config.eval_temperature, config.seed))
         return out
 

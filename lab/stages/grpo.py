@@ -80,7 +80,7 @@ def run(config: Config, run) -> dict:
     prompts = prompt_set(config.data)
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForCausalLM, config.mode, device)
     print(f"{len(prompts)} prompts; parent {parent_path}; reward {config.reward}; {config.algorithm}, mode {config.mode}, beta {config.beta} on {device}", flush=True)
-    baseline = evals.chat(model, tokenizer, evals.comparison_prompts(world), max_new_tokens=48, temperature=config.eval_temperature, seed=config.seed) if world else None
+    baseline = evals.chat(model, tokenizer, evals.comparison_prompts(world), max_new_tokens=48, temperature=config.eval_temperature, seed=config.seed) if world and config.world_evals else None
 
     if config.reward == "gold":
         reward_funcs, reward_tokenizers, weights = [gold_reward(world)], [None], None
@@ -123,7 +123,7 @@ def run(config: Config, run) -> dict:
     telemetry.stoppable_generation(trainer.model)
 
     def evaluate(model) -> dict:
-        return evals.alignment_eval(model, tokenizer, world, baseline, config.eval_temperature, config.seed) if world is not None else {}
+        return evals.alignment_eval(model, tokenizer, world, baseline, config.eval_temperature, config.seed) if baseline is not None else {}
 
     final = fit(trainer, callback, run, evaluate)
     save_model(trainer.model, tokenizer, run, config, f"Aligned model ({config.algorithm.upper()})", final, parent_path)

@@ -1,8 +1,8 @@
 """The whole lifecycle as one run: tokenizer → pretrain → SFT → reward model → DPO and PPO (and GRPO with
 `--with grpo`) → evaluations → report card, on the toy world.
 
-    llm-lab quickstart                          # the default scale: every stage at its own defaults
-    llm-lab quickstart --scale nano             # about a minute and a half on 2 CPU cores: tests and demos
+    llm-lab quickstart                          # the default scale: the CPU default models, steps fitted to the toy world
+    llm-lab quickstart --scale nano             # a few minutes on 2 CPU cores: tests and demos
     llm-lab quickstart --continue RUN           # carry on from the first unfinished step, reusing the others
     llm-lab train lifecycle --scale nano --detach   # the same as a background job (what Home's button starts)
 
@@ -48,18 +48,25 @@ WHAT = {  # what each step is for, in one sentence (Home shows these)
     "ppo": "Aligns the instruct model by sampling answers and maximising the reward model's score, kept near the reference by a KL penalty.",
     "grpo": "Aligns with groups of sampled answers per prompt, each scored against its group's mean: no value head.",
 }
-# Each scale's fields per step, over the stages' own defaults. Nano fits a 2-core CPU in about a minute and a
-# half: small models, few steps, no samples or KL probes during training (the evaluations at the end measure it).
+# Each scale's fields per step, over the stages' own defaults. Nano fits a 2-core CPU in a few minutes: small
+# models, few steps, no samples or KL probes during training (the evaluations at the end measure it).
 SCALES = {
     "nano": {
         "pretrain": {"preset": "nano", "max_steps": 300, "sample_every": 0, "eval_every": 0},
         "sft": {"max_steps": 60, "sample_every": 0, "kl_every": 0},
-        "reward": {"max_steps": 40},
-        "dpo": {"max_steps": 30, "sample_every": 0, "kl_every": 0},
+        "reward": {"max_steps": 30},
+        "dpo": {"max_steps": 20, "sample_every": 0, "kl_every": 0},
         "ppo": {"max_steps": 6, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 2, "sample_every": 0, "response_length": 32},
         "grpo": {"max_steps": 6, "batch_size": 8, "sample_every": 0, "max_completion_length": 32},
     },
-    "default": {},
+    # Each stage's defaults, cut where its curves are flat on the toy world (bench/RESULTS.md, "The one-click
+    # lifecycle"): pretraining in batches of 8 with three quarters of the tokens, fewer reward, DPO and PPO steps.
+    "default": {
+        "pretrain": {"batch_size": 8, "max_steps": 660, "learning_rate": 2e-3},
+        "reward": {"max_steps": 80, "learning_rate": 3e-4},
+        "dpo": {"max_steps": 60, "kl_every": 20, "sample_every": 30},
+        "ppo": {"max_steps": 30},
+    },
 }
 # Seconds per step alone on the reference machine (2 CPU cores, bench/lifecycle.py; bench/RESULTS.md): what the
 # ETA assumes for a step until this store has finished a lifecycle of that scale, whose own times it then uses.
@@ -71,7 +78,7 @@ REFERENCE_SECONDS = {
 
 @dataclass
 class Config(RunArgs):
-    scale: str = option("default", "nano: a lifecycle in about a minute and a half (tests, demos); default: every stage at its own defaults", choices=tuple(SCALES), order=MODEL)
+    scale: str = option("default", "nano: a lifecycle in a few minutes (tests, demos); default: the CPU default models, trained for what the toy world needs", choices=tuple(SCALES), order=MODEL)
     with_stages: str = option("", "optional steps to add, comma-separated: grpo", order=MODEL)
     data: str = option("world", "the toy world ('world', or 'world:SEED' for another seed): its data, evals and gold judge", order=DATA)
     seed: int = option(0, "random seed of every step", advanced=True, order=RUN)
@@ -93,8 +100,9 @@ def steps(config: Config) -> list[tuple[str, str, dict]]:
     extra = [s.strip() for s in config.with_stages.split(",") if s.strip()]
     unknown = [s for s in extra if s not in OPTIONAL]
     if unknown:
-        raise UserError(f"--with {','.join(unknown)}: the optional steps are {', '.join(OPTIONAL)}")
-    shared = {"seed": config.seed, "device": config.device, "threads": config.threads, "data": config.data}
+        raise UserError(f"unknown optional step {', '.join(repr(u) for u in unknown)} (--with, with_stages): the optional steps are {', '.join(OPTIONAL)}")
+    # no end-of-run evals in the steps: the evals step measures every model once, with more (evals.evaluate)
+    shared = {"seed": config.seed, "device": config.device, "threads": config.threads, "data": config.data, "world_evals": False}
     out = []
     for step, stage, links in PLAN:
         if step in OPTIONAL and step not in extra:
@@ -121,11 +129,21 @@ def run(config: Config, run) -> dict:
     _set_step(run, "evals", status="queued")
     from lab import evals
 
-    with jobs.slot(run):  # the evaluations run models in this process: they take a job slot like any training
-        _set_step(run, "evals", status="running", started=time.time())
-        card = evals.lifecycle_report(run, on_model=lambda step: _set_step(run, "evals", evaluating=step))
+    try:
+        with jobs.slot(run):  # the evaluations run models in this process: they take a job slot like any training
+            _set_step(run, "evals", status="running", started=time.time())
+            card = evals.lifecycle_report(run, on_model=lambda step: _evaluating(run, step))
+    except telemetry.StopRequested:
+        _set_step(run, "evals", status="stopped", ended=time.time())
+        raise
     _set_step(run, "evals", status="completed", ended=time.time())
     return card["summary"]
+
+
+def _evaluating(run, step: str) -> None:
+    if telemetry.stop_requested():  # between two models: what was measured stays in their eval.json
+        raise telemetry.StopRequested()
+    _set_step(run, "evals", evaluating=step)
 
 
 def resume(run, owner: str | None = None):
@@ -172,8 +190,8 @@ def _submit(run, step: str, stage: str, values: dict):
     base = run.info.get("name") if run.info.get("name") not in (None, run.id) else "lifecycle"
     child = jobs.submit(stage, config, name=f"{base} {step}", owner=run.info.get("owner"))
     _set_step(run, step, run=child.id, stage=stage, status="queued", started=None, ended=None)
-    position = jobs.queue_position(child)
-    print(f"[lifecycle] {step}: run {child.id}" + (f", waiting in the queue (position {position})" if position and position > 1 else ""), flush=True)
+    ahead = jobs.ahead_of(child)
+    print(f"[lifecycle] {step}: run {child.id}" + (f", waiting in the queue behind {ahead} job(s)" if ahead else ""), flush=True)
     return child
 
 
@@ -181,6 +199,7 @@ def _follow(run, step: str, child, poll: float = 0.5) -> str:
     """Wait for a step's run to end, recording its status in this run; a stop asked of this run stops it."""
     seen = None
     while True:
+        jobs.reap()  # this process started the job (jobs.submit): collect it when it ends, no zombie left
         status = child.status
         if status != seen:
             info = child.info
@@ -237,14 +256,24 @@ def progress(run) -> dict:
 
 
 def expected_seconds(scale: str) -> dict[str, float]:
-    """Seconds per step of a lifecycle of `scale` on this machine: the latest one this store completed, where
-    there is one, else the reference machine's."""
+    """Seconds per step of a lifecycle of `scale` on this machine, each with its share of the jobs' start-up
+    (key "total": all of it, GRPO aside): the latest one this store completed, where there is one, else the
+    reference machine's."""
     out = dict(REFERENCE_SECONDS.get(scale, REFERENCE_SECONDS["default"]))
+    out["total"] = sum(v for k, v in out.items() if k not in OPTIONAL)
+    info = last_completed(scale)
+    if info:
+        for step, s in (info.get("steps") or {}).items():
+            if s.get("started") and s.get("ended"):
+                out[step] = s["ended"] - s["started"]
+        out["total"] = info["ended"] - info["started"]
+    return out
+
+
+def last_completed(scale: str) -> dict | None:
+    """run.json of the newest lifecycle of `scale` this store completed."""
     for r in reversed(runs.list_runs()):  # ids start with their time: newest first
         info = r.info
         if info.get("stage") == "lifecycle" and info.get("status") == "completed" and info["config"].get("scale") == scale:
-            for step, s in (info.get("steps") or {}).items():
-                if s.get("started") and s.get("ended"):
-                    out[step] = s["ended"] - s["started"]
-            break
-    return out
+            return info
+    return None

@@ -514,7 +514,7 @@ def run(config: Config, run) -> dict:
 
     # the policy, and the reference it is held to
     policy, tokenizer, parent_path = load(config.parent, AutoModelForCausalLM, config.mode)
-    baseline = evals.chat(policy, tokenizer, evals.comparison_prompts(world), max_new_tokens=48, temperature=config.eval_temperature, seed=config.seed) if world else None
+    baseline = evals.chat(policy, tokenizer, evals.comparison_prompts(world), max_new_tokens=48, temperature=config.eval_temperature, seed=config.seed) if world and config.world_evals else None
     if lora:
         policy, reference = _lora(policy, config, "CAUSAL_LM"), None
     else:
@@ -549,7 +549,7 @@ def run(config: Config, run) -> dict:
     last = result["history"][-1] if result["history"] else {}
     final = {"steps": result["steps"], "episodes": result["episodes"], "trainable_parameters": n_trainable,
              **{k: last[k] for k in ("objective/scores", "objective/kl", "objective/rlhf_reward", "gold/score") if k in last}}
-    if world is not None and not result["stopped"]:  # a stopped run saves at once
+    if baseline is not None and not result["stopped"]:  # a stopped run saves at once
         final.update(evals.alignment_eval(policy, tokenizer, world, baseline, config.eval_temperature, config.seed))
         run.log_metrics({"step": result["steps"], **{k: v for k, v in final.items() if k.startswith("eval/")}})
     save_model(policy, tokenizer, run, config, "Aligned model (PPO)", final, parent_path)

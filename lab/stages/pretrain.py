@@ -203,7 +203,7 @@ def run(config: Config, run) -> dict:
             done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
             metrics = done[-1] if done else trainer.evaluate()  # the schedule may have just evaluated this step
             out = {"eval_loss": metrics["eval_loss"], "eval_perplexity": math.exp(min(metrics["eval_loss"], 50))}
-        if config.objective == "clm" and world is not None:
+        if config.objective == "clm" and world is not None and config.world_evals:
             out.update({f"eval/{k}": v for k, v in evals.fact_completion(model, tokenizer, world.eval_sets()["pretrain_facts"]).items()})
         return out
 

@@ -117,7 +117,7 @@ def run(config: Config, run) -> dict:
         trainer.add_callback(telemetry.KLToReference(run, tokenizer, chats, config.kl_every, reference=reference))
 
     def evaluate(model) -> dict:
-        return {f"eval/{k}": v for k, v in evals.chat_eval(model, tokenizer, world).items()} if world is not None else {}
+        return {f"eval/{k}": v for k, v in evals.chat_eval(model, tokenizer, world).items()} if world is not None and config.world_evals else {}
 
     final = fit(trainer, callback, run, evaluate)
     save_model(trainer.model, tokenizer, run, config, "Instruct model", final, parent_path)
