@@ -174,7 +174,7 @@ def stop_run(run_id: str, request: gr.Request = None) -> str:
 
 @user_errors
 def resume_run(run_id: str, request: gr.Request = None) -> str:
-    """Continue a stopped or failed pretrain (or full SFT) run: a new run with the same config, starting from the run's saved model, for the steps it had left (optimizer and schedule start afresh). Returns the new run id."""
+    """Continue a stopped or failed pretrain (or full SFT) run: a new run with the same config, starting from the run's saved model, for the steps it had left (optimizer and schedule start afresh). Returns the new run id. A lifecycle carries on in place from its first unfinished step: its own id."""
     run = _run(run_id)
     demo.check_owner(run, visitor(request), "resume")
     return jobs.resume(run, owner=visitor(request)).id

@@ -17,7 +17,8 @@ RESUME_NOTE = (
     "**Resume** continues a stopped or failed pretrain run (or a full SFT run) as far as the lab can: it keeps "
     "no trainer checkpoints, so resume queues a *new* run with the same config that starts from the stopped run's "
     "saved model and trains the steps it had left. The optimizer state, the learning-rate warm-up and the data "
-    "order start afresh, and the new run's parent is the stopped one. **Export** writes a standalone model "
+    "order start afresh, and the new run's parent is the stopped one. A stopped lifecycle resumes in place, from its "
+    "first unfinished step. **Export** writes a standalone model "
     "folder (`merged/` in the run), with a LoRA adapter folded into its base."
 )
 

@@ -70,9 +70,10 @@ SCALES = {
 }
 # Seconds per step alone on the reference machine (2 CPU cores, bench/lifecycle.py; bench/RESULTS.md): what the
 # ETA assumes for a step until this store has finished a lifecycle of that scale, whose own times it then uses.
+# Each with its job's start-up (about 8 s).
 REFERENCE_SECONDS = {
-    "nano": {"tokenizer": 5, "pretrain": 25, "sft": 12, "reward": 10, "dpo": 12, "ppo": 12, "grpo": 12, "evals": 20},
-    "default": {"tokenizer": 6, "pretrain": 200, "sft": 45, "reward": 150, "dpo": 215, "ppo": 235, "grpo": 200, "evals": 60},
+    "nano": {"tokenizer": 9, "pretrain": 64, "sft": 15, "reward": 20, "dpo": 31, "ppo": 12, "grpo": 20, "evals": 45},
+    "default": {"tokenizer": 9, "pretrain": 213, "sft": 55, "reward": 143, "dpo": 156, "ppo": 187, "grpo": 120, "evals": 75},
 }
 
 
@@ -131,11 +132,14 @@ def run(config: Config, run) -> dict:
 
     try:
         with jobs.slot(run):  # the evaluations run models in this process: they take a job slot like any training
+            run.update(holds_slot=True)  # so the queue counts it
             _set_step(run, "evals", status="running", started=time.time())
             card = evals.lifecycle_report(run, on_model=lambda step: _evaluating(run, step))
     except telemetry.StopRequested:
         _set_step(run, "evals", status="stopped", ended=time.time())
         raise
+    finally:
+        run.update(holds_slot=False)
     _set_step(run, "evals", status="completed", ended=time.time())
     return card["summary"]
 
