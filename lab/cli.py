@@ -182,6 +182,7 @@ def follow_lifecycle(run, poll: float = 1.0) -> int:
     shown = {}
     try:
         while True:
+            jobs.reap()  # the lifecycle job this process started: no zombie once it ends
             p = lifecycle.progress(run)
             if run.status == "queued" and "queued" not in shown:
                 ahead = jobs.ahead_of(run)

@@ -342,7 +342,8 @@ def evaluate(ref: str, against: str | None = None, reward: str | None = None, de
         hard = hard_prompts(world)
         hard_answers = chat(model, tokenizer, [h["messages"] for h in hard], max_new_tokens=48)
         metrics["hard_gold_score"] = sum(world.judge(h["messages"], a).score for h, a in zip(hard, hard_answers)) / max(len(hard), 1)
-        other = against or (run.parent if run.parent and stages.produces(Run.open(run.parent).stage) == "chat" else None)
+        other = against or (run.parent if run.parent and runs.in_store(runs.root() / run.parent)
+                            and stages.produces(Run.open(run.parent).stage) == "chat" else None)  # its parent, unless deleted
         reward = reward or (run.config.get("reward") if runs.RUN_ID.fullmatch(str(run.config.get("reward") or "")) and run.config.get("reward") != "gold" else None)
         if other or reward:
             metrics.update(_against(run, model, tokenizer, world, hard, other, reward, device))

@@ -149,6 +149,9 @@ def view(run_id: str | None):
     ]
 
 
+VIEW_OUTPUTS = 2 * len(MAP) + 8  # what `view` returns: the state, a button and a line per stage, and the rest
+
+
 def on_load():
     run = newest_lifecycle()
     return view(run.id if run else None)
@@ -165,7 +168,7 @@ def on_start(scale, browser_id, request: gr.Request):
     try:
         run_id = api.quickstart(scale, "", visitor.of(browser_id, request))
     except gr.Error as e:
-        return [gr.skip()] * len(view(None)) + [warn(e)]
+        return [gr.skip()] * VIEW_OUTPUTS + [warn(e)]
     return view(run_id) + [f"Lifecycle `{run_id}` queued ({scale}). Every step is a job: its page shows its curves as it trains."]
 
 
@@ -180,11 +183,11 @@ def on_stop(state, browser_id, request: gr.Request):
 
 def on_continue(state, browser_id, request: gr.Request):
     if not state.get("run"):
-        return [gr.skip()] * len(view(None)) + ["no lifecycle to continue"]
+        return [gr.skip()] * VIEW_OUTPUTS + ["no lifecycle to continue"]
     try:
         run_id = api.resume_run(state["run"], visitor.of(browser_id, request))
     except gr.Error as e:
-        return [gr.skip()] * len(view(None)) + [warn(e)]
+        return [gr.skip()] * VIEW_OUTPUTS + [warn(e)]
     return view(run_id) + [f"Lifecycle `{run_id}` queued again: it reuses the steps that completed."]
 
 
@@ -196,7 +199,7 @@ def compare_prompt(run_id: str) -> str:
 
 
 def on_compare(state):
-    """Open Compare with the lifecycle's base, instruct and best aligned model (by decisive win rate) and a prompt."""
+    """Open Compare with the lifecycle's base, instruct and best aligned model (by win rate) and a prompt."""
     card = api.report_card(state["run"])
     models = {m["step"]: m for m in card["models"]}
     aligned = [s for s in ("dpo", "ppo", "grpo") if s in models]
