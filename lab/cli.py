@@ -289,7 +289,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sp.add_argument("--run-id", help=argparse.SUPPRESS)
 
     p = sub.add_parser("quickstart", help="the whole lifecycle, measured: tokenizer → pretrain → SFT → reward model → DPO, PPO → evals → report card")
-    p.add_argument("--scale", default="default", choices=("nano", "default"), help="nano: about a minute and a half; default: every stage at its own defaults (default: %(default)s)")
+    p.add_argument("--scale", default="default", choices=("nano", "default"), help="nano: a few minutes on 2 CPU cores; default: the CPU default models, steps fitted to the toy world (default: %(default)s)")
     p.add_argument("--with", dest="with_stages", action="append", choices=("grpo",), help="an optional step to add")
     p.add_argument("--continue", dest="continue_run", metavar="RUN", help="carry on a stopped or failed lifecycle from its first unfinished step")
     p.add_argument("--name", help="a name for the lifecycle run")
