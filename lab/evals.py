@@ -281,17 +281,6 @@ def kl_per_answer(policy, reference, tokenizer, prompts: list, answers: list[str
 
 # ---------------------------------------------------------------------------------------- eval.json
 
-def _world_of_run(run):
-    """The toy world a run's lineage trained on (its newest), or None for a model of the user's data."""
-    from lab import runs, stages
-
-    for r in reversed(runs.lineage(run)):
-        world = stages.world_of(str(r.config.get("data", "")))
-        if world is not None:
-            return world
-    return None
-
-
 def read(run) -> dict:
     """A run's eval.json ({} when it has none)."""
     path = run.path / "eval.json"
@@ -318,7 +307,7 @@ def evaluate(ref: str, against: str | None = None, reward: str | None = None, de
         raise UserError(f"run {run.id} is a {run.stage} run, which has no model to evaluate: give a pretrain, SFT, reward or aligned run")
     if run.model_dir is None or run.model_dir.name == "tokenizer":
         raise UserError(f"run {run.id} ({run.status}) has no saved model to evaluate")
-    world = _world_of_run(run)
+    world = stages.world_of_lineage(run)  # None: a model of the user's data
     t0 = time.time()
     loaded = inference.load(run.id, "reward" if kind == "reward" else "causal", device)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -437,6 +426,8 @@ def lifecycle_report(run, on_model=None) -> dict:
     """Evaluate every model a lifecycle made (`on_model(step)` is told which, as it starts), then write its
     report card. The aligned models are measured against the instruct model, their answers scored by the
     lifecycle's reward model."""
+    from lab.models import pick_device
+
     done = run.info.get("steps") or {}
     reward = done.get("reward", {}).get("run")
     for step in MODEL_STEPS:
@@ -444,14 +435,8 @@ def lifecycle_report(run, on_model=None) -> dict:
         if child:
             if on_model:
                 on_model(step)
-            evaluate(child, reward=reward if step in ("dpo", "ppo", "grpo") else None, device=run.config.get("device", "cpu") if run.config.get("device") not in (None, "auto") else _device())
+            evaluate(child, reward=reward if step in ("dpo", "ppo", "grpo") else None, device=pick_device(run.config.get("device", "auto")))
     return report_card(run.id)
-
-
-def _device() -> str:
-    from lab.models import pick_device
-
-    return pick_device("auto")
 
 
 def report_card(ref: str) -> dict:

@@ -298,16 +298,13 @@ def world_of_model(run_id: str | None):
     so a model trained on another seed is judged by its own world's facts; the default world otherwise."""
     from lab.world import build_world
 
+    world = None
     if run_id:
         try:
-            chain = runs.lineage(Run.open(run_id))
+            world = stages.world_of_lineage(Run.open(run_id))
         except LookupError:
-            chain = []
-        for run in reversed(chain):
-            world = stages.world_of(str(run.config.get("data", "")))
-            if world is not None:
-                return world
-    return build_world()
+            pass
+    return world or build_world()
 
 
 def gold_score(turns: list[dict], answer: str, world=None) -> tuple[float | None, dict]:

@@ -80,7 +80,7 @@ def ahead_of(run: Run) -> int:
     position = queue_position(run)
     if position is None:
         return 0
-    running = sum(1 for r in runs.list_runs() if r.id != run.id and (i := r.info)["status"] == "running" and i.get("holds_slot", True) and r.alive(i))
+    running = sum(1 for r in runs.list_runs() if r.id != run.id and (i := r.info)["status"] == "running" and _holds_slot(i) and r.alive(i))
     return position - 1 + running
 
 
@@ -263,8 +263,9 @@ def resume(run: Run, owner: str | None = None) -> Run:
     from lab import stages
 
     info = run.info
-    if info["stage"] in stages.REGISTRY and hasattr(stages.get(info["stage"]), "resume"):
-        return stages.get(info["stage"]).resume(run, owner)  # a stage that carries on in place (the lifecycle)
+    module = stages.get(info["stage"]) if info["stage"] in stages.REGISTRY else None
+    if hasattr(module, "resume"):
+        return module.resume(run, owner)  # a stage that carries on in place (the lifecycle)
     status = run.status
     if status in runs.ACTIVE:
         raise UserError(f"run {run.id} is {status}: there is nothing to resume yet")
@@ -276,7 +277,6 @@ def resume(run: Run, owner: str | None = None) -> Run:
     if not (run.path / "model").is_dir():
         saved = "a LoRA adapter, which cannot be a base yet: export it with `llm-lab export RUN --merge` and start from the merged folder" if (run.path / "adapter").is_dir() else "no saved model"
         raise UserError(f"run {run.id} ({status}) has {saved}: start it again with the same config instead")
-    module = stages.get(info["stage"])
     values = dict(info["config"])
     done = (info.get("final_metrics") or {}).get("steps") or max((r.get("step", 0) for r in run.metrics()[0]), default=0)
     if values.get("max_steps", 0) > 0:

@@ -134,6 +134,18 @@ def world_of(source: str):
     return build_world(WorldConfig(seed=int(seed or 0)))
 
 
+def world_of_lineage(run):
+    """The toy world a run's model learnt: the newest toy-world `data` along its lineage ("world:3" → seed 3),
+    past the user's own data of later stages; None when no run of the chain trained on the toy world."""
+    from lab import runs
+
+    for r in reversed(runs.lineage(run)):
+        world = world_of(str(r.config.get("data", "")))
+        if world is not None:
+            return world
+    return None
+
+
 def text_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0) -> tuple[list[str], list[str]]:
     """(train, held-out) documents from the toy world ("world", or "world:SEED") or from any file
     `lab.data` reads; user data of any format is flattened to text and split at random."""
