@@ -1,5 +1,6 @@
 """LLM Lifecycle Lab engine: tokenizer -> pretraining -> SFT -> alignment. Imports no gradio."""
 
+import logging
 import os
 
 # Before torch loads OpenMP: threads that finish a parallel region sleep instead of spinning. The lab
@@ -9,3 +10,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+
+def _without_kernels_notice(record) -> bool:
+    # bitsandbytes warns at import, on CPUs with AVX512-BF16, that an optional faster 4-bit CPU kernel (the
+    # `kernels` package) is missing; it falls back to its own and works. Every job imports it (through
+    # transformers and peft), so the notice opened every log and read as a failure.
+    return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_without_kernels_notice)

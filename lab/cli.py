@@ -10,6 +10,7 @@
     llm-lab report RUN                           a lifecycle's report card
     llm-lab runs [--json]                        every run: stage, status, parent, last metrics
     llm-lab stop RUN                             stop a running or queued job (it saves what it has)
+    llm-lab delete RUN [--with-dependents]       delete a run (refused while runs depend on it, naming them)
     llm-lab presets                              model presets with their parameter counts
     llm-lab export RUN [--merge] [--out DIR]     a standalone model folder (a LoRA adapter merged into its base)
 """
@@ -101,6 +102,15 @@ def cmd_stop(args) -> int:
     run = Run.open(args.run)
     status = jobs.stop(run, grace=args.grace, wait=True)
     print(f"{run.id}: {status}")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    from lab import runs
+    from lab.runs import Run
+
+    gone = runs.delete(Run.open(args.run), with_dependents=args.with_dependents)
+    print(f"deleted {', '.join(gone)}")
     return 0
 
 
@@ -316,6 +326,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to wait for a clean stop before SIGKILL")
 
+    p = sub.add_parser("delete", help="delete a run and its files")
+    p.add_argument("run")
+    p.add_argument("--with-dependents", action="store_true", help="delete the runs built on it (and lifecycles listing it) too")
+
     sub.add_parser("presets", help="model presets and their parameter counts")
 
     p = sub.add_parser("export", help="write a run's model as a standalone folder (merging a LoRA adapter)")
@@ -339,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args, parser) -> int:
-    commands = {"quickstart": cmd_quickstart, "eval": cmd_eval, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
+    commands = {"quickstart": cmd_quickstart, "eval": cmd_eval, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "delete": cmd_delete, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
     if args.command == "train":
         return cmd_train(args, parser)
     if args.command in commands:

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from lab import runs
-from lab.errors import UserError
+from lab.errors import UserError, flag
 
 LIFT = "run the lab on your own machine (LAB_DEMO_MODE=0) to lift it"
 PRESETS = ("nano", "tiny")  # the sizes a 2-core Space trains in minutes
@@ -98,13 +98,13 @@ def check_config(stage: str, config) -> None:
             check_model(value, f"--{f.name.replace('_', '-')}")
     preset = getattr(config, "preset", None)
     if preset is not None and preset not in PRESETS and not getattr(config, "init_from", ""):
-        raise UserError(f"--preset {preset}: this demo trains models up to `tiny` ({', '.join(PRESETS)}); {LIFT}")
+        raise UserError(f"{flag('preset')} {preset}: this demo trains models up to `tiny` ({', '.join(PRESETS)}); {LIFT}")
     steps = getattr(config, "max_steps", None)
     if steps is not None and not 0 < steps <= MAX_STEPS:
-        raise UserError(f"--max-steps {steps}: this demo runs 1 to {MAX_STEPS} steps (LAB_DEMO_MAX_STEPS); {LIFT}")
+        raise UserError(f"{flag('max_steps')} {steps}: this demo runs 1 to {MAX_STEPS} steps (LAB_DEMO_MAX_STEPS); {LIFT}")
     batch = getattr(config, "batch_size", None)
     if batch is not None and batch > MAX_BATCH:
-        raise UserError(f"--batch-size {batch}: this demo takes batches of up to {MAX_BATCH} (LAB_DEMO_MAX_BATCH); {LIFT}")
+        raise UserError(f"{flag('batch_size')} {batch}: this demo takes batches of up to {MAX_BATCH} (LAB_DEMO_MAX_BATCH); {LIFT}")
     for name in LENGTHS:
         if getattr(config, name, 0) > MAX_LENGTH:
             raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)}: this demo takes up to {MAX_LENGTH} tokens; {LIFT}")

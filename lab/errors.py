@@ -27,3 +27,21 @@ class DataError(UserError):
 class Diverged(UserError):
     """The loss became NaN or inf: the weights are garbage, so the run fails without saving them. The
     user's to fix (a lower learning rate, warm-up, clipping), so its message is one line too."""
+
+
+# Where this process's messages are read, so that they name what the reader has: "cli" (a terminal), "page"
+# (the app, set by `pages.app.launch`: a form's field, a button) or "job" (a job's run.json and log, read on a
+# page and in a terminal alike, set by `lab.jobs.execute`: both).
+SURFACE = "cli"
+
+
+def hint(cli: str, page: str) -> str:
+    """How to do something, in the words of where the message is read: `cli` is a command, `page` a control."""
+    if SURFACE == "page":
+        return page
+    return f"`{cli}`" if SURFACE == "cli" else f"{page} (`{cli}`)"
+
+
+def flag(name: str) -> str:
+    """A config field as the reader sets it: its form label on a page, its flag in a terminal."""
+    return hint(cli="--" + name.replace("_", "-"), page=f"'{name.replace('_', ' ')}'").replace("`", "")

@@ -444,12 +444,12 @@ def report_card(ref: str) -> dict:
     [{"step", "label", "run", "stage", "metrics"}], "rows": [{"key", "label", "better", "values": {step: value}}],
     "summary", "seconds"}. Written into the lifecycle's folder as report.json, report.md and report.html."""
     from lab import runs
-    from lab.errors import UserError
+    from lab.errors import UserError, hint
     from lab.runs import Run
 
     run = Run.open(ref)
     if run.stage != "lifecycle":
-        raise UserError(f"run {run.id} is a {run.stage} run: a report card is a lifecycle's (`llm-lab quickstart`); pick a lifecycle run")
+        raise UserError(f"run {run.id} is a {run.stage} run: a report card is a lifecycle's ({hint(cli='llm-lab quickstart', page='Run the whole lifecycle on Home')}); pick a lifecycle run")
     done = run.info.get("steps") or {}
     models = []
     for step in MODEL_STEPS:

@@ -35,7 +35,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TemperatureLogitsWarper, TextStreamer, TopPLogitsWarper
 
 from lab import evals, models, runs, stages
-from lab.errors import NotFound, UserError
+from lab.errors import NotFound, UserError, hint
 from lab.runs import Run
 from lab.tokenizers import stop_ids
 
@@ -167,7 +167,7 @@ def _check_kind(ref: str, path: str, run_id: str | None, kind: str) -> str | Non
         if kind == "causal" and made == "reward":
             raise UserError(f"run {run_id} is a reward model: it scores answers but writes none; pick it as the reward model instead")
         if kind == "reward" and made != "reward":
-            raise UserError(f"run {run_id} is a {stage} run, not a reward model: train one on Align → Reward model (`llm-lab train reward --parent SFT_RUN`)")
+            raise UserError(f"run {run_id} is a {stage} run, not a reward model: train one ({hint(cli='llm-lab train reward --parent SFT_RUN', page='Align → Reward model')})")
         if info["config"].get("objective") == "mlm":
             raise UserError(f"run {run_id} is a masked-LM encoder: it fills in blanks but cannot write text; pick a causal LM (objective clm)")
         return stage
@@ -192,12 +192,17 @@ def load(ref: str, kind: str = "causal", device: str = "cpu") -> Loaded:
     auto = AutoModelForSequenceClassification if kind == "reward" else AutoModelForCausalLM
     dtype = torch.bfloat16 if models.use_bf16(device) else torch.float32
     base = _adapter_base(Path(path))
+    if base and base.startswith("/") and not Path(base).exists():
+        # The base was deleted: a standalone copy (an export's merged/, or the merge a later stage made) still loads.
+        folders = (Path(path).parent / "merged", Path(path).with_name(Path(path).name + "-merged"))
+        standalone = next((d for d in folders if (d / "config.json").is_file()), None)
+        if standalone is None:
+            raise NotFound(f"{ref}: the adapter's base model {base} is gone (deleted?) and the run has no merged export; retrain it")
+        path, base = str(standalone), None
     tokenizer = models.load_pretrained(AutoTokenizer, path)
     if base:
         from peft import PeftModel
 
-        if base.startswith("/") and not Path(base).exists():
-            raise NotFound(f"{ref}: the adapter's base model {base} is gone (deleted?); export the run while its base exists, or retrain it")
         model = models.load_pretrained(auto, base, dtype=dtype)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # the chat tokens SFT added to a hub base
             model.resize_token_embeddings(len(tokenizer))

@@ -25,7 +25,7 @@ import traceback
 from contextlib import contextmanager, nullcontext
 
 from lab import configs, runs
-from lab.errors import UserError
+from lab.errors import UserError, hint
 from lab.runs import Run
 
 
@@ -137,8 +137,9 @@ def execute(run: Run) -> str:
     """Run a created run's stage in this process, from the queue to its final status. Returns the status.
 
     Whatever happens, the run ends in completed, stopped or failed, never "running"."""
-    from lab import stages, telemetry
+    from lab import errors, stages, telemetry
 
+    errors.SURFACE = "job"  # its errors are read on a page and in a terminal
     telemetry.install_signal_handlers()
     module = stages.get(run.stage)
     run.update(pid=os.getpid(), pid_start=runs.process_start(os.getpid()), versions=_versions())
@@ -275,7 +276,7 @@ def resume(run: Run, owner: str | None = None) -> Run:
     if not field:
         raise UserError(f"a {info['stage']} run cannot be resumed: the lab keeps no trainer checkpoints, and this stage cannot start from a saved model; start it again with the same config")
     if not (run.path / "model").is_dir():
-        saved = "a LoRA adapter, which cannot be a base yet: export it with `llm-lab export RUN --merge` and start from the merged folder" if (run.path / "adapter").is_dir() else "no saved model"
+        saved = f"a LoRA adapter, which cannot be a base yet: export it ({hint(cli='llm-lab export RUN --merge', page='Runs → Export')}) and start from the merged folder" if (run.path / "adapter").is_dir() else "no saved model"
         raise UserError(f"run {run.id} ({status}) has {saved}: start it again with the same config instead")
     values = dict(info["config"])
     done = (info.get("final_metrics") or {}).get("steps") or max((r.get("step", 0) for r in run.metrics()[0]), default=0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from lab.errors import NotFound, UserError
+from lab.errors import NotFound, UserError, flag, hint
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def resolve(ref: str) -> tuple[str, str | None]:
                 "(`hf download " + ref + " --local-dir DIR`) and pass DIR"
             )
         return ref, None
-    raise NotFound(f"'{ref}' is not a run id, a local model folder or a hub id (owner/name); see `llm-lab runs`")
+    raise NotFound(f"'{ref}' is not a run id, a local model folder or a hub id (owner/name); see {hint(cli='llm-lab runs', page='the Runs page')}")
 
 
 def load_pretrained(auto_cls, ref: str, **kwargs):
@@ -198,9 +198,9 @@ def require_bitsandbytes(mode: str, device: str) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:
-        raise UserError(f"--mode {mode} needs bitsandbytes ({e}): `pip install bitsandbytes`, or use --mode lora or full") from None
+        raise UserError(f"{flag('mode')} {mode} needs bitsandbytes ({e}): `pip install bitsandbytes`, or use {flag('mode')} lora or full") from None
     if device == "mps":
-        raise UserError(f"--mode {mode}: bitsandbytes has no Apple MPS backend: use --device cpu, or --mode lora or full")
+        raise UserError(f"{flag('mode')} {mode}: bitsandbytes has no Apple MPS backend: use {flag('device')} cpu, or {flag('mode')} lora or full")
 
 
 def pick_device(preference: str = "auto") -> str:
@@ -212,9 +212,9 @@ def pick_device(preference: str = "auto") -> str:
             return "mps"
         return "cpu"
     if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu (or auto)")
+        raise UserError(f"device 'cuda' was asked for but no CUDA GPU is visible: use {flag('device')} cpu (or auto)")
     if preference == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("device 'mps' was asked for but Apple's MPS is not available: use --device cpu (or auto)")
+        raise UserError(f"device 'mps' was asked for but Apple's MPS is not available: use {flag('device')} cpu (or auto)")
     return preference
 
 

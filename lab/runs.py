@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+from lab import errors
 from lab.errors import NotFound, UserError
 
 ACTIVE = ("queued", "running")
@@ -158,7 +159,7 @@ class Run:
         names, the run found lies inside the store."""
         ref = str(ref or "").strip()
         if not RUN_ID.fullmatch(ref):
-            raise NotFound(f"'{ref[:80]}' is not a run id (letters, digits, '-', '_' and '.'; no paths): see `llm-lab runs` or the Runs page")
+            raise NotFound(f"'{ref[:80]}' is not a run id (letters, digits, '-', '_' and '.'; no paths): see {errors.hint(cli='llm-lab runs', page='the Runs page')}")
         path = root() / ref
         if in_store(path):
             return cls(path)
@@ -168,7 +169,7 @@ class Run:
                 return hits[0]
             if hits:
                 raise NotFound(f"run '{ref}' is ambiguous: {', '.join(r.id for r in hits[:5])}{' …' if len(hits) > 5 else ''}; give more of the id")
-        raise NotFound(f"no run '{ref}' in {root()} (see `llm-lab runs`; set LAB_CHECKPOINTS to use another store)")
+        raise NotFound(f"no run '{ref}' in {root()} (see {errors.hint(cli='llm-lab runs', page='the Runs page')}; set LAB_CHECKPOINTS to use another store)")
 
     # -- run.json ------------------------------------------------------------------------------
     @property
@@ -327,20 +328,53 @@ def read_jsonl_from(path: Path, start: int = 0) -> tuple[list[dict], int]:
     return rows, start + end
 
 
-def delete(run: Run) -> None:
-    """Remove a run's folder. Refused while its job is active, or while an active run builds on it
-    (that job would lose its parent half-way). The folder is renamed aside first, so the run leaves
-    the store at once and an interrupted delete never leaves half a run behind."""
-    status = run.status
-    if status in ACTIVE:
-        raise UserError(f"run {run.id} is {status}: stop it first (`llm-lab stop {run.id}`), then delete it")
-    children = [r.id for r in list_runs() if r.id != run.id and r.parent == run.id and r.status in ACTIVE]
-    if children:
-        raise UserError(f"run {run.id} is the parent of {', '.join(children)}, still active: stop that first")
-    trash = run.path.with_name(f".deleted-{run.id}-{os.getpid()}")
-    os.replace(run.path, trash)
-    (trash / "run.json").unlink(missing_ok=True)  # no longer a run, even if the rmtree below is cut short
-    shutil.rmtree(trash, ignore_errors=True)
+def dependents(run: Run) -> list[Run]:
+    """The runs that would lose something if `run` went: those built on it, at any depth of parent links,
+    and the lifecycles that list it (or one of those) as a step. Oldest first."""
+    out, frontier = {}, {run.id}
+    others = [r for r in list_runs() if r.id != run.id]
+    while frontier:
+        found = []
+        for r in others:
+            try:
+                info = r.info
+            except FileNotFoundError:  # deleted while we looked
+                continue
+            steps = {s.get("run") for s in (info.get("steps") or {}).values()}
+            if r.id not in out and (info.get("parent") in frontier or steps & frontier):
+                found.append(r)
+        out.update((r.id, r) for r in found)
+        frontier = {r.id for r in found}
+    return sorted(out.values(), key=lambda r: r.id)
+
+
+def named(run: Run) -> str:
+    """A run as a message lists it: its id, stage and name (when the name says more than the id)."""
+    info = run.info
+    return f"{run.id} ({info['stage']}" + (f", '{info['name']}'" if info.get("name") and info["name"] not in run.id else "") + ")"
+
+
+def delete(run: Run, with_dependents: bool = False) -> list[str]:
+    """Remove a run's folder, or refuse with the runs that depend on it named (a LoRA run whose base is gone
+    cannot load, a lineage would name a run that is not there); `with_dependents` removes them too, newest
+    first. Refused while any of them is active. Each folder is renamed aside first, so the run leaves the store
+    at once and an interrupted delete never leaves half a run behind. Returns the ids deleted."""
+    built_on = dependents(run)
+    busy = [r for r in [run, *built_on] if r.status in ACTIVE]
+    if busy:
+        raise UserError(f"{', '.join(named(r) for r in busy)} {'is' if len(busy) == 1 else 'are'} active: stop "
+                        f"{'it' if len(busy) == 1 else 'them'} first ({errors.hint(cli='llm-lab stop RUN', page='the Stop button')}), then delete")
+    if built_on and not with_dependents:
+        raise UserError(f"run {run.id} has {len(built_on)} run(s) built on it: {', '.join(named(r) for r in built_on)}. Delete those "
+                        f"first, or delete them with it ({errors.hint(cli='--with-dependents', page='Delete it and its dependents')})")
+    gone = []
+    for r in [*reversed(built_on), run]:
+        trash = r.path.with_name(f".deleted-{r.id}-{os.getpid()}")
+        os.replace(r.path, trash)
+        (trash / "run.json").unlink(missing_ok=True)  # no longer a run, even if the rmtree below is cut short
+        shutil.rmtree(trash, ignore_errors=True)
+        gone.append(r.id)
+    return gone
 
 
 def in_store(folder: Path) -> bool:

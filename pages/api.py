@@ -181,12 +181,13 @@ def resume_run(run_id: str, request: gr.Request = None) -> str:
 
 
 @user_errors
-def delete_run(run_id: str, request: gr.Request = None) -> str:
-    """Delete a run's folder (refused while it, or a run built on it, is active). Returns a confirmation."""
+def delete_run(run_id: str, with_dependents: bool = False, request: gr.Request = None) -> str:
+    """Delete a run's folder. Refused while it, or a run built on it, is active, and while runs depend on it (built on it, or a lifecycle that lists it), naming them, unless with_dependents, which deletes them too. Returns a confirmation."""
     run = _run(run_id)
-    demo.check_owner(run, visitor(request), "delete")
-    runs.delete(run)
-    return f"deleted {run.id}"
+    for r in [run, *(runs.dependents(run) if with_dependents else [])]:
+        demo.check_owner(r, visitor(request), "delete")
+    gone = runs.delete(run, with_dependents=bool(with_dependents))
+    return f"deleted {run.id}" + (f" and the {len(gone) - 1} run(s) built on it: {', '.join(gone[:-1])}" if len(gone) > 1 else "")
 
 
 @user_errors

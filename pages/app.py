@@ -67,5 +67,8 @@ def seed_if_empty() -> subprocess.Popen | None:
 
 def launch(host: str | None = "127.0.0.1", port: int | None = 7860, share: bool = False, auth: tuple[str, str] | None = None) -> None:
     """Serve the lab (host and port None: gradio's defaults, which a Space sets through GRADIO_SERVER_NAME/PORT)."""
+    from lab import errors
+
+    errors.SURFACE = "page"
     seed_if_empty()
     build().launch(server_name=host, server_port=port, share=share, auth=auth or auth_from_env(), max_file_size=max_upload())

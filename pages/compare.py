@@ -26,7 +26,8 @@ ABOUT = """Pick 2–4 models, or an SFT or aligned run's whole **lifecycle** (ba
 parent links), then send a prompt: every model answers with the same temperature, top-p and seed, so the
 answers differ by model only. Base models (pretrain runs) continue the text raw; the others answer in
 their chat template (mode *auto*; force either). **Best** saves that answer as preferred to each other
-answer, as preference pairs the Align forms train on."""
+answer, as preference pairs the Align forms train on. A next prompt continues the conversation; after a vote
+it continues from the chosen answer in every pane, so the next round can be voted on too."""
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -85,7 +86,7 @@ def stats_text(pane: dict | None) -> str:
 
 def fresh(models: list[str]) -> dict:
     """A new conversation with these models: empty histories, nothing to vote on."""
-    return {"models": list(models), "histories": [[] for _ in range(PANES)], "before": None, "prompt": None, "panes": None, "voted": False}
+    return {"models": list(models), "histories": [[] for _ in range(PANES)], "before": None, "prompt": None, "panes": None, "voted": False, "unvoted": None}
 
 
 def counter_text(dataset: str) -> str:
@@ -128,7 +129,9 @@ def view(state, panes, prompt, colour) -> list:
         pane = panes[i] if panes and i < len(panes) else None
         turns = list(state["histories"][i])
         if pane is not None:
-            turns += [{"role": "user", "content": prompt}, {"role": "assistant", "content": pane["answer"] or "…"}]
+            # "…" while the first token is on its way; a finished empty answer says so
+            shown = pane["answer"] or ("*(empty: the model ended its turn at once)*" if pane["done"] else "…")
+            turns += [{"role": "user", "content": prompt}, {"role": "assistant", "content": shown}]
         conversations.append(turns)
         shown_stats.append(stats_text(pane))
         shown_probs.append(probability_html(pane) if colour else "")
@@ -154,10 +157,12 @@ def on_send(models, prompt, temperature, top_p, max_new, seed, mode, reward, col
         yield view(state, None, prompt, colour) + [gr.skip(), warn(e), gr.skip()]
         return
     # The round is over: each conversation grows by it, and it can be voted on.
-    done = {**state, "before": histories, "prompt": prompt, "panes": panes, "voted": False,
+    done = {**state, "before": histories, "prompt": prompt, "panes": panes, "voted": False, "unvoted": None,
             "histories": [h + [{"role": "user", "content": prompt}, {"role": "assistant", "content": p["answer"]}] for h, p in zip(histories, panes)]
             + state["histories"][len(models):]}
-    yield view(state, panes, prompt, colour) + [done, "", ""]
+    turn = sum(t["role"] == "user" for t in done["histories"][0])
+    said = f"turn {turn} of this conversation: each pane replied after the turns above it (**New conversation** starts afresh)" if turn > 1 else ""
+    yield view(state, panes, prompt, colour) + [done, said, ""]
 
 
 def on_colour(state, colour):
@@ -166,21 +171,39 @@ def on_colour(state, colour):
 
 
 def on_vote(i, state, dataset, request=None):
+    def refuse(e: gr.Error):
+        return gr.skip(), warn(e), *[gr.skip()] * (PANES + 1)
+
     panes = state["panes"]
     if not panes:
-        return gr.skip(), warn(gr.Error("nothing to vote on yet: send a prompt first")), gr.skip()
+        return refuse(gr.Error("nothing to vote on yet: send a prompt first"))
     if i >= len(panes):
-        return gr.skip(), warn(gr.Error(f"pane {LETTERS[i]} has no answer")), gr.skip()
+        return refuse(gr.Error(f"pane {LETTERS[i]} has no answer"))
     if state["voted"]:
-        return gr.skip(), warn(gr.Error("this round is already voted on: send a new prompt (or undo the vote)")), gr.skip()
+        return refuse(gr.Error("this round is already voted on: send a new prompt (or undo the vote)"))
+    if not panes[i]["answer"].strip():
+        return refuse(gr.Error(f"{LETTERS[i]}'s answer is empty: there is nothing to prefer; vote for another pane or send again"))
+    # A pair's two answers must reply to the same conversation: after a round nobody voted on, each pane
+    # went on from its own answer, and those panes cannot be compared with this one any more.
+    before = state["before"]
+    same = [j for j in range(len(panes)) if before[j] == before[i]]
+    if len(same) < 2:
+        return refuse(gr.Error(f"{LETTERS[i]}'s conversation differs from every other pane's (each went on from its own "
+                               "earlier answer, with no vote): press New conversation, and vote each round"))
     try:
-        # The prompt is the winning pane's conversation before this round: the panes' earlier answers
-        # differ, and the pair must say what the chosen answer replied to.
-        saved = api.vote(state["prompt"], [p["answer"] for p in panes], i, state["before"][i], dataset, state["models"], request)
+        saved = api.vote(state["prompt"], [panes[j]["answer"] for j in same], same.index(i), before[i], dataset,
+                         [state["models"][j] for j in same], request)
     except gr.Error as e:
-        return gr.skip(), warn(e), gr.skip()
+        return refuse(e)
     skipped = f" ({saved['skipped']} left out: identical or empty answers)" if saved["skipped"] else ""
-    return counter_text(dataset), f"saved {LETTERS[i]} as preferred to {saved['added']} other answer(s){skipped}", {**state, "voted": True}
+    left_out = [LETTERS[j] for j in range(len(panes)) if j not in same]
+    apart = f"; not against {', '.join(left_out)}, whose conversation went another way" if left_out else ""
+    # The conversation goes on from the chosen answer in every pane, so that the next round's answers reply
+    # to the same turns and can be voted on too (the way multi-turn preference data is collected).
+    n = len(state["models"])
+    done = {**state, "voted": True, "unvoted": state["histories"], "histories": [list(state["histories"][i]) for _ in range(n)] + state["histories"][n:]}
+    return (counter_text(dataset), f"saved {LETTERS[i]} as preferred to {saved['added']} other answer(s){skipped}{apart}. "
+            f"The conversation goes on from {LETTERS[i]}'s answer in every pane", done, *done["histories"])
 
 
 def voter(i: int):
@@ -194,8 +217,10 @@ def on_undo(dataset, state, browser_id: str, request: gr.Request):
     try:
         undone = api.undo_feedback(dataset, visitor.of(browser_id, request))
     except gr.Error as e:
-        return gr.skip(), warn(e), gr.skip()
-    return counter_text(dataset), f"removed the last vote's {undone['removed']} pair(s)", {**state, "voted": False}
+        return gr.skip(), warn(e), *[gr.skip()] * (PANES + 1)
+    # Each pane's own conversation again, as before the vote carried the chosen answer into all of them.
+    state = {**state, "voted": False, "histories": state.get("unvoted") or state["histories"], "unvoted": None}
+    return counter_text(dataset), f"removed the last vote's {undone['removed']} pair(s)", state, *state["histories"]
 
 
 def refresh():
@@ -257,8 +282,8 @@ def build(demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Textbox]:
           api_visibility="private", show_progress="minimal", **api.GENERATION)
     colour.change(on_colour, inputs=[state, colour], outputs=probs, **HIDDEN)
     for i, button in enumerate(best):
-        button.click(voter(i), inputs=[state, dataset, visitor.state()], outputs=[counter, message, state], **HIDDEN)
-    undo.click(on_undo, inputs=[dataset, state, visitor.state()], outputs=[counter, message, state], **HIDDEN)
+        button.click(voter(i), inputs=[state, dataset, visitor.state()], outputs=[counter, message, state, *chats], **HIDDEN)
+    undo.click(on_undo, inputs=[dataset, state, visitor.state()], outputs=[counter, message, state, *chats], **HIDDEN)
     dataset.blur(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
     for trigger in (tab.select, demo.load):
         trigger(refresh, outputs=[picked, chain, reward], **HIDDEN)

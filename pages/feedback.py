@@ -41,7 +41,7 @@ def export_copy(path: str) -> str | None:
         return None
     folder = Path(tempfile.gettempdir()) / "lab-feedback-export"
     folder.mkdir(exist_ok=True)
-    return shutil.copy(path, folder / Path(path).name)
+    return str(shutil.copy(path, folder / Path(path).name))  # gr.File refuses a Path: its FileData wants a str
 
 
 def summary(dataset: str) -> tuple[str, str | None]:

@@ -86,7 +86,11 @@ def act(action, run_id, request):
         message = action(run_id, request)
     except gr.Error as e:
         message = warn(e)
-    return [message, *on_refresh(), *details(run_id)]
+    listing = on_refresh()
+    if run_id not in [value for _, value in listing[1].choices]:  # deleted: nothing is picked now
+        listing[1] = gr.Dropdown(choices=listing[1].choices, value=None)
+        run_id = None
+    return [message, *listing, *details(run_id)]
 
 
 def on_stop(run_id, browser_id: str, request: gr.Request):
@@ -101,8 +105,29 @@ def on_export(run_id, browser_id: str, request: gr.Request):
     return act(lambda r, q: f"exported to `{api.export_run(r, q)}`", run_id, visitor.of(browser_id, request))
 
 
-def on_delete(run_id, browser_id: str, request: gr.Request):
-    return act(api.delete_run, run_id, visitor.of(browser_id, request))
+def on_ask_delete(run_id):
+    """The Delete button's question, asked in the page: what would go, the run and the runs that depend on it
+    (a LoRA run whose base is gone cannot load, a lifecycle's report names its steps)."""
+    hide = [gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip()]
+    if not run_id:
+        return [*hide, "pick a run first"]
+    try:
+        built_on = runs.dependents(Run.open(run_id))
+    except LookupError as e:
+        return [*hide, f"⚠️ {e}"]
+    if not built_on:
+        question = f"Delete run **{run_id}** and all its files? This cannot be undone."
+    else:
+        question = (f"Run **{run_id}** cannot go alone: {len(built_on)} run(s) depend on it: "
+                    + ", ".join(f"`{runs.named(r)}`" for r in built_on) + ". Delete it with them, or keep them all.")
+    return [gr.Group(visible=True), question, gr.Button(visible=not built_on),
+            gr.Button(f"Delete {run_id} and these {len(built_on)} run(s)", visible=bool(built_on)), ""]
+
+
+def deleter(with_dependents: bool):
+    def on_delete(run_id, browser_id: str, request: gr.Request):
+        return [gr.Group(visible=False), *act(lambda r, q: api.delete_run(r, with_dependents, q), run_id, visitor.of(browser_id, request))]
+    return on_delete
 
 
 def on_overlay(run_ids, metric_name, smoothing):
@@ -152,7 +177,13 @@ def build(demo: gr.Blocks) -> None:
                     stop = gr.Button("Stop", variant="stop", size="sm")
                     resume = gr.Button("Resume", size="sm")
                     export = gr.Button("Export (merge adapter)", size="sm")
-                    delete = gr.Button("Delete", size="sm")
+                    delete = gr.Button("Delete", size="sm", elem_id="runs-delete")
+                with gr.Group(visible=False, elem_id="runs-confirm") as confirm:
+                    question = gr.Markdown(elem_id="runs-question")
+                    with gr.Row():
+                        delete_one = gr.Button("Yes, delete it", variant="stop", size="sm", elem_id="runs-delete-yes")
+                        delete_all = gr.Button("Delete it and its dependents", variant="stop", size="sm", elem_id="runs-delete-all")
+                        keep = gr.Button("Cancel", size="sm", elem_id="runs-delete-cancel")
                 outcome = gr.Markdown(elem_id="runs-outcome")
                 gr.Markdown(RESUME_NOTE)
                 command = gr.Code(label="CLI command", language="shell", lines=2, interactive=False)
@@ -181,8 +212,11 @@ def build(demo: gr.Blocks) -> None:
     act_outputs = [outcome, *listing, card, command, log]
     for button, handler in ((stop, on_stop), (resume, on_resume), (export, on_export)):
         button.click(handler, inputs=[picked, visitor.state()], outputs=act_outputs, api_visibility="private")
-    # A deleted run cannot come back: ask first, in the browser.
-    delete.click(on_delete, inputs=[picked, visitor.state()], outputs=act_outputs, api_visibility="private",
-                 js="(run, id) => [(run && confirm(`Delete run ${run} and all its files?`)) ? run : null, id]")
+    # A deleted run cannot come back: ask first, saying what would go with it.
+    delete.click(on_ask_delete, inputs=picked, outputs=[confirm, question, delete_one, delete_all, outcome], **HIDDEN)
+    for button, with_dependents in ((delete_one, False), (delete_all, True)):
+        button.click(deleter(with_dependents), inputs=[picked, visitor.state()], outputs=[confirm, *act_outputs], api_visibility="private")
+    keep.click(lambda: (gr.Group(visible=False), "nothing deleted"), outputs=[confirm, outcome], **HIDDEN)
+    picked.change(lambda: gr.Group(visible=False), outputs=confirm, **HIDDEN)  # a question about another run
     gr.on([overlaid.change, metric.input, smoothing.release], on_overlay, inputs=[overlaid, metric, smoothing], outputs=[metric, overlay], **HIDDEN)
     gr.on([run_a.change, run_b.change], on_diff, inputs=[run_a, run_b], outputs=diff, **HIDDEN)

@@ -184,7 +184,7 @@ class StagePage:
         the state then cannot put the old run back."""
         run_id = state["run"]
         if not run_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         run = Run(runs.root() / run_id)
         try:
             info = run.info
@@ -193,7 +193,7 @@ class StagePage:
             new_samples = api.run_samples(run_id, state["samples_offset"])
         except (FileNotFoundError, gr.Error):
             state["run"] = None
-            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), gr.Timer(IDLE_SECONDS)
+            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), gr.Timer(IDLE_SECONDS), ""
         first = state["shown"] is None
         state["rows"] += new["rows"]
         state["offset"] = new["offset"]
@@ -206,16 +206,18 @@ class StagePage:
         table = samples_table(state["samples"]) if first or new_samples["rows"] else gr.skip()
         # The run picker's labels carry each run's status: relabel when this one's changes.
         relabel = gr.skip() if first or status == state["status"] else self.runs_of_stage()
+        # What Start or Stop said ("queued: it starts as soon as ...") is out of date once the status moves on.
+        said = gr.skip() if first or status == state["status"] else ""
         state["status"] = status
         idle = status not in runs.ACTIVE and not new["rows"]
         pace = gr.Timer(IDLE_SECONDS if idle else REFRESH_SECONDS) if first or idle != state["idle"] else gr.skip()
         state["idle"] = idle
-        return shown_text, figure, table, relabel, pace
+        return shown_text, figure, table, relabel, pace, said
 
     def watch(self, run_id, smoothing) -> list:
         """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer]."""
         state = fresh(run_id)
-        shown_text, figure, table, _, pace = self.tick(state, smoothing)
+        shown_text, figure, table, _, pace, _ = self.tick(state, smoothing)
         return [state, shown_text, figure, table, gr.Timer(IDLE_SECONDS) if run_id is None else pace]
 
     def on_watch(self, run_id, state, smoothing):
@@ -300,7 +302,7 @@ def build(stage: str, demo: gr.Blocks, tab) -> gr.Dropdown:
     start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
     stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private")
     watched.change(page.on_watch, inputs=[watched, state, smoothing], outputs=watch_outputs, **HIDDEN)
-    timer.tick(page.tick, inputs=[state, smoothing], outputs=[status, plot, samples, watched, timer], concurrency_limit=None, **HIDDEN)
+    timer.tick(page.tick, inputs=[state, smoothing], outputs=[status, plot, samples, watched, timer, message], concurrency_limit=None, **HIDDEN)
     smoothing.release(page.on_smoothing, inputs=[state, smoothing], outputs=plot, **HIDDEN)
     refresh.click(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
     tab.select(page.refresh_choices, outputs=choice_outputs, **HIDDEN)

@@ -261,12 +261,14 @@ def parent_run_id(ref: str) -> str | None:
         return None
 
 
-def check_parent(ref: str, flag: str = "--parent") -> str:
+def check_parent(ref: str, field: str = "parent") -> str:
     """The model a stage builds on must be a model (full weights or a LoRA adapter), not a tokenizer run."""
     from pathlib import Path
 
     from lab import models
+    from lab.errors import flag as flag_of
 
+    flag = flag_of(field)
     if not ref:
         raise UserError(f"{flag} is required: a run id, a local model folder, or a hub id")
     path, _ = models.resolve(ref)

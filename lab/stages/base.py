@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lab import models
 from lab.configs import LORA, MODEL, RUN, SCHEDULE, TRAINING, option
-from lab.errors import UserError
+from lab.errors import UserError, flag
 
 MODES = ("full", "lora", "lora-8bit", "lora-4bit")
 SCHEDULES = ("cosine", "linear", "constant_with_warmup")
@@ -72,9 +72,9 @@ def check_training(config) -> None:
     """What every Trainer stage refuses before a run exists: nothing to train, a device that is not there,
     a quantized mode without bitsandbytes."""
     if config.max_steps <= 0 and getattr(config, "epochs", 0) <= 0:
-        raise UserError("nothing to train: set --max-steps or --epochs above 0")
+        raise UserError(f"nothing to train: set {flag('max_steps')} or {flag('epochs')} above 0")
     if config.learning_rate < 0:
-        raise UserError(f"--learning-rate {config.learning_rate} is negative: give a positive rate")
+        raise UserError(f"{flag('learning_rate')} {config.learning_rate} is negative: give a positive rate")
     device = models.pick_device(config.device)
     if getattr(config, "mode", "full") in models.QUANTIZED:
         models.require_bitsandbytes(config.mode, device)

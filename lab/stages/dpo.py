@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
-from lab.errors import UserError
+from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, preference_splits, sampler, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 
@@ -58,9 +58,9 @@ class Config(LoraArgs, TrainerArgs):
 def check(config: Config) -> None:
     check_training(config)
     if config.sft_weight < 0:
-        raise UserError(f"--sft-weight {config.sft_weight}: the weight of the chosen answers' log-likelihood must be 0 (off) or above")
+        raise UserError(f"{flag('sft_weight')} {config.sft_weight}: the weight of the chosen answers' log-likelihood must be 0 (off) or above")
     if config.beta <= 0:
-        raise UserError(f"--beta {config.beta}: β must be above 0 (it scales the implicit reward; 0.1 is the usual start)")
+        raise UserError(f"{flag('beta')} {config.beta}: β must be above 0 (it scales the implicit reward; 0.1 is the usual start)")
     check_parent(config.parent)
     if world_of(config.data) is None:
         preference_splits(config.data, config.heldout_fraction, config.seed)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
-from lab.errors import UserError
+from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, prompt_set, sampler, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 from lab.stages.reward import check_usable
@@ -53,9 +53,9 @@ class Config(LoraArgs, TrainerArgs):
 def check(config: Config) -> None:
     check_training(config)
     if config.num_generations < 2:
-        raise UserError(f"--num-generations {config.num_generations}: a group needs at least 2 answers to compare")
+        raise UserError(f"{flag('num_generations')} {config.num_generations}: a group needs at least 2 answers to compare")
     if config.batch_size % config.num_generations:
-        raise UserError(f"--batch-size {config.batch_size} must be a multiple of --num-generations {config.num_generations} "
+        raise UserError(f"{flag('batch_size')} {config.batch_size} must be a multiple of {flag('num_generations')} {config.num_generations} "
                         f"(e.g. {config.num_generations * max(1, config.batch_size // config.num_generations)})")
     check_parent(config.parent)
     check_usable(config.reward, config.data)

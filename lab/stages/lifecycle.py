@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from lab import configs, jobs, runs, telemetry
 from lab.configs import DATA, MODEL, RUN, option
-from lab.errors import UserError
+from lab.errors import UserError, flag, hint
 from lab.stages import Stage
 from lab.stages.base import RunArgs
 
@@ -101,7 +101,7 @@ def steps(config: Config) -> list[tuple[str, str, dict]]:
     extra = [s.strip() for s in config.with_stages.split(",") if s.strip()]
     unknown = [s for s in extra if s not in OPTIONAL]
     if unknown:
-        raise UserError(f"unknown optional step {', '.join(repr(u) for u in unknown)} (--with, with_stages): the optional steps are {', '.join(OPTIONAL)}")
+        raise UserError(f"unknown optional step {', '.join(repr(u) for u in unknown)} ({flag('with')}, with_stages): the optional steps are {', '.join(OPTIONAL)}")
     # no end-of-run evals in the steps: the evals step measures every model once, with more (evals.evaluate)
     shared = {"seed": config.seed, "device": config.device, "threads": config.threads, "data": config.data, "world_evals": False}
     out = []
@@ -126,7 +126,7 @@ def run(config: Config, run) -> dict:
             return {"stopped_at": step}
         if status != "completed":
             raise UserError(f"the {step} step failed: {child.info.get('error') or 'see its log.txt'} (run {child.id}); "
-                            f"fix what it says, then carry on with `llm-lab quickstart --continue {run.id}`")
+                            f"fix what it says, then carry on ({hint(cli=f'llm-lab quickstart --continue {run.id}', page='Continue on Home')})")
     _set_step(run, "evals", status="queued")
     from lab import evals
 
@@ -156,7 +156,7 @@ def resume(run, owner: str | None = None):
     if status in runs.ACTIVE:
         raise UserError(f"lifecycle {run.id} is {status}: it carries on by itself")
     if status == "completed":
-        raise UserError(f"lifecycle {run.id} completed: start a new one with `llm-lab quickstart`")
+        raise UserError(f"lifecycle {run.id} completed: start a new one ({hint(cli='llm-lab quickstart', page='Run the whole lifecycle on Home')})")
     jobs.check_room(owner)
     run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, error=None, ended=None)
     jobs.start_waiting()

@@ -32,7 +32,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
-from lab.errors import UserError
+from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, prompt_set, world_of
 from lab.stages.base import LoraArgs, TrainArgs, check_training, for_kbit_training, lora_config, prepare, save_model
 from lab.stages.reward import check_usable
@@ -481,11 +481,11 @@ def check(config: Config) -> None:
         if getattr(config, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.batch_size % config.mini_batch_size:
-        raise UserError(f"--mini-batch-size {config.mini_batch_size} must divide --batch-size {config.batch_size}")
+        raise UserError(f"{flag('mini_batch_size')} {config.mini_batch_size} must divide {flag('batch_size')} {config.batch_size}")
     if config.temperature <= 0:
-        raise UserError("--temperature must be above 0: PPO learns from sampled answers")
+        raise UserError(f"{flag('temperature')} must be above 0: PPO learns from sampled answers")
     if config.lora_dropout:
-        raise UserError(f"--lora-dropout {config.lora_dropout}: PPO trains without dropout (its ratio must compare the same function at "
+        raise UserError(f"{flag('lora_dropout')} {config.lora_dropout}: PPO trains without dropout (its ratio must compare the same function at "
                         "rollout and at update); leave it at 0")
     check_training(config)
     check_parent(config.parent)

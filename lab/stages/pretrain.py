@@ -21,7 +21,7 @@ import torch
 
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, SCHEDULE, TRAINING, inherit, option
-from lab.errors import UserError
+from lab.errors import UserError, flag, hint
 from lab.stages import Stage, text_splits, world_of
 from lab.stages.base import TrainerArgs, check_training, fit, prepare, save_model, trainer_arguments
 
@@ -61,7 +61,7 @@ def check(config: Config) -> None:
     if config.init_from:
         path, _ = models.resolve(config.init_from)
         if Path(path).is_dir() and not (Path(path) / "config.json").exists():
-            raise UserError(f"--init-from {config.init_from}: {path} holds no model (no config.json); a tokenizer run goes in --tokenizer")
+            raise UserError(f"{flag('init_from')} {config.init_from}: {path} holds no model (no config.json); a tokenizer run goes in {flag('tokenizer')}")
     if world_of(config.data) is None:
         from lab import data
 
@@ -84,7 +84,7 @@ def load_tokenizer(config: Config, train: list[str]):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.objective == "mlm" and tokenizer.mask_token is None:
-        raise UserError(f"masked-LM pretraining needs a tokenizer with a mask token, and '{ref}' has none: train one with `llm-lab train tokenizer` (it has <|mask|>) or use --objective clm")
+        raise UserError(f"masked-LM pretraining needs a tokenizer with a mask token, and '{ref}' has none: train one ({hint(cli='llm-lab train tokenizer', page='Data & tokenizer')}: it has <|mask|>) or use {flag('objective')} clm")
     ensure_chat_template(tokenizer)
     return tokenizer
 
@@ -161,7 +161,7 @@ def run(config: Config, run) -> dict:
     n_params = models.count_parameters(model)
     train_blocks = pack(tokenizer, train_texts, config.seq_len)
     if len(train_blocks) < config.batch_size:
-        raise UserError(f"the data makes {len(train_blocks)} sequences of {config.seq_len} tokens, fewer than one batch of {config.batch_size}: add text, or lower --batch-size or --seq-len")
+        raise UserError(f"the data makes {len(train_blocks)} sequences of {config.seq_len} tokens, fewer than one batch of {config.batch_size}: add text, or lower {flag('batch_size')} or {flag('seq_len')}")
     eval_blocks = pack(tokenizer, heldout_texts, config.seq_len) if heldout_texts else None
     if eval_blocks is not None and len(eval_blocks):  # whole batches only (loaders drop a ragged one), two at most
         eval_batch = min(config.batch_size, len(eval_blocks))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
-from lab.errors import UserError
+from lab.errors import UserError, flag, hint
 from lab.stages import Stage, check_parent, preference_splits, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, lora_config, prepare, save_model, trainer_arguments
 
@@ -53,26 +53,26 @@ def check_usable(reward: str, data: str) -> str:
     world. Anything else is refused with what to pass instead."""
     if reward == "gold":
         if world_of(data) is None:
-            raise UserError("--reward gold is the toy world's judge: it scores only the toy world's prompts (--data world); "
+            raise UserError(f"{flag('reward')} gold is the toy world's judge: it scores only the toy world's prompts ({flag('data')} world); "
                             "for your prompts pass a reward model")
         return reward
     if not reward:
-        raise UserError("--reward is required: a reward run (`llm-lab train reward --parent SFT_RUN`), a reward-model folder, or 'gold'")
-    path = check_parent(reward, "--reward")
+        raise UserError(f"{flag('reward')} is required: a reward run ({hint(cli='llm-lab train reward --parent SFT_RUN', page='Align → Reward model')}), a reward-model folder, or 'gold'")
+    path = check_parent(reward, "reward")
     folder = Path(path)
     if not folder.is_dir():  # a hub id: from_pretrained will tell
         return path
     if not (folder / "config.json").exists():  # a LoRA adapter
-        raise UserError(f"--reward {reward}: {folder} holds a LoRA adapter: export the reward run with "
-                        "`llm-lab export RUN --merge` and pass the merged folder")
+        raise UserError(f"{flag('reward')} {reward}: {folder} holds a LoRA adapter: export the reward run with "
+                        f"{hint(cli='llm-lab export RUN --merge', page='Runs → Export')} and pass the merged folder")
     cfg = json.loads((folder / "config.json").read_text())
     archs = cfg.get("architectures") or ["an unknown architecture"]
     labels = len(cfg.get("id2label") or {0: ""})
     if not any(a.endswith("ForSequenceClassification") for a in archs) or labels != 1:
         raise UserError(
-            f"--reward {reward}: {folder} holds {archs[0]}{f' with {labels} labels' if labels != 1 else ''}, not a reward "
-            "model (a …ForSequenceClassification with one output): train one with `llm-lab train reward --parent SFT_RUN`, "
-            "or use --reward gold on the toy world"
+            f"{flag('reward')} {reward}: {folder} holds {archs[0]}{f' with {labels} labels' if labels != 1 else ''}, not a reward "
+            f"model (a …ForSequenceClassification with one output): train one ({hint(cli='llm-lab train reward --parent SFT_RUN', page='Align → Reward model')}), "
+            f"or use {flag('reward')} gold on the toy world"
         )
     return path
 

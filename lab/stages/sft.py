@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
-from lab.errors import UserError
+from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, sampler, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 
@@ -47,7 +47,7 @@ class Config(LoraArgs, TrainerArgs):
 
 def check(config: Config) -> None:
     if not config.parent:
-        raise UserError("SFT needs a parent model: --parent PRETRAIN_RUN, a local model folder, or a hub id")
+        raise UserError(f"SFT needs a parent model: set {flag('parent')} to a pretrain run, a local model folder or a hub id")
     check_training(config)
     check_parent(config.parent)
     if world_of(config.data) is None:
