@@ -3,8 +3,10 @@ run.json and the "copy CLI command" box. This module turns a config dataclass in
 
 A field's metadata may carry: `help` (one line), `choices`, `advanced=True` (the UI folds it into an
 accordion; the CLI lists it all the same), `order` (where the form and `--help` show it: fields are listed by
-order, then as declared, so the fields a stage inherits can stand among its own) and `runs` (the field names
-a model or tokenizer: the stages whose runs its picker offers).
+order, then as declared, so the fields a stage inherits can stand among its own), `runs` (the field names
+a model or tokenizer: the stages whose runs its picker offers, the first stage's newest completed run pre-selected
+where the field's default is "" and not advanced: the model a stage builds on) and `offers` ((value, label) pairs
+its picker offers beside the runs, such as the toy world's gold judge as a reward).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from lab.errors import ConfigError
 MODEL, DATA, TRAINING, STAGE, LORA, SCHEDULE, RUN = 10, 20, 30, 40, 50, 60, 70
 
 
-def option(default, help: str, choices: tuple | None = None, advanced: bool = False, order: int = STAGE, runs: tuple | None = None):
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "advanced": advanced, "order": order, "runs": runs})
+def option(default, help: str, choices: tuple | None = None, advanced: bool = False, order: int = STAGE, runs: tuple | None = None,
+           offers: tuple = ()):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "advanced": advanced, "order": order, "runs": runs, "offers": offers})
 
 
 def inherit(cls, name: str, default, **changes):

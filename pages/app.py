@@ -28,10 +28,11 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="LLM Lifecycle Lab", analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
         visitor.add(demo)
+        kept = stage.kept_forms()
         with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a narrow screen every page stays in sight, on two rows
             first = home.Home()
             first.build(demo)
-            opened = stage.build_pages(demo)
+            opened = stage.build_pages(demo, kept)
             built = {page: page.build(demo) for page in PAGES}
         first.link(tabs, opened, built[compare])
         api.register()

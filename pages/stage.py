@@ -35,6 +35,18 @@ IDLE_SECONDS = 3.0
 HIDDEN = dict(api_visibility="private", show_progress="hidden")
 
 
+def run_label(run_id: str, info: dict, status: str) -> str:
+    """A run as a picker lists it: id, stage, status, its preset or mode, and its steps."""
+    config = info.get("config") or {}
+    parts = [run_id, info["stage"], status]
+    if config.get("preset") or config.get("mode") or config.get("kind"):
+        parts.append(str(config.get("preset") or config.get("mode") or config.get("kind")))
+    steps = (info.get("final_metrics") or {}).get("steps") if status == "completed" else None
+    if steps or config.get("max_steps"):
+        parts.append(f"{steps} steps" if steps else f"up to {config['max_steps']} steps")
+    return " · ".join(parts)
+
+
 def run_choices(of_stages: tuple | None, saved_only: bool) -> list[tuple[str, str]]:
     """(label, run id) of runs of those stages, newest first; with saved_only, those with a saved model."""
     out = []
@@ -45,10 +57,32 @@ def run_choices(of_stages: tuple | None, saved_only: bool) -> list[tuple[str, st
                 continue
             if saved_only and run.model_dir is None:
                 continue
-            out.append((f"{run.id} · {run.status}", run.id))
+            out.append((run_label(run.id, info, run.status), run.id))
         except FileNotFoundError:  # deleted while we listed
             continue
     return out
+
+
+def latest_completed(of_stages: tuple) -> str | None:
+    """The run a model picker starts on: the newest completed run of its first stage (then of the others)."""
+    for stage in of_stages:
+        for run in reversed(runs.list_runs()):
+            try:
+                if run.info["stage"] == stage and run.status == "completed" and run.model_dir is not None:
+                    return run.id
+            except FileNotFoundError:
+                continue
+    return None
+
+
+def model_picker_choices(f) -> list[tuple[str, str]]:
+    return run_choices(f.metadata["runs"], saved_only=True) + [(label, value) for value, label in f.metadata.get("offers") or ()]
+
+
+def picks_latest(f) -> bool:
+    """Whether a model field's picker pre-selects a run: one in the form's open part with no default (the model
+    a stage builds on, pretraining's tokenizer), not an advanced one such as init_from."""
+    return bool(f.metadata.get("runs")) and f.default == "" and not f.metadata.get("advanced")
 
 
 def data_choices(stage: str) -> list[tuple[str, str]]:
@@ -125,7 +159,7 @@ def field_component(stage: str, f, t: type) -> gr.Component:
     meta = f.metadata
     kw = dict(label=f.name.replace("_", " "), info=meta.get("help") or None, elem_id=f"{stage}-field-{f.name}")
     if meta.get("runs"):
-        return gr.Dropdown(choices=run_choices(meta["runs"], saved_only=True), value=f.default or None, allow_custom_value=True, **kw)
+        return gr.Dropdown(choices=model_picker_choices(f), value=f.default or None, allow_custom_value=True, **kw)
     if t is bool:
         return gr.Checkbox(value=f.default, **kw)
     if meta.get("choices"):
@@ -146,6 +180,7 @@ class StagePage:
         self.types = get_type_hints(self.cls)
         self.fields = configs.fields(self.cls)
         self.names = [f.name for f in self.fields]
+        self.by_name = {f.name: f for f in self.fields}
         self.references = {f.name: f.metadata["runs"] for f in self.fields if f.metadata.get("runs")}
         self.has_data = "data" in self.names
 
@@ -231,16 +266,52 @@ class StagePage:
     def refresh_choices(self) -> list:
         """New runs of other stages become parents; new runs of this one can be watched."""
         out = [self.runs_of_stage()]
-        out += [gr.Dropdown(choices=run_choices(of, saved_only=True)) for of in self.references.values()]
+        out += [gr.Dropdown(choices=model_picker_choices(self.by_name[name])) for name in self.references]
         if self.has_data:
             out.append(gr.Dropdown(choices=data_choices(self.stage)))
         return out
 
-    def on_load(self, smoothing):
-        """A new browser session opens on the latest run of this stage, read from its first step."""
+    def form_values(self, values: dict) -> list:
+        """The form showing `values` (field name → value; a missing field takes its default, and a model picker
+        its first stage's newest completed run, as the stage before it is what a newcomer builds on)."""
+        out = []
+        for f in self.fields:
+            value = values.get(f.name, f.default)
+            if f.name in self.references:
+                if f.name not in values and picks_latest(f):
+                    value = latest_completed(f.metadata["runs"]) or f.default
+                out.append(gr.Dropdown(choices=model_picker_choices(f), value=value or None))
+            elif f.name == "data":
+                out.append(gr.Dropdown(choices=data_choices(self.stage), value=value))
+            else:
+                out.append(value)
+        return out
+
+    def on_defaults(self):
+        return self.form_values({})
+
+    def on_settings_of(self, run_id):
+        """"Start from this run's settings": the watched run's config in the form."""
+        if not run_id:
+            return [gr.skip()] * len(self.fields) + ["pick a run to take its settings from"]
+        try:
+            config = Run.open(run_id).config
+        except LookupError as e:
+            return [gr.skip()] * len(self.fields) + [f"⚠️ {e}"]
+        kept = {name: config[name] for name in self.names if name in config}
+        return [*self.form_values(kept), f"the form holds `{run_id}`'s settings: change what you like, then Start"]
+
+    def on_load(self, smoothing, saved):
+        """A new browser session opens on the latest run of this stage, read from its first step, and with the
+        form as this browser left it (values kept in its own storage), else at the defaults."""
         mine = run_choices((self.stage,), saved_only=False)
         latest = mine[0][1] if mine else None
-        return [gr.Dropdown(choices=mine, value=latest), *self.refresh_choices()[1:], *self.watch(latest, smoothing)]
+        kept = {name: v for name, v in (saved or {}).items() if name in self.names}
+        return [gr.Dropdown(choices=mine, value=latest), *self.form_values(kept), *self.watch(latest, smoothing)]
+
+    def keep(self, *values) -> dict:
+        """What the browser keeps of the form, on every change."""
+        return dict(zip(self.names, values))
 
     def preview(self, source):
         return preview(self.stage, source)
@@ -261,9 +332,16 @@ def data_field(stage: str, f) -> tuple[gr.Dropdown, gr.UploadButton, gr.Markdown
     return data, upload, summary, shown
 
 
-def build(stage: str, demo: gr.Blocks, tab) -> gr.Dropdown:
+def kept_forms() -> dict[str, gr.BrowserState]:
+    """Where each stage's form is kept in the browser, across reloads and app restarts: call in the Blocks,
+    outside the Tabs (a BrowserState reads the browser's storage when it is mounted, and a tab not shown yet
+    is not). A fixed key and secret: form values are no secret, and a random one is lost at every restart."""
+    return {stage: gr.BrowserState({}, storage_key=f"llm-lab-form-{stage}", secret="llm-lab-forms") for stage in stages.names()}
+
+
+def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState) -> gr.Dropdown:
     """One stage's page inside `tab`: the layout, then the wiring of StagePage's handlers. Returns its picker of
-    the run shown, which other pages set to open the page on a run."""
+    the run shown, which other pages set to open the page on a run. `kept` holds the form in the browser."""
     page, spec = StagePage(stage), stages.spec(stage)
     gr.Markdown((stages.get(stage).__doc__ or "").strip().split("\n\n")[0])
     inputs: dict[str, gr.Component] = {}
@@ -281,6 +359,9 @@ def build(stage: str, demo: gr.Blocks, tab) -> gr.Dropdown:
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id=f"{stage}-start")
                 stop = gr.Button("Stop", variant="stop", elem_id=f"{stage}-stop")
+            with gr.Row():
+                defaults = gr.Button("Reset the form to defaults", size="sm", elem_id=f"{stage}-defaults")
+                settings_of = gr.Button("Start from the shown run's settings", size="sm", elem_id=f"{stage}-settings-of")
             message = gr.Markdown(elem_id=f"{stage}-message")
             if spec.notes:
                 gr.Markdown(spec.notes)
@@ -299,6 +380,9 @@ def build(stage: str, demo: gr.Blocks, tab) -> gr.Dropdown:
     choice_outputs = [watched, *[inputs[name] for name in page.references]] + ([inputs["data"]] if page.has_data else [])
     watch_outputs = [state, status, plot, samples, timer]
     gr.on([c.change for c in form], page.on_form, inputs=form, outputs=command, trigger_mode="always_last", **HIDDEN)
+    gr.on([c.change for c in form], page.keep, inputs=form, outputs=kept, trigger_mode="always_last", **HIDDEN)
+    defaults.click(page.on_defaults, outputs=form, **HIDDEN)
+    settings_of.click(page.on_settings_of, inputs=watched, outputs=[*form, message], **HIDDEN)
     start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
     stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private")
     watched.change(page.on_watch, inputs=[watched, state, smoothing], outputs=watch_outputs, **HIDDEN)
@@ -306,8 +390,8 @@ def build(stage: str, demo: gr.Blocks, tab) -> gr.Dropdown:
     smoothing.release(page.on_smoothing, inputs=[state, smoothing], outputs=plot, **HIDDEN)
     refresh.click(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
     tab.select(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
-    demo.load(page.on_load, inputs=smoothing, outputs=choice_outputs + watch_outputs, **HIDDEN)
-    demo.load(page.on_form, inputs=form, outputs=command, **HIDDEN)
+    demo.load(page.on_load, inputs=[smoothing, kept], outputs=[watched, *form, *watch_outputs], **HIDDEN).then(
+        page.on_form, inputs=form, outputs=command, **HIDDEN)
     if page.has_data:
         inputs["data"].change(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
         demo.load(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
@@ -326,7 +410,7 @@ class Opened:
     watched: gr.Dropdown
 
 
-def build_pages(demo: gr.Blocks, own_pages: tuple[str, ...] = ("Home",)) -> dict[str, Opened]:
+def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], own_pages: tuple[str, ...] = ("Home",)) -> dict[str, Opened]:
     """A tab per stage in lifecycle order; the stages that name the same page share its tab, a sub-tab each.
     Stages whose page is one of `own_pages` (the lifecycle: Home) are shown by that page, not by a form here."""
     pages: dict[str, list[str]] = {}
@@ -337,11 +421,11 @@ def build_pages(demo: gr.Blocks, own_pages: tuple[str, ...] = ("Home",)) -> dict
     for title, members in pages.items():
         with gr.Tab(title, id=title) as tab:
             if len(members) == 1:
-                opened[members[0]] = Opened(title, None, None, build(members[0], demo, tab))
+                opened[members[0]] = Opened(title, None, None, build(members[0], demo, tab, kept[members[0]]))
                 continue
             with gr.Tabs() as inner:
                 for stage in members:
                     label = stages.spec(stage).label
                     with gr.Tab(label, id=label) as sub:
-                        opened[stage] = Opened(title, inner, label, build(stage, demo, sub))
+                        opened[stage] = Opened(title, inner, label, build(stage, demo, sub, kept[stage]))
     return opened

@@ -22,7 +22,7 @@ from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, prompt_set, sampler, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
-from lab.stages.reward import check_usable
+from lab.stages.reward import GOLD, check_usable
 
 STAGE = Stage(label="GRPO", page="Align", data="prompts", produces="chat")
 
@@ -30,7 +30,7 @@ STAGE = Stage(label="GRPO", page="Align", data="prompts", produces="chat")
 @dataclass
 class Config(LoraArgs, TrainerArgs):
     parent: str = option("", "the SFT model: an SFT run, a local model folder, or a hub id", order=MODEL, runs=("sft",))
-    reward: str = option("", "the reward: a reward run or a reward-model folder, or 'gold' (the toy world's gold judge)", order=MODEL, runs=("reward",))
+    reward: str = option("", "the reward: a reward run or a reward-model folder, or 'gold' (the toy world's gold judge)", order=MODEL, runs=("reward",), offers=GOLD)
     algorithm: str = option("grpo", "grpo (group-relative advantages) or rloo (REINFORCE leave-one-out)", choices=("grpo", "rloo"), order=MODEL)
     data: str = option("world", "prompts: 'world' (the toy world's) or a file of prompts, preference pairs or chats", order=DATA)
     beta: float = option(0.04, "β: the KL penalty against the SFT model (0 turns it off and loads no reference)")

@@ -35,7 +35,7 @@ from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, prompt_set, world_of
 from lab.stages.base import LoraArgs, TrainArgs, check_training, for_kbit_training, lora_config, prepare, save_model
-from lab.stages.reward import check_usable
+from lab.stages.reward import GOLD, check_usable
 from lab.tokenizers import end_of_turn_id
 
 STAGE = Stage(label="PPO", page="Align", data="prompts", produces="chat")
@@ -44,7 +44,7 @@ STAGE = Stage(label="PPO", page="Align", data="prompts", produces="chat")
 @dataclass
 class Config(LoraArgs, TrainArgs):
     parent: str = option("", "the policy to start from: an SFT run (model/ or LoRA adapter/), a local model folder, or a hub id", order=MODEL, runs=("sft",))
-    reward: str = option("", "a reward run or reward-model folder (…ForSequenceClassification, one output), or 'gold': the toy world's gold judge", order=MODEL, runs=("reward",))
+    reward: str = option("", "a reward run or reward-model folder (…ForSequenceClassification, one output), or 'gold': the toy world's gold judge", order=MODEL, runs=("reward",), offers=GOLD)
     mode: str = inherit(LoraArgs, "mode", "full", choices=("full", "lora", "lora-8bit"), help="train the whole policy and critic, or LoRA adapters on a full or 8-bit base")
     data: str = option("world", "prompts: 'world' (the toy world's) or a file of prompts, preference pairs or chats", order=DATA)
     max_steps: int = inherit(TrainArgs, "max_steps", 50, help="rollout batches (each: sample, score, then ppo_epochs passes of updates)")

@@ -48,6 +48,10 @@ def check(config: Config) -> None:
         preference_splits(config.data, config.heldout_fraction, config.seed)
 
 
+# What online RL takes as a reward besides a reward model: the toy world's judge, offered by the pages' pickers.
+GOLD = (("gold", "gold · the toy world's judge (true reward, no model)"),)
+
+
 def check_usable(reward: str, data: str) -> str:
     """What online RL (PPO, GRPO) takes as its reward: a reward model's folder (returned), or 'gold' on the toy
     world. Anything else is refused with what to pass instead."""
