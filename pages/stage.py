@@ -192,10 +192,12 @@ class StagePage:
         return json.dumps({name: "" if v is None and self.types[name] is str else v for name, v in zip(self.names, values)})
 
     def on_form(self, *values):
+        """On every change of the form: the same run's command, and the form as the browser keeps it."""
+        kept = dict(zip(self.names, values))
         try:
-            return api.cli_command(self.stage, self.values_json(*values))
+            return api.cli_command(self.stage, self.values_json(*values)), kept
         except gr.Error as e:
-            return f"# not a valid config yet: {e.message}"
+            return f"# not a valid config yet: {e.message}", kept
 
     def on_start(self, request: gr.Request, browser_id: str, *values):
         try:
@@ -309,10 +311,6 @@ class StagePage:
         kept = {name: v for name, v in (saved or {}).items() if name in self.names}
         return [gr.Dropdown(choices=mine, value=latest), *self.form_values(kept), *self.watch(latest, smoothing)]
 
-    def keep(self, *values) -> dict:
-        """What the browser keeps of the form, on every change."""
-        return dict(zip(self.names, values))
-
     def preview(self, source):
         return preview(self.stage, source)
 
@@ -379,8 +377,7 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState) -> gr.Dropdow
     form = [inputs[name] for name in page.names]
     choice_outputs = [watched, *[inputs[name] for name in page.references]] + ([inputs["data"]] if page.has_data else [])
     watch_outputs = [state, status, plot, samples, timer]
-    gr.on([c.change for c in form], page.on_form, inputs=form, outputs=command, trigger_mode="always_last", **HIDDEN)
-    gr.on([c.change for c in form], page.keep, inputs=form, outputs=kept, trigger_mode="always_last", **HIDDEN)
+    gr.on([c.change for c in form], page.on_form, inputs=form, outputs=[command, kept], trigger_mode="always_last", **HIDDEN)
     defaults.click(page.on_defaults, outputs=form, **HIDDEN)
     settings_of.click(page.on_settings_of, inputs=watched, outputs=[*form, message], **HIDDEN)
     start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
@@ -391,7 +388,7 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState) -> gr.Dropdow
     refresh.click(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
     tab.select(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
     demo.load(page.on_load, inputs=[smoothing, kept], outputs=[watched, *form, *watch_outputs], **HIDDEN).then(
-        page.on_form, inputs=form, outputs=command, **HIDDEN)
+        page.on_form, inputs=form, outputs=[command, kept], **HIDDEN)
     if page.has_data:
         inputs["data"].change(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
         demo.load(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)

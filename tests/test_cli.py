@@ -50,3 +50,25 @@ def test_init_from_a_tokenizer_run_is_refused(store):
 def test_stop_of_an_unknown_run_is_a_clear_error(store):
     proc = llm_lab("stop", "no-such-run", check=False)
     assert proc.returncode == 2 and "no run 'no-such-run'" in proc.stderr
+
+
+def test_delete_refuses_a_run_others_build_on_then_deletes_them_with_it(store):
+    tokenizer = last_line(llm_lab("train", "tokenizer", "--vocab-size", "300"))
+    pretrain = last_line(llm_lab("train", "pretrain", "--preset", "nano", "--tokenizer", tokenizer, "--max-steps", "2", "--sample-every", "0", "--eval-every", "0"))
+    refusal = llm_lab("delete", tokenizer, check=False)
+    assert refusal.returncode == 2 and f"{pretrain} (pretrain" in refusal.stderr and "--with-dependents" in refusal.stderr, refusal.stderr
+    assert (store / tokenizer).is_dir() and (store / pretrain).is_dir()
+    assert last_line(llm_lab("delete", tokenizer, "--with-dependents")) == f"deleted {pretrain}, {tokenizer}"
+    assert not (store / tokenizer).exists() and not (store / pretrain).exists()
+
+
+def test_bitsandbytes_optional_kernel_notice_stays_out_of_logs(caplog):
+    import logging
+
+    import lab  # noqa: F401  (it installs the filter)
+
+    ops = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        ops.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ...", "No module named 'kernels'")
+        ops.warning("a real warning")
+    assert [r.getMessage() for r in caplog.records] == ["a real warning"]

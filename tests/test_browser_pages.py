@@ -1,0 +1,168 @@
+"""The pages as a newcomer meets them, in a real browser (Debian's Chromium driven by Playwright): a stage's
+form starts on the run before it and survives a reload; Feedback's Save ranking counts what it saved;
+deleting a run that others build on is refused with them named; a Compare vote in a conversation pairs only
+answers to the same turns."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import read_jsonl, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+playwright = pytest.importorskip("playwright.sync_api")
+
+if not CHROMIUM.exists():
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium) for the browser tests", allow_module_level=True)
+
+SLOW_CLICK_MS = 90_000  # as in test_browser: 2 busy cores
+
+
+@pytest.fixture()
+def page(lab_app, tmp_path, request):
+    """A fresh browser (its own storage) on the lab; a full-page screenshot when the test ends."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.set_default_timeout(SLOW_CLICK_MS)
+        page.goto(lab_app)
+        try:
+            yield page
+        finally:
+            shot = tmp_path / f"{request.node.name}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("LAB_SCREENSHOTS"):
+                Path(os.environ["LAB_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, Path(os.environ["LAB_SCREENSHOTS"]) / shot.name)
+            browser.close()
+
+
+def text(page, selector: str) -> str:
+    return page.locator(selector).inner_text()
+
+
+def newest_completed(stage: str) -> str:
+    from lab import runs
+
+    return [r.id for r in runs.list_runs() if r.stage == stage and r.status == "completed" and r.model_dir is not None][-1]
+
+
+def test_a_form_starts_on_the_run_before_and_survives_a_reload(page, nano_run):
+    page.get_by_role("tab", name="SFT").click()
+    parent = page.locator("#sft-field-parent input")
+    wait_for(lambda: parent.input_value(), 60, "the parent picker to fill in")
+    # The newest completed pretrain run, labelled with what it is.
+    assert parent.input_value().startswith(f"{newest_completed('pretrain')} · pretrain · completed · nano"), parent.input_value()
+
+    steps = page.locator("#sft-field-max_steps input")
+    steps.fill("7")
+    steps.press("Enter")
+    wait_for(lambda: "--max-steps 7" in text(page, "#sft-cli"), 30, "the command to follow the form")
+    page.reload()
+    page.get_by_role("tab", name="SFT").click()
+    steps = page.locator("#sft-field-max_steps input")
+    wait_for(lambda: steps.input_value() == "7", 60, "the form as this browser left it", shown=steps.input_value)
+    wait_for(lambda: "--max-steps 7" in text(page, "#sft-cli"), 30, "the command of the kept form")
+
+    page.locator("#sft-defaults").click()
+    from lab.stages import sft
+
+    wait_for(lambda: steps.input_value() == str(sft.Config().max_steps), 30, "the default steps again", shown=steps.input_value)
+
+    # PPO's reward picker offers the toy world's judge, as its help says.
+    page.get_by_role("tab", name="Align").click()
+    page.get_by_role("tab", name="PPO").click()
+    page.locator("#ppo-field-reward input").click()
+    assert any(o.inner_text().startswith("gold") for o in page.get_by_role("option").all())
+
+
+def test_feedback_save_counts_the_ranking_and_offers_the_export(page, nano_sft_run, store):
+    dataset = f"browser-feedback-{os.getpid()}"
+    page.get_by_role("tab", name="Feedback").click()
+    page.locator("#feedback-model input").click()
+    page.get_by_role("option", name=f"{nano_sft_run.name} · sft").click()
+    page.locator("#feedback-k input[type=number]").fill("2")
+    page.locator("#feedback-k input[type=number]").press("Enter")
+    box = page.locator("#feedback-dataset textarea, #feedback-dataset input").first
+    box.fill(dataset)
+    box.blur()
+    wait_for(lambda: f"{dataset}.jsonl" in text(page, "#feedback-counter"), 30, "the counter on the new dataset")
+    page.locator("#feedback-sample").click()
+    wait_for(lambda: "rank the answers" in text(page, "#feedback-message"), 120, "two answers", shown=lambda: text(page, "#feedback-message"))
+    answers = [page.locator(f"#feedback-answer-{i} textarea").input_value() for i in range(2)]
+    page.locator("#feedback-rank-0").get_by_label("1", exact=True).check()
+    page.locator("#feedback-rank-1").get_by_label("2", exact=True).check()
+    page.locator("#feedback-save").click()
+    wait_for(lambda: "saved" in text(page, "#feedback-message"), 30, "the save's message", shown=lambda: text(page, "#feedback-message"))
+    assert answers[0].strip() != answers[1].strip() and all(a.strip() for a in answers), answers  # at temperature 1: two answers
+    assert len(read_jsonl(store / "feedback" / f"{dataset}.jsonl")) == 1
+    counter = text(page, "#feedback-counter").replace("**", "")
+    assert "1 preference pairs from 1 rankings" in counter, counter
+    assert "Error" not in text(page, "#feedback-message")
+    # The dataset downloads from the page.
+    wait_for(lambda: page.locator("#feedback-export a").count() > 0, 30, "the export's download link")
+    assert f"{dataset}.jsonl" in page.locator("#feedback-export").inner_text().replace("\n", "")
+
+
+def test_deleting_a_run_others_build_on_is_refused_with_them_named(page, nano_sft_run, nano_dpo_run):
+    page.get_by_role("tab", name="Runs").click()
+    page.locator("#runs-picked input").click()
+    page.get_by_role("option", name=nano_sft_run.name, exact=True).click()
+    page.locator("#runs-delete").click()
+    wait_for(lambda: page.locator("#runs-question").is_visible() and "cannot go alone" in text(page, "#runs-question"), 30, "the question")
+    question = text(page, "#runs-question")
+    assert nano_dpo_run.name in question and "dpo" in question, question  # the LoRA run on it, by name and stage
+    assert not page.locator("#runs-delete-yes").is_visible()  # no plain delete while runs depend on it
+    assert page.locator("#runs-delete-all").is_visible()
+    page.locator("#runs-delete-cancel").click()
+    wait_for(lambda: "nothing deleted" in text(page, "#runs-outcome"), 30, "the cancel's message")
+    assert not page.locator("#runs-question").is_visible()
+    assert nano_sft_run.name in page.locator("#runs-picked input").input_value()  # the run card stays
+    assert nano_sft_run.is_dir() and nano_dpo_run.is_dir()
+
+
+def test_a_compare_vote_in_a_conversation_pairs_answers_to_the_same_turns(page, nano_run, nano_sft_run, store):
+    from lab.world import build_world
+
+    first, second = (f.question for f in build_world().facts[:2])
+    dataset = f"browser-turns-{os.getpid()}"
+    page.get_by_role("tab", name="Compare").click()
+    for run in (nano_run, nano_sft_run):
+        page.locator("#compare-models input").click()
+        page.get_by_role("option", name=re.compile(rf"^{run.name} · ")).click()
+    page.keyboard.press("Escape")
+    box = page.locator("#compare-dataset textarea, #compare-dataset input").first
+    box.fill(dataset)
+    box.blur()
+
+    def send(prompt: str, turn: int):
+        page.locator("#compare-prompt textarea").fill(prompt)
+        page.locator("#compare-send").click()
+        wait_for(lambda: all(re.search(r"\d+ tokens", text(page, f"#compare-stats-{i}")) for i in range(2)), 180, f"round {turn}'s answers")
+        if turn > 1:
+            wait_for(lambda: f"turn {turn}" in text(page, "#compare-message"), 30, "the turn count")
+
+    # Two rounds with no vote: the base and the instruct model went on from their own first answers.
+    send(first, 1)
+    send(second, 2)
+    page.locator("#compare-best-1").click()
+    wait_for(lambda: "differs" in text(page, "#compare-message"), 30, "the refusal", shown=lambda: text(page, "#compare-message"))
+    assert not (store / "feedback" / f"{dataset}.jsonl").exists()
+
+    # A vote each round: the conversation goes on from the chosen answer, so round 2 can be voted on too.
+    page.locator("#compare-clear").click()
+    send(first, 1)
+    page.locator("#compare-best-1").click()
+    wait_for(lambda: "goes on from B's answer" in text(page, "#compare-message"), 30, "the vote", shown=lambda: text(page, "#compare-message"))
+    send(second, 2)
+    page.locator("#compare-best-1").click()
+    wait_for(lambda: "saved B" in text(page, "#compare-message"), 30, "round 2's vote", shown=lambda: text(page, "#compare-message"))
+    rows = read_jsonl(store / "feedback" / f"{dataset}.jsonl")
+    round_one, round_two = rows[0], rows[-1]
+    # Round 2's pair replies to round 1 as it went on: its question, then the chosen (B's) answer.
+    assert [t["content"].strip() for t in round_two["prompt"]] == [first, round_one["chosen"][0]["content"], second], json.dumps(round_two)[:500]
