@@ -7,6 +7,7 @@ The result is a plain `PreTrainedTokenizerFast`: `save_pretrained` writes a fold
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -174,3 +175,46 @@ def stats(tokenizer, texts: list[str]) -> dict:
         "unknown_rate": n_unk / n_tokens,
     }
 
+
+
+def vocab_shortfall(tokenizer, asked: int, min_frequency: int) -> str | None:
+    """Why a trained vocabulary is smaller than asked, in words (None when it is not): a trainer stops when the
+    text has nothing more to learn, which on a small corpus comes before the size asked for."""
+    learnt = len(tokenizer)
+    if learnt >= asked:
+        return None
+    return (f"vocabulary {learnt:,} of the {asked:,} asked: the text holds no more pieces frequent enough to learn "
+            f"(min_frequency {min_frequency}), so the trainer stopped early. More text, or (BPE, WordPiece) a lower "
+            "min_frequency, learns more")
+
+
+@functools.lru_cache(maxsize=16)
+def _loaded(ref: str):
+    from lab import models, stages
+
+    if ref in KINDS:  # a kind by name: trained on the toy world's text, at the tokenizer stage's defaults
+        train, _ = stages.text_splits("world")
+        return train_tokenizer(train, kind=ref)
+    from transformers import AutoTokenizer
+
+    path, _ = models.resolve(ref)
+    return models.load_pretrained(AutoTokenizer, path)
+
+
+def load(ref: str) -> PreTrainedTokenizerFast:
+    """A tokenizer to look at: a kind ("bpe", "wordpiece", "unigram", trained on the toy world), a run (a
+    tokenizer run's, or the tokenizer a model run saved), a local folder, or a hub id when online."""
+    return _loaded(ref.strip())
+
+
+def tokenize_view(tokenizer, text: str) -> dict:
+    """`text` as `tokenizer` cuts it: each token's id, its piece of the text and where it lies (from the offsets,
+    so a byte-level 'Ġ' shows as the space it stands for, and what a tokenizer drops, such as WordPiece's
+    spaces, lies between tokens) and whether it is unknown; with the statistics of `stats`, tokens per word beside."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    unk = tokenizer.unk_token_id
+    tokens = [{"id": i, "text": text[a:b], "start": a, "end": b, "unknown": i == unk}
+              for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
+    measured = stats(tokenizer, [text])
+    words = max(len(text.split()), 1)
+    return {"tokens": tokens, "stats": {**measured, "tokens_per_word": len(tokens) / words, "distinct_tokens": len({t["id"] for t in tokens})}}

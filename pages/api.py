@@ -380,16 +380,35 @@ def report_card(run_id: str) -> dict:
     return evals.report_card(run.id)
 
 
+# The longest text `tokenize` cuts: a page of text, not a corpus (that is the tokenizer stage's held-out statistics).
+MAX_TOKENIZE_CHARS = 20_000
+
+
+@user_errors
+def tokenize(text: str, tokenizers: list[str]) -> list[dict]:
+    """`text` as each of up to 4 tokenizers cuts it: a kind ("bpe", "wordpiece", "unigram": trained on the toy world), a run (a tokenizer run, or any run's model tokenizer), a local folder or a hub id. Returns [{"tokenizer", "tokens": [{"id", "text", "start", "end", "unknown"}], "stats": {"tokens", "chars_per_token", "words_per_token", "tokens_per_word", "vocab_size", "vocab_used", "distinct_tokens", "unknown_rate"}}]."""
+    from lab import tokenizers as lab_tokenizers
+
+    if not (text or "").strip():
+        raise UserError("no text to tokenize: type or paste some")
+    if len(text) > MAX_TOKENIZE_CHARS:
+        raise UserError(f"the text has {len(text):,} characters: tokenize at most {MAX_TOKENIZE_CHARS:,} at once")
+    names = list(dict.fromkeys(t.strip() for t in (tokenizers or []) if t and t.strip()))
+    if not 1 <= len(names) <= 4:
+        raise UserError(f"{len(names)} tokenizers: pick 1 to 4 ({', '.join(lab_tokenizers.KINDS)}, a run or a tokenizer folder)")
+    return [{"tokenizer": name, **lab_tokenizers.tokenize_view(lab_tokenizers.load(name), text)} for name in names]
+
+
 # Everything above that an API user may call, by its endpoint name.
 ENDPOINTS = {fn.__name__: fn for fn in (
     start_run, stop_run, resume_run, delete_run, export_run, list_runs, run_status, run_metrics, run_samples,
     run_log, config_diff, config_fields, cli_command, preview_data, compare, vote, rank, feedback_count, undo_feedback, lifecycle,
-    quickstart, lifecycle_progress, report_card,
+    quickstart, lifecycle_progress, report_card, tokenize,
 )} | {"eval": eval_run}
 # Reads are cheap and safe side by side, so many browsers polling at once never queue behind each other;
 # actions keep gradio's default of one at a time.
 READ_ONLY = ("list_runs", "run_status", "run_metrics", "run_samples", "run_log", "config_diff", "config_fields", "cli_command", "preview_data",
-             "feedback_count", "lifecycle", "lifecycle_progress", "report_card")
+             "feedback_count", "lifecycle", "lifecycle_progress", "report_card", "tokenize")
 READS = 16  # at once: enough for many polling browsers, not a thread per flood of requests
 # Generation runs in the app's own process and takes every core it gets: one request at a time, shared
 # with the Compare and Feedback pages' buttons (the same concurrency id), so that two browsers queue

@@ -15,7 +15,7 @@ import sys
 
 import gradio as gr
 
-from pages import api, compare, feedback, home, runs, stage, visitor
+from pages import api, compare, feedback, home, runs, stage, tokens, visitor
 
 PAGES = [feedback, compare, runs]
 
@@ -32,7 +32,7 @@ def build() -> gr.Blocks:
         with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a narrow screen every page stays in sight, on two rows
             first = home.Home()
             first.build(demo)
-            opened = stage.build_pages(demo, kept)
+            opened = stage.build_pages(demo, kept, extras={"Data & tokenizer": tokens.build})
             built = {page: page.build(demo) for page in PAGES}
         first.link(tabs, opened, built[compare])
         api.register()

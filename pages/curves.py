@@ -93,14 +93,24 @@ def empty(message: str) -> go.Figure:
     return fig
 
 
-def metrics_figure(rows: list[dict], smoothing: float = 0.0) -> go.Figure:
-    """One subplot per family of the metrics in `rows`, against the step."""
-    data = series(rows)
-    if not data:
-        return empty("no metrics yet")
+def families(rows: list[dict]) -> dict[str, list[str]]:
+    """{family: its metrics} of the curves in `rows`. A metric logged once (an end-of-run evaluation, a
+    tokenizer's statistics) is no curve: its one-point panel said nothing, and the run's figures show it."""
     groups: dict[str, list[str]] = {}
-    for key in data:
-        groups.setdefault(family(key), []).append(key)
+    for key, (xs, _) in series(rows).items():
+        if len(xs) > 1:
+            groups.setdefault(family(key), []).append(key)
+    return groups
+
+
+def metrics_figure(rows: list[dict], smoothing: float = 0.0, only: tuple[str, ...] | None = None, besides: tuple[str, ...] = ()) -> go.Figure:
+    """One subplot per family of the metrics in `rows`, against the step: the families in `only` (in its order),
+    or every family but those in `besides`."""
+    data = series(rows)
+    found = families(rows)
+    groups = {name: found[name] for name in only if name in found} if only is not None else {k: v for k, v in found.items() if k not in besides}
+    if not groups:
+        return empty("no curves yet")
     cols = 1 if len(groups) == 1 else 2
     nrows = math.ceil(len(groups) / cols)
     fig = make_subplots(rows=nrows, cols=cols, subplot_titles=list(groups), vertical_spacing=min(0.12, 0.5 / nrows), horizontal_spacing=0.08)

@@ -124,6 +124,8 @@ def progress_text(p: dict, queue_position: int | None) -> str:
     if p["status"] == "completed" and p["final_metrics"]:
         shown = {k: v for k, v in p["final_metrics"].items() if isinstance(v, (int, float)) and k != "train_runtime"}
         text += "\n\n" + " · ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v:,}" for k, v in shown.items())
+        if p["final_metrics"].get("note"):  # what the run wants its reader to know, e.g. a vocabulary smaller than asked
+            text += f"\n\nℹ️ {p['final_metrics']['note']}"
     return text
 
 
@@ -136,7 +138,11 @@ def samples_table(rows: list[dict]) -> gr.Dataframe:
         return gr.Dataframe(NO_SAMPLES, label="latest samples")
     step = rows[-1].get("step", 0)
     latest = [{k: v for k, v in r.items() if k not in ("time", "step")} for r in rows if r.get("step", 0) == step]
-    return gr.Dataframe(pd.DataFrame(latest), label=f"samples at step {step}")
+    # The scores first: long prompts and answers wrap, and a score column at the far right went out of sight.
+    table = pd.DataFrame(latest)
+    scores = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+    table = table[scores + [c for c in table.columns if c not in scores]].round(3)
+    return gr.Dataframe(table, label=f"samples at step {step}")
 
 
 def preview(stage: str, source: str) -> tuple[str, list]:
@@ -182,7 +188,10 @@ class StagePage:
         self.names = [f.name for f in self.fields]
         self.by_name = {f.name: f for f in self.fields}
         self.references = {f.name: f.metadata["runs"] for f in self.fields if f.metadata.get("runs")}
+        self.pickers = [*self.references] + (["data"] if "data" in self.names else [])  # their choices change with the store
         self.has_data = "data" in self.names
+        self.primary = stages.spec(stage).curves  # shown first; the rest fold into "More curves"
+        self.writes_samples = "sample_every" in self.names
 
     def runs_of_stage(self) -> gr.Dropdown:
         return gr.Dropdown(choices=run_choices((self.stage,), saved_only=False))
@@ -191,9 +200,12 @@ class StagePage:
         # An emptied model picker gives None, which for a text field means "none given".
         return json.dumps({name: "" if v is None and self.types[name] is str else v for name, v in zip(self.names, values)})
 
-    def on_form(self, *values):
-        """On every change of the form: the same run's command, and the form as the browser keeps it."""
-        kept = dict(zip(self.names, values))
+    def on_form(self, restored, saved, *values):
+        """On every change of the form: the same run's command, and the form as the browser keeps it (until the
+        kept form is restored or edited, only the pickers' changes: the rest of the form still shows its defaults)."""
+        shown = dict(zip(self.names, values))
+        edited = any(shown[f.name] != f.default for f in self.fields if f.name not in self.pickers)  # a page opened another way
+        kept = shown if restored or edited else {**(saved or {}), **{name: shown[name] for name in self.pickers}}
         try:
             return api.cli_command(self.stage, self.values_json(*values)), kept
         except gr.Error as e:
@@ -215,13 +227,13 @@ class StagePage:
         except gr.Error as e:
             return warn(e)
 
-    def tick(self, state, smoothing):
+    def tick(self, state, smoothing, more_open=False):
         """Read what is new since the last tick and redraw only what changed. The session's state is
         updated in place, not returned: a tick that was under way when Start or the run picker replaced
         the state then cannot put the old run back."""
         run_id = state["run"]
         if not run_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         run = Run(runs.root() / run_id)
         try:
             info = run.info
@@ -230,7 +242,7 @@ class StagePage:
             new_samples = api.run_samples(run_id, state["samples_offset"])
         except (FileNotFoundError, gr.Error):
             state["run"] = None
-            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), gr.Timer(IDLE_SECONDS), ""
+            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), gr.Timer(IDLE_SECONDS), "", curves.empty("no run")
         first = state["shown"] is None
         state["rows"] += new["rows"]
         state["offset"] = new["offset"]
@@ -239,7 +251,9 @@ class StagePage:
         text = progress_text(runs.progress(info, status, state["rows"]), jobs.queue_position(run) if status == "queued" else None)
         shown_text = gr.skip() if text == state["shown"] else text
         state["shown"] = text
-        figure = curves.metrics_figure(state["rows"], smoothing) if first or new["rows"] else gr.skip()
+        redraw = first or new["rows"]
+        figure = curves.metrics_figure(state["rows"], smoothing, only=self.primary) if redraw else gr.skip()
+        more = curves.metrics_figure(state["rows"], smoothing, besides=self.primary) if redraw and more_open else gr.skip()
         table = samples_table(state["samples"]) if first or new_samples["rows"] else gr.skip()
         # The run picker's labels carry each run's status: relabel when this one's changes.
         relabel = gr.skip() if first or status == state["status"] else self.runs_of_stage()
@@ -249,21 +263,29 @@ class StagePage:
         idle = status not in runs.ACTIVE and not new["rows"]
         pace = gr.Timer(IDLE_SECONDS if idle else REFRESH_SECONDS) if first or idle != state["idle"] else gr.skip()
         state["idle"] = idle
-        return shown_text, figure, table, relabel, pace, said
+        return shown_text, figure, table, relabel, pace, said, more
 
-    def watch(self, run_id, smoothing) -> list:
-        """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer]."""
+    def watch(self, run_id, smoothing, more_open=False) -> list:
+        """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]."""
         state = fresh(run_id)
-        shown_text, figure, table, _, pace, _ = self.tick(state, smoothing)
-        return [state, shown_text, figure, table, gr.Timer(IDLE_SECONDS) if run_id is None else pace]
+        shown_text, figure, table, _, pace, _, more = self.tick(state, smoothing, more_open)
+        return [state, shown_text, figure, table, gr.Timer(IDLE_SECONDS) if run_id is None else pace, more]
 
-    def on_watch(self, run_id, state, smoothing):
+    def on_watch(self, run_id, state, smoothing, more_open):
         if run_id == state["run"]:
-            return [gr.skip()] * 5
-        return self.watch(run_id, smoothing)
+            return [gr.skip()] * 6
+        return self.watch(run_id, smoothing, more_open)
 
-    def on_smoothing(self, state, smoothing):
-        return curves.metrics_figure(state["rows"], smoothing) if state["run"] else gr.skip()
+    def on_smoothing(self, state, smoothing, more_open):
+        if not state["run"]:
+            return gr.skip(), gr.skip()
+        rows = state["rows"]
+        return (curves.metrics_figure(rows, smoothing, only=self.primary),
+                curves.metrics_figure(rows, smoothing, besides=self.primary) if more_open else gr.skip())
+
+    def on_more(self, state, smoothing):
+        """"More curves" opened: the rest of the run's curves, kept up to date while it stays open."""
+        return True, curves.metrics_figure(state["rows"], smoothing, besides=self.primary) if state["run"] else curves.empty("no run")
 
     def refresh_choices(self) -> list:
         """New runs of other stages become parents; new runs of this one can be watched."""
@@ -273,21 +295,26 @@ class StagePage:
             out.append(gr.Dropdown(choices=data_choices(self.stage)))
         return out
 
-    def form_values(self, values: dict) -> list:
-        """The form showing `values` (field name → value; a missing field takes its default, and a model picker
-        its first stage's newest completed run, as the stage before it is what a newcomer builds on)."""
+    def picker_values(self, values: dict) -> list:
+        """The model pickers and the data picker, with today's choices, showing `values` (field name → value).
+        A model picker given no value starts on its first stage's newest completed run: the stage before is
+        what a newcomer builds on."""
         out = []
-        for f in self.fields:
-            value = values.get(f.name, f.default)
-            if f.name in self.references:
-                if f.name not in values and picks_latest(f):
-                    value = latest_completed(f.metadata["runs"]) or f.default
-                out.append(gr.Dropdown(choices=model_picker_choices(f), value=value or None))
-            elif f.name == "data":
-                out.append(gr.Dropdown(choices=data_choices(self.stage), value=value))
-            else:
-                out.append(value)
+        for name in self.pickers:
+            f = self.by_name[name]
+            if name == "data":
+                out.append(gr.Dropdown(choices=data_choices(self.stage), value=values.get(name, f.default)))
+                continue
+            value = values.get(name, f.default)
+            if name not in values and picks_latest(f):
+                value = latest_completed(f.metadata["runs"]) or f.default
+            out.append(gr.Dropdown(choices=model_picker_choices(f), value=value or None))
         return out
+
+    def form_values(self, values: dict) -> list:
+        """The whole form showing `values`, in the order of `names` (a missing field takes its default)."""
+        pickers = dict(zip(self.pickers, self.picker_values(values)))
+        return [pickers[f.name] if f.name in pickers else values.get(f.name, f.default) for f in self.fields]
 
     def on_defaults(self):
         return self.form_values({})
@@ -304,12 +331,21 @@ class StagePage:
         return [*self.form_values(kept), f"the form holds `{run_id}`'s settings: change what you like, then Start"]
 
     def on_load(self, smoothing, saved):
-        """A new browser session opens on the latest run of this stage, read from its first step, and with the
-        form as this browser left it (values kept in its own storage), else at the defaults."""
+        """A new browser session opens on the latest run of this stage, read from its first step, with the
+        pickers as this browser left them (else on the runs to build on)."""
         mine = run_choices((self.stage,), saved_only=False)
         latest = mine[0][1] if mine else None
-        kept = {name: v for name, v in (saved or {}).items() if name in self.names}
-        return [gr.Dropdown(choices=mine, value=latest), *self.form_values(kept), *self.watch(latest, smoothing)]
+        kept = {name: v for name, v in (saved or {}).items() if name in self.pickers}
+        return [gr.Dropdown(choices=mine, value=latest), *self.picker_values(kept), *self.watch(latest, smoothing)]
+
+    def on_restore(self, saved, restored):
+        """The rest of the form as this browser left it, when the page is first opened in a session. Not at
+        the page load: every component a load event outputs is redrawn, and all the stages' forms at once kept
+        a browser busy for seconds on 2 cores."""
+        rest = [name for name in self.names if name not in self.pickers]
+        if restored or not saved:
+            return [gr.skip()] * len(rest) + [True]
+        return [saved.get(name, self.by_name[name].default) for name in rest] + [True]
 
     def preview(self, source):
         return preview(self.stage, source)
@@ -337,9 +373,10 @@ def kept_forms() -> dict[str, gr.BrowserState]:
     return {stage: gr.BrowserState({}, storage_key=f"llm-lab-form-{stage}", secret="llm-lab-forms") for stage in stages.names()}
 
 
-def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState) -> gr.Dropdown:
-    """One stage's page inside `tab`: the layout, then the wiring of StagePage's handlers. Returns its picker of
-    the run shown, which other pages set to open the page on a run. `kept` holds the form in the browser."""
+def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None) -> gr.Dropdown:
+    """One stage's page inside `tab` (a sub-tab of `page_tab` where stages share a page): the layout, then the
+    wiring of StagePage's handlers. Returns its picker of the run shown, which other pages set to open the page
+    on a run. `kept` holds the form in the browser."""
     page, spec = StagePage(stage), stages.spec(stage)
     gr.Markdown((stages.get(stage).__doc__ or "").strip().split("\n\n")[0])
     inputs: dict[str, gr.Component] = {}
@@ -368,27 +405,41 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState) -> gr.Dropdow
                 watched = gr.Dropdown(choices=run_choices((stage,), saved_only=False), value=None, label=f"{stage} run shown", scale=4, elem_id=f"{stage}-run")
                 refresh = gr.Button("↻", size="sm", scale=0, min_width=40)
             status = gr.Markdown("no run yet: set one up and press Start", elem_id=f"{stage}-progress")
-            plot = gr.Plot(label="metrics", elem_id=f"{stage}-curves")
-            smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="smoothing (exponential moving average)")
-            samples = gr.Dataframe(NO_SAMPLES, label="latest samples", wrap=True, interactive=False, elem_id=f"{stage}-samples")
+            # A stage with no curves (the tokenizer: its figures come once, in the text above) shows no plots.
+            plot = gr.Plot(label="metrics", elem_id=f"{stage}-curves", visible=bool(page.primary))
+            with gr.Accordion("More curves (learning rate, gradient norm, the trainer's other metrics)", open=False,
+                              visible=bool(page.primary), elem_id=f"{stage}-more") as more_box:
+                more_plot = gr.Plot(show_label=False, elem_id=f"{stage}-more-curves")
+            smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="smoothing (exponential moving average)", visible=bool(page.primary))
+            samples = gr.Dataframe(NO_SAMPLES, label="latest samples", wrap=True, interactive=False, elem_id=f"{stage}-samples",
+                                   visible=page.writes_samples)  # only stages that answer fixed prompts as they train
     state = gr.State(fresh(None))
+    more_open = gr.State(False)
     timer = gr.Timer(REFRESH_SECONDS)
 
+    restored = gr.State(False)  # whether this session's form has been set from what the browser kept
+
     form = [inputs[name] for name in page.names]
-    choice_outputs = [watched, *[inputs[name] for name in page.references]] + ([inputs["data"]] if page.has_data else [])
-    watch_outputs = [state, status, plot, samples, timer]
-    gr.on([c.change for c in form], page.on_form, inputs=form, outputs=[command, kept], trigger_mode="always_last", **HIDDEN)
+    rest = [inputs[name] for name in page.names if name not in page.pickers]
+    choice_outputs = [watched, *[inputs[name] for name in page.pickers]]
+    watch_outputs = [state, status, plot, samples, timer, more_plot]
+    gr.on([c.change for c in form], page.on_form, inputs=[restored, kept, *form], outputs=[command, kept], trigger_mode="always_last", **HIDDEN)
     defaults.click(page.on_defaults, outputs=form, **HIDDEN)
     settings_of.click(page.on_settings_of, inputs=watched, outputs=[*form, message], **HIDDEN)
     start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
     stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private")
-    watched.change(page.on_watch, inputs=[watched, state, smoothing], outputs=watch_outputs, **HIDDEN)
-    timer.tick(page.tick, inputs=[state, smoothing], outputs=[status, plot, samples, watched, timer, message], concurrency_limit=None, **HIDDEN)
-    smoothing.release(page.on_smoothing, inputs=[state, smoothing], outputs=plot, **HIDDEN)
+    watched.change(page.on_watch, inputs=[watched, state, smoothing, more_open], outputs=watch_outputs, **HIDDEN)
+    timer.tick(page.tick, inputs=[state, smoothing, more_open], outputs=[status, plot, samples, watched, timer, message, more_plot],
+               concurrency_limit=None, **HIDDEN)
+    smoothing.release(page.on_smoothing, inputs=[state, smoothing, more_open], outputs=[plot, more_plot], **HIDDEN)
+    more_box.expand(page.on_more, inputs=[state, smoothing], outputs=[more_open, more_plot], **HIDDEN)
+    more_box.collapse(lambda: False, outputs=more_open, **HIDDEN)
     refresh.click(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
-    tab.select(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
-    demo.load(page.on_load, inputs=[smoothing, kept], outputs=[watched, *form, *watch_outputs], **HIDDEN).then(
-        page.on_form, inputs=form, outputs=[command, kept], **HIDDEN)
+    for opened in (tab, page_tab) if page_tab else (tab,):
+        opened.select(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
+        opened.select(page.on_restore, inputs=[kept, restored], outputs=[*rest, restored], **HIDDEN)
+    demo.load(page.on_load, inputs=[smoothing, kept], outputs=[*choice_outputs, *watch_outputs], **HIDDEN).then(
+        page.on_form, inputs=[restored, kept, *form], outputs=[command, kept], **HIDDEN)
     if page.has_data:
         inputs["data"].change(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
         demo.load(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
@@ -407,9 +458,11 @@ class Opened:
     watched: gr.Dropdown
 
 
-def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], own_pages: tuple[str, ...] = ("Home",)) -> dict[str, Opened]:
+def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], extras: dict | None = None,
+                own_pages: tuple[str, ...] = ("Home",)) -> dict[str, Opened]:
     """A tab per stage in lifecycle order; the stages that name the same page share its tab, a sub-tab each.
-    Stages whose page is one of `own_pages` (the lifecycle: Home) are shown by that page, not by a form here."""
+    Stages whose page is one of `own_pages` (the lifecycle: Home) are shown by that page, not by a form here.
+    `extras` maps a page's title to a `build(demo, tab)` that adds a section under its stages."""
     pages: dict[str, list[str]] = {}
     for stage in stages.names():
         if stages.spec(stage).page not in own_pages:
@@ -419,10 +472,12 @@ def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], own_pages: tu
         with gr.Tab(title, id=title) as tab:
             if len(members) == 1:
                 opened[members[0]] = Opened(title, None, None, build(members[0], demo, tab, kept[members[0]]))
-                continue
-            with gr.Tabs() as inner:
-                for stage in members:
-                    label = stages.spec(stage).label
-                    with gr.Tab(label, id=label) as sub:
-                        opened[stage] = Opened(title, inner, label, build(stage, demo, sub, kept[stage]))
+            else:
+                with gr.Tabs() as inner:
+                    for stage in members:
+                        label = stages.spec(stage).label
+                        with gr.Tab(label, id=label) as sub:
+                            opened[stage] = Opened(title, inner, label, build(stage, demo, sub, kept[stage], page_tab=tab))
+            if title in (extras or {}):
+                extras[title](demo, tab)
     return opened

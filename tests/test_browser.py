@@ -93,8 +93,13 @@ def test_a_mistake_shows_as_a_message_not_a_traceback(lab_app):
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(lab_app)
             page.get_by_role("tab", name="SFT").click()
-            page.locator("#sft-start").click()  # no parent model picked
-            wait_for(lambda: "needs a parent model" in page.locator("#sft-message").inner_text(), 30, "the message")
+            parent = page.locator("#sft-field-parent input")
+            parent.fill("no-such-run")  # a model that is not there
+            parent.press("Enter")
+            page.locator("#sft-start").click()
+            wait_for(lambda: "is not a run id" in page.locator("#sft-message").inner_text(), 60, "the message")
+            message = page.locator("#sft-message").inner_text()
+            assert "the Runs page" in message and "llm-lab" not in message, message  # the page's words, not the CLI's
             assert "Traceback" not in page.content()
         finally:
             browser.close()

@@ -58,6 +58,9 @@ class Stage:
     # False: it trains nothing itself but starts jobs of other stages, which need the job slots; it waits its
     # turn in the queue like any job, then holds no slot (it takes one only while it computes itself)
     slot: bool = True
+    # The families of curves (pages.curves.FAMILIES, or a metric's prefix) its page shows first, large; the rest
+    # fold away. Empty: it logs its figures once, not curves.
+    curves: tuple[str, ...] = ("loss",)
 
     def __post_init__(self):
         if (self.data and self.data not in DATA_FORMATS) or self.produces not in PRODUCES:

@@ -30,7 +30,7 @@ from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, preference_splits, sampler, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 
-STAGE = Stage(label="DPO", page="Align", data="preference", produces="chat")
+STAGE = Stage(label="DPO", page="Align", data="preference", produces="chat", curves=("loss", "margin", "accuracy", "kl"))
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "exo_pair", "apo_zero", "apo_down",
               "aot", "aot_unpaired", "discopop", "sigmoid_norm")

@@ -24,7 +24,7 @@ from lab.stages import Stage, alignment_prompts, check_parent, prompt_set, sampl
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 from lab.stages.reward import GOLD, check_usable
 
-STAGE = Stage(label="GRPO", page="Align", data="prompts", produces="chat")
+STAGE = Stage(label="GRPO", page="Align", data="prompts", produces="chat", curves=("reward", "kl", "loss"))
 
 
 @dataclass

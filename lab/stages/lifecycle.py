@@ -25,7 +25,7 @@ from lab.errors import UserError, flag, hint
 from lab.stages import Stage
 from lab.stages.base import RunArgs
 
-STAGE = Stage(label="Lifecycle", page="Home", data="", produces="report", lineage=(), slot=False)
+STAGE = Stage(label="Lifecycle", page="Home", data="", produces="report", lineage=(), slot=False, curves=())
 
 # (step, stage, config fields): "{sft}" is the id of the run the sft step made. A step is named after what
 # it makes where two steps share a stage.

@@ -38,7 +38,7 @@ from lab.stages.base import LoraArgs, TrainArgs, check_training, for_kbit_traini
 from lab.stages.reward import GOLD, check_usable
 from lab.tokenizers import end_of_turn_id
 
-STAGE = Stage(label="PPO", page="Align", data="prompts", produces="chat")
+STAGE = Stage(label="PPO", page="Align", data="prompts", produces="chat", curves=("reward", "kl", "loss"))
 
 
 @dataclass

@@ -26,7 +26,7 @@ from lab.stages import Stage, text_splits, world_of
 from lab.stages.base import TrainerArgs, check_training, fit, prepare, save_model, trainer_arguments
 
 STAGE = Stage(
-    label="Pretrain", data="text", produces="base", lineage=("init_from", "tokenizer"), resume_from="init_from",
+    label="Pretrain", data="text", produces="base", lineage=("init_from", "tokenizer"), resume_from="init_from", curves=("loss", "perplexity"),
     notes="Presets: " + " · ".join(f"**{name}** {p.about}" for name, p in models.PRESETS.items()) + " (`llm-lab presets` counts them exactly).",
 )
 

@@ -25,7 +25,7 @@ from lab.errors import UserError, flag, hint
 from lab.stages import Stage, check_parent, preference_splits, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, lora_config, prepare, save_model, trainer_arguments
 
-STAGE = Stage(label="Reward model", page="Align", data="preference", produces="reward")
+STAGE = Stage(label="Reward model", page="Align", data="preference", produces="reward", curves=("loss", "accuracy", "margin"))
 
 
 @dataclass
@@ -112,7 +112,7 @@ def run(config: Config, run) -> dict:
         max_length=config.max_length,
         center_rewards_coefficient=config.center_rewards_coefficient or None,
     )
-    callback = telemetry.LabCallback(run, max_minutes=config.max_minutes)
+    callback = telemetry.LabCallback(run, max_minutes=config.max_minutes, cross_entropy=False)  # a pairwise loss: exp(loss) is no perplexity
     trainer = RewardTrainer(
         model=model,
         args=args,

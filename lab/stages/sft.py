@@ -26,7 +26,7 @@ from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, sampler, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 
-STAGE = Stage(label="SFT", data="chats", produces="chat", resume_from="parent")
+STAGE = Stage(label="SFT", data="chats", produces="chat", resume_from="parent", curves=("loss", "kl", "reward"))
 
 
 @dataclass

@@ -14,9 +14,9 @@ from lab.configs import DATA, MODEL, option
 from lab.runs import atomic_dir
 from lab.stages import Stage, text_splits
 from lab.stages.base import RunArgs
-from lab.tokenizers import KINDS, stats, train_tokenizer
+from lab.tokenizers import KINDS, stats, train_tokenizer, vocab_shortfall
 
-STAGE = Stage(label="Tokenizer", page="Data & tokenizer", data="text", produces="tokenizer", lineage=())
+STAGE = Stage(label="Tokenizer", page="Data & tokenizer", data="text", produces="tokenizer", lineage=(), curves=())
 
 
 @dataclass
@@ -36,4 +36,7 @@ def run(config: Config, run) -> dict:
     result = stats(tokenizer, heldout or train[:200])
     run.log_metrics({"step": 0, **result})
     print("held-out statistics: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()), flush=True)
-    return result
+    short = vocab_shortfall(tokenizer, config.vocab_size, config.min_frequency)
+    if short:
+        print(short, flush=True)
+    return {**result, **({"note": short} if short else {})}
