@@ -272,6 +272,8 @@ def summary(run: Run) -> dict:
         "name": info["name"],
         "status": status,
         "parent": info.get("parent"),
+        # how it trains: full, lora, lora-8bit or lora-4bit (a pretrain run: its preset; a tokenizer: its kind)
+        "mode": str((info.get("config") or {}).get("mode") or (info.get("config") or {}).get("preset") or (info.get("config") or {}).get("kind") or ""),
         "created": info["created"],
         "error": info.get("error") if status == "failed" else None,
         "last_metrics": {k: v for k, v in run.last_metrics().items() if k != "time"},

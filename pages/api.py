@@ -103,7 +103,7 @@ def _config(stage: str, config_json: str):
 
 @user_errors
 def list_runs() -> list[dict]:
-    """Every run in the store, oldest first: id, stage, name, status, parent, created, error, last and final metrics."""
+    """Every run in the store, oldest first: id, stage, name, status, parent, mode (full, lora, lora-8bit, lora-4bit; a pretrain run's preset, a tokenizer's kind), created, error, last and final metrics."""
     jobs.reap()
     return [runs.summary(r) for r in runs.list_runs()]
 

@@ -28,12 +28,12 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="LLM Lifecycle Lab", analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
         visitor.add(demo)
-        kept = stage.kept_forms()
+        kept = stage.kept_forms(pages=("compare",))
         with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a narrow screen every page stays in sight, on two rows
             first = home.Home()
             first.build(demo)
             opened = stage.build_pages(demo, kept, extras={"Data & tokenizer": tokens.build})
-            built = {page: page.build(demo) for page in PAGES}
+            built = {page: page.build(demo, kept["compare"]) if page is compare else page.build(demo) for page in PAGES}
         first.link(tabs, opened, built[compare])
         api.register()
     # Jobs run elsewhere, so the app's own work is short reads and job submissions: many at once is fine.

@@ -227,8 +227,22 @@ def refresh():
     return gr.Dropdown(choices=model_choices()), gr.Dropdown(choices=lifecycle_choices()), gr.Dropdown(choices=reward_choices())
 
 
-def build(demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Textbox]:
-    """The page; returns its model picker and prompt, which Home fills with a lifecycle's models."""
+def on_restore(saved, restored, models):
+    """The models and settings as this browser left them, when the page is first opened in a session (a load
+    event would redraw them in every browser at every load); models already picked (Home's "Compare these
+    models") stay."""
+    if restored or not saved:
+        return [gr.skip()] * len(SETTINGS) + [True]
+    return [gr.skip() if name == "models" and models else saved.get(name, gr.skip()) for name in SETTINGS] + [True]
+
+
+# What the browser keeps of the page, in the order of build's `settings`.
+SETTINGS = ("models", "temperature", "top_p", "max_new", "seed", "mode", "reward", "dataset")
+
+
+def build(demo: gr.Blocks, kept: gr.BrowserState) -> tuple[gr.Dropdown, gr.Textbox]:
+    """The page; returns its model picker and prompt, which Home fills with a lifecycle's models. `kept` holds
+    its models and settings in the browser."""
     with gr.Tab("Compare", id="Compare") as tab:
         gr.Markdown(ABOUT)
         with gr.Row(equal_height=True):
@@ -288,4 +302,11 @@ def build(demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Textbox]:
     for trigger in (tab.select, demo.load):
         trigger(refresh, outputs=[picked, chain, reward], **HIDDEN)
     demo.load(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
+    settings = [picked, temperature, top_p, max_new, seed, mode, reward, dataset]
+    restored = gr.State(False)
+    tab.select(on_restore, inputs=[kept, restored, picked], outputs=[*settings, restored], **HIDDEN).then(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
+    gr.on([c.change for c in settings], lambda restored_, saved, *values: dict(zip(SETTINGS, values)) if restored_ else saved,
+          inputs=[restored, kept, *settings], outputs=kept, trigger_mode="always_last", **HIDDEN)
+    # A typed prompt is what is sent: the toy-world prompt picked before no longer says what the prompt is.
+    prompt.input(lambda: None, outputs=examples, **HIDDEN)
     return picked, prompt

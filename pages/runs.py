@@ -3,7 +3,10 @@ export); several runs' curves overlaid; the config diff of two runs."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -33,12 +36,32 @@ def table(rows: list[dict]) -> pd.DataFrame:
 
     return pd.DataFrame(
         [
-            {"run": r["id"], "stage": r["stage"], "status": r["status"], "parent": r["parent"] or "",
-             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), "step": last(r, "step"), "loss": last(r, "loss")}
+            {"run": r["id"], "name": r["name"] if r["name"] not in r["id"] else "", "stage": r["stage"], "mode": r["mode"], "status": r["status"],
+             "parent": r["parent"] or "", "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), "step": last(r, "step"),
+             "loss": last(r, "loss")}
             for r in reversed(rows)
         ],
-        columns=["run", "stage", "status", "parent", "created", "step", "loss"],
+        columns=["run", "name", "stage", "mode", "status", "parent", "created", "step", "loss"],
     )
+
+
+def family_tree(run_id: str) -> str:
+    """The picked run's family as a tree, from its first ancestor the store has down through everything built
+    on it (base → instruct → aligned), the picked run in bold."""
+    chain = runs.lineage(Run.open(run_id))
+    children: dict[str, list[Run]] = {}
+    for r in runs.list_runs():
+        try:
+            children.setdefault(r.parent or "", []).append(r)
+        except FileNotFoundError:  # deleted while we looked
+            continue
+
+    def lines(r: Run, depth: int) -> list[str]:
+        label = f"`{r.id}` · {r.stage} · {r.status}"
+        own = [f"{'  ' * depth}- " + (f"**{label}** ← this run" if r.id == run_id else label)]
+        return own + [line for child in children.get(r.id, []) for line in lines(child, depth + 1)]
+
+    return "\n".join(lines(chain[0], 0))
 
 
 def details(run_id: str | None) -> tuple[str, str, str]:
@@ -51,8 +74,7 @@ def details(run_id: str | None) -> tuple[str, str, str]:
         log = api.run_log(run_id, 200)
     except (gr.Error, FileNotFoundError) as e:
         return f"⚠️ {getattr(e, 'message', e)}", "", ""
-    chain = " → ".join(f"**`{r.id}`**" if r.id == run_id else f"`{r.id}`" for r in runs.lineage(Run.open(run_id)))
-    lines = [f"**{status['status']}** · stage `{info['stage']}` · name {info['name']}", f"lineage: {chain}"]
+    lines = [f"**{status['status']}** · stage `{info['stage']}` · name {info['name']}", "lineage:\n\n" + family_tree(run_id)]
     if status["step"]:
         lines.append(f"step {status['step']}" + (f" of {status['max_steps']}" if status["max_steps"] else ""))
     if status["error"]:
@@ -101,8 +123,23 @@ def on_resume(run_id, browser_id: str, request: gr.Request):
     return act(lambda r, q: f"resumed as a new run `{api.resume_run(r, q)}`; watch it on its stage's page", run_id, visitor.of(browser_id, request))
 
 
+def zipped(folder: str) -> str:
+    """A zip of an exported model folder, in the temp folder that gradio serves files from (the run store may
+    be anywhere), named after its run."""
+    out = Path(tempfile.gettempdir()) / "lab-exports" / Path(folder).parent.name
+    out.parent.mkdir(exist_ok=True)
+    return shutil.make_archive(str(out), "zip", folder)
+
+
 def on_export(run_id, browser_id: str, request: gr.Request):
-    return act(lambda r, q: f"exported to `{api.export_run(r, q)}`", run_id, visitor.of(browser_id, request))
+    exported = []
+
+    def export(r, q):
+        exported.append(api.export_run(r, q))
+        return f"exported to `{exported[0]}`: download it as a zip below"
+
+    shown = act(export, run_id, visitor.of(browser_id, request))
+    return [*shown, zipped(exported[0]) if exported else None]
 
 
 def on_ask_delete(run_id):
@@ -185,6 +222,7 @@ def build(demo: gr.Blocks) -> None:
                         delete_all = gr.Button("Delete it and its dependents", variant="stop", size="sm", elem_id="runs-delete-all")
                         keep = gr.Button("Cancel", size="sm", elem_id="runs-delete-cancel")
                 outcome = gr.Markdown(elem_id="runs-outcome")
+                download = gr.File(label="exported model (zip)", interactive=False, height=80, elem_id="runs-download")
                 gr.Markdown(RESUME_NOTE)
                 command = gr.Code(label="CLI command", language="shell", lines=2, interactive=False)
             with gr.Column():
@@ -210,8 +248,9 @@ def build(demo: gr.Blocks) -> None:
     runs_table.select(on_row, outputs=picked, **HIDDEN)
     picked.change(details, inputs=picked, outputs=[card, command, log], **HIDDEN)
     act_outputs = [outcome, *listing, card, command, log]
-    for button, handler in ((stop, on_stop), (resume, on_resume), (export, on_export)):
+    for button, handler in ((stop, on_stop), (resume, on_resume)):
         button.click(handler, inputs=[picked, visitor.state()], outputs=act_outputs, api_visibility="private")
+    export.click(on_export, inputs=[picked, visitor.state()], outputs=[*act_outputs, download], api_visibility="private")
     # A deleted run cannot come back: ask first, saying what would go with it.
     delete.click(on_ask_delete, inputs=picked, outputs=[confirm, question, delete_one, delete_all, outcome], **HIDDEN)
     for button, with_dependents in ((delete_one, False), (delete_all, True)):

@@ -366,11 +366,12 @@ def data_field(stage: str, f) -> tuple[gr.Dropdown, gr.UploadButton, gr.Markdown
     return data, upload, summary, shown
 
 
-def kept_forms() -> dict[str, gr.BrowserState]:
-    """Where each stage's form is kept in the browser, across reloads and app restarts: call in the Blocks,
-    outside the Tabs (a BrowserState reads the browser's storage when it is mounted, and a tab not shown yet
-    is not). A fixed key and secret: form values are no secret, and a random one is lost at every restart."""
-    return {stage: gr.BrowserState({}, storage_key=f"llm-lab-form-{stage}", secret="llm-lab-forms") for stage in stages.names()}
+def kept_forms(pages: tuple[str, ...] = ()) -> dict[str, gr.BrowserState]:
+    """Where each stage's form (and each of `pages`' settings) is kept in the browser, across reloads and app
+    restarts: call in the Blocks, outside the Tabs (a BrowserState reads the browser's storage when it is
+    mounted, and a tab not shown yet is not). A fixed key and secret: form values are no secret, and a random
+    one is lost at every restart."""
+    return {name: gr.BrowserState({}, storage_key=f"llm-lab-form-{name}", secret="llm-lab-forms") for name in (*stages.names(), *pages)}
 
 
 def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None) -> gr.Dropdown:

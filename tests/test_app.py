@@ -167,3 +167,20 @@ def test_a_bad_file_is_named_with_its_line(client, tmp_path):
     good.write_text('{"prompt": "hi", "completion": "hello"}\n' * 3)
     shown = call(client, "preview_data", "sft", str(good))
     assert shown["format"] == "prompt_completion" and shown["records"] == 3 and len(shown["preview"]) == 3
+
+
+def test_tokenize_cuts_a_text_by_each_tokenizer_with_its_figures(client):
+    text = "Pirena is the capital of Desur. Ωmega!"
+    bpe, wordpiece = call(client, "tokenize", text, ["bpe", "wordpiece"])
+    assert bpe["tokenizer"] == "bpe" and wordpiece["tokenizer"] == "wordpiece"
+    # Each token knows where it lies in the text; byte-level BPE covers all of it and knows every character.
+    assert "".join(t["text"] for t in bpe["tokens"]) == text and bpe["stats"]["unknown_rate"] == 0
+    assert all(text[t["start"]:t["end"]] == t["text"] for t in wordpiece["tokens"])
+    assert any(t["unknown"] for t in wordpiece["tokens"]) and wordpiece["stats"]["unknown_rate"] > 0  # 'Ω' was never seen
+    for view in (bpe, wordpiece):
+        st = view["stats"]
+        assert st["tokens"] == len(view["tokens"]) and st["chars_per_token"] > 1 and st["tokens_per_word"] >= 1 and st["vocab_size"] > 300
+    for args, message in ((("", ["bpe"]), "no text"), ((text, []), "pick 1 to 4"), ((text, ["bpe", "wordpiece", "unigram", "a/b", "c/d"]), "pick 1 to 4"),
+                          ((text, ["no-such-tokenizer"]), "not a run id")):
+        with pytest.raises(Exception, match=message):
+            call(client, "tokenize", *args)

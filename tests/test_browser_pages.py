@@ -166,3 +166,30 @@ def test_a_compare_vote_in_a_conversation_pairs_answers_to_the_same_turns(page, 
     round_one, round_two = rows[0], rows[-1]
     # Round 2's pair replies to round 1 as it went on: its question, then the chosen (B's) answer.
     assert [t["content"].strip() for t in round_two["prompt"]] == [first, round_one["chosen"][0]["content"], second], json.dumps(round_two)[:500]
+
+    # A reload keeps the page's models and its dataset.
+    page.reload()
+    page.get_by_role("tab", name="Compare").click()
+    wait_for(lambda: all(run.name in text(page, "#compare-models") for run in (nano_run, nano_sft_run)), 60, "the models kept across a reload",
+             shown=lambda: text(page, "#compare-models"))
+    wait_for(lambda: f"{dataset}.jsonl" in text(page, "#compare-counter"), 30, "the dataset kept across a reload")
+
+
+def test_the_tokenizer_page_cuts_a_text_with_two_tokenizers_side_by_side(page):
+    page.get_by_role("tab", name="Data & tokenizer").click()
+    wait_for(lambda: page.locator("#tokens-view .tokenizer-view").count() == 2, 60, "two tokenizers' columns")
+    text = "Pirena is the capital of Desur. Ωmega!"
+    box = page.locator("#tokens-text textarea")
+    box.fill(text)
+    page.locator("#tokens-show").click()
+    wait_for(lambda: "Ωmega" in page.locator("#tokens-view").inner_text(), 60, "the new text cut")
+    columns = page.locator("#tokens-view .tokenizer-view").all()
+    names = [c.locator("b").first.inner_text() for c in columns]
+    assert names == ["bpe", "wordpiece"], names
+    for column in columns:
+        assert column.locator(".token").count() >= 8  # coloured token by token
+        assert "chars/token" in column.inner_text() and "tokens/word" in column.inner_text()
+    # Byte-level BPE reads every character; WordPiece never saw 'Ω' and marks its word unknown.
+    assert "unknown 0%" in columns[0].inner_text()
+    assert "unknown 0%" not in columns[1].inner_text()
+    assert columns[1].locator(".token[style*=line-through]").count() >= 1
