@@ -95,7 +95,7 @@ def check_config(stage: str, config) -> None:
         if f.name == "data":
             check_data(value)
         elif f.metadata.get("runs") and value != "gold":
-            check_model(value, f"--{f.name.replace('_', '-')}")
+            check_model(value, flag(f.name))
     preset = getattr(config, "preset", None)
     if preset is not None and preset not in PRESETS and not getattr(config, "init_from", ""):
         raise UserError(f"{flag('preset')} {preset}: this demo trains models up to `tiny` ({', '.join(PRESETS)}); {LIFT}")
@@ -107,7 +107,7 @@ def check_config(stage: str, config) -> None:
         raise UserError(f"{flag('batch_size')} {batch}: this demo takes batches of up to {MAX_BATCH} (LAB_DEMO_MAX_BATCH); {LIFT}")
     for name in LENGTHS:
         if getattr(config, name, 0) > MAX_LENGTH:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)}: this demo takes up to {MAX_LENGTH} tokens; {LIFT}")
+            raise UserError(f"{flag(name)} {getattr(config, name)}: this demo takes up to {MAX_LENGTH} tokens; {LIFT}")
 
 
 def check_generation(max_new_tokens: int) -> None:

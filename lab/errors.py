@@ -44,4 +44,5 @@ def hint(cli: str, page: str) -> str:
 
 def flag(name: str) -> str:
     """A config field as the reader sets it: its form label on a page, its flag in a terminal."""
-    return hint(cli="--" + name.replace("_", "-"), page=f"'{name.replace('_', ' ')}'").replace("`", "")
+    cli, page = "--" + name.replace("_", "-"), f"'{name.replace('_', ' ')}'"
+    return page if SURFACE == "page" else cli if SURFACE == "cli" else f"{page} ({cli})"

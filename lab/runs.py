@@ -262,6 +262,13 @@ class Run:
         return f"Run({self.id!r})"
 
 
+def mode_of(info: dict) -> str:
+    """How a run trains, from its run.json: full, lora, lora-8bit or lora-4bit; a pretrain run's preset, a
+    tokenizer's kind ("" for a lifecycle)."""
+    config = info.get("config") or {}
+    return str(config.get("mode") or config.get("preset") or config.get("kind") or "")
+
+
 def summary(run: Run) -> dict:
     """A run as `llm-lab runs --json` and the API's list_runs show it."""
     info = run.info
@@ -272,8 +279,7 @@ def summary(run: Run) -> dict:
         "name": info["name"],
         "status": status,
         "parent": info.get("parent"),
-        # how it trains: full, lora, lora-8bit or lora-4bit (a pretrain run: its preset; a tokenizer: its kind)
-        "mode": str((info.get("config") or {}).get("mode") or (info.get("config") or {}).get("preset") or (info.get("config") or {}).get("kind") or ""),
+        "mode": mode_of(info),
         "created": info["created"],
         "error": info.get("error") if status == "failed" else None,
         "last_metrics": {k: v for k, v in run.last_metrics().items() if k != "time"},

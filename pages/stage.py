@@ -38,9 +38,7 @@ HIDDEN = dict(api_visibility="private", show_progress="hidden")
 def run_label(run_id: str, info: dict, status: str) -> str:
     """A run as a picker lists it: id, stage, status, its preset or mode, and its steps."""
     config = info.get("config") or {}
-    parts = [run_id, info["stage"], status]
-    if config.get("preset") or config.get("mode") or config.get("kind"):
-        parts.append(str(config.get("preset") or config.get("mode") or config.get("kind")))
+    parts = [run_id, info["stage"], status] + ([runs.mode_of(info)] if runs.mode_of(info) else [])
     steps = (info.get("final_metrics") or {}).get("steps") if status == "completed" else None
     if steps or config.get("max_steps"):
         parts.append(f"{steps} steps" if steps else f"up to {config['max_steps']} steps")
