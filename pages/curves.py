@@ -93,11 +93,11 @@ def empty(message: str) -> go.Figure:
     return fig
 
 
-def families(rows: list[dict]) -> dict[str, list[str]]:
-    """{family: its metrics} of the curves in `rows`. A metric logged once (an end-of-run evaluation, a
-    tokenizer's statistics) is no curve: its one-point panel said nothing, and the run's figures show it."""
+def families(data: dict[str, tuple[list, list]]) -> dict[str, list[str]]:
+    """{family: its metrics} of the curves in `data` (as `series` gives them). A metric logged once (an end-of-run
+    evaluation, a tokenizer's statistics) is no curve: its one-point panel said nothing, and the run's figures show it."""
     groups: dict[str, list[str]] = {}
-    for key, (xs, _) in series(rows).items():
+    for key, (xs, _) in data.items():
         if len(xs) > 1:
             groups.setdefault(family(key), []).append(key)
     return groups
@@ -107,7 +107,7 @@ def metrics_figure(rows: list[dict], smoothing: float = 0.0, only: tuple[str, ..
     """One subplot per family of the metrics in `rows`, against the step: the families in `only` (in its order),
     or every family but those in `besides`."""
     data = series(rows)
-    found = families(rows)
+    found = families(data)
     groups = {name: found[name] for name in only if name in found} if only is not None else {k: v for k, v in found.items() if k not in besides}
     if not groups:
         return empty("no curves yet")
