@@ -343,7 +343,8 @@ class StagePage:
         rest = [name for name in self.names if name not in self.pickers]
         if restored or not saved:
             return [gr.skip()] * len(rest) + [True]
-        return [saved.get(name, self.by_name[name].default) for name in rest] + [True]
+        # Only what the browser kept: a field it never saved stays as it is, edited already or not.
+        return [saved[name] if name in saved else gr.skip() for name in rest] + [True]
 
     def preview(self, source):
         return preview(self.stage, source)
