@@ -427,7 +427,8 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None
     defaults.click(page.on_defaults, outputs=form, **HIDDEN)
     settings_of.click(page.on_settings_of, inputs=watched, outputs=[*form, message], **HIDDEN)
     start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
-    stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private")
+    # A stop is a cheap signal that must not wait in the queue behind other browsers' page loads and reads.
+    stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private", concurrency_limit=None)
     watched.change(page.on_watch, inputs=[watched, state, smoothing, more_open], outputs=watch_outputs, **HIDDEN)
     timer.tick(page.tick, inputs=[state, smoothing, more_open], outputs=[status, plot, samples, watched, timer, message, more_plot],
                concurrency_limit=None, **HIDDEN)
