@@ -32,6 +32,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def start_app(port: int) -> tuple[subprocess.Popen, str]:
+    """`python -m lab app` on `port` (this process's LAB_CHECKPOINTS), once it answers: (the process, its URL)."""
+    app = subprocess.Popen([sys.executable, "-m", "lab", "app", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "config", timeout=5)
+            return app, url
+        except OSError:
+            if app.poll() is not None or time.time() > deadline:
+                app.kill()
+                raise SystemExit("the app did not start")
+            time.sleep(0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=40, help="rows appended, one latency each")
@@ -50,20 +67,9 @@ def main() -> int:
     run.update(status="running", pid=os.getpid(), pid_start=process_start(os.getpid()), started=time.time())
     run.log_metrics({"step": 0, "parameters": 442848})
 
-    app = subprocess.Popen([sys.executable, "-m", "lab", "app", "--port", str(args.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    app, url = start_app(args.port)
     latencies: list[float] = []
     try:
-        url = f"http://127.0.0.1:{args.port}/"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "config", timeout=5)
-                break
-            except OSError:
-                if app.poll() is not None or time.time() > deadline:
-                    raise SystemExit("the app did not start")
-                time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             page = browser.new_page(viewport={"width": 1400, "height": 1600})

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
+from app_latency import start_app  # bench/ is this script's folder, so its neighbours import
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -97,20 +95,9 @@ def main() -> int:
 
     writer = threading.Thread(target=log_like_a_job, daemon=True)
     writer.start()
-    app = subprocess.Popen([sys.executable, "-m", "lab", "app", "--port", str(args.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    app, url = start_app(args.port)
     rows = []
     try:
-        url = f"http://127.0.0.1:{args.port}/"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "config", timeout=5)
-                break
-            except OSError:
-                if app.poll() is not None or time.time() > deadline:
-                    raise SystemExit("the app did not start")
-                time.sleep(0.5)
         proc = psutil.Process(app.pid)
         time.sleep(5)
         idle_app0 = cpu_seconds([proc])
