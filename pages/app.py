@@ -35,10 +35,54 @@ def build() -> gr.Blocks:
             opened = stage.build_pages(demo, kept, extras={"Data & tokenizer": tokens.build})
             built = {page: page.build(demo, kept["compare"]) if page is compare else page.build(demo) for page in PAGES}
         first.link(tabs, opened, built[compare])
+        tick_only_when_shown(tabs)
         api.register()
     # Jobs run elsewhere, so the app's own work is short reads and job submissions: many at once is fine.
     demo.queue(default_concurrency_limit=4)
     return demo
+
+
+def timers_in(block) -> list[gr.Timer]:
+    found = []
+    for child in getattr(block, "children", []):
+        found += [child] if isinstance(child, gr.Timer) else timers_in(child)
+    return found
+
+
+def tick_only_when_shown(tabs: gr.Tabs, shown: bool = True, outside: tuple = ()) -> None:
+    """Every page's timers tick only while its tab is shown: each timer of a hidden page polled the app and
+    made the browser redraw its outputs, in every open browser tab (on a finished run, 25 s of Chromium's
+    CPU a minute: bench/RESULTS.md). A tab's select (which a link that opens the tab fires too) starts its
+    timers and stops every other. Where a tab holds sub-tabs, only the shown sub-tab's timers start, from a
+    State its sub-tabs' selects keep; a page's select leaves its other sub-tabs' timers as they are, since a
+    link selects the page and a sub-tab at once and the sub-tab's select may have run first."""
+    pages = [tab for tab in tabs.children if isinstance(tab, gr.Tab)]
+    first = next((tab for tab in pages if tabs.selected is not None and tab.id == tabs.selected), pages[0] if pages else None)
+    every = timers_in(tabs)
+    for tab in pages:
+        mine = timers_in(tab)
+        others = [t for t in [*every, *outside] if t not in mine]
+        inner = next((c for c in tab.children if isinstance(c, gr.Tabs)), None)
+        subs = {sub.id: timers_in(sub) for sub in inner.children if isinstance(sub, gr.Tab)} if inner else {}
+        own = [t for t in mine if all(t not in ts for ts in subs.values())]
+        for t in mine:
+            t.active = shown and tab is first and t in own  # a sub-tab's timers: set by the nested call below
+        if not subs:
+            tab.select(lambda mine=mine, others=others: [gr.Timer(active=True)] * len(mine) + [gr.Timer(active=False)] * len(others),
+                       outputs=[*mine, *others], api_visibility="private", show_progress="hidden")
+            continue
+        sub_shown = gr.State(next(iter(subs)))
+        nested = [t for ts in subs.values() for t in ts]
+
+        def on_page(sub, subs=subs, own=own, nested=nested, others=others):
+            return ([gr.Timer(active=True)] * len(own) + [gr.Timer(active=True) if t in subs[sub] else gr.skip() for t in nested]
+                    + [gr.Timer(active=False)] * len(others))
+
+        tab.select(on_page, inputs=sub_shown, outputs=[*own, *nested, *others], api_visibility="private", show_progress="hidden")
+        for sub_id in subs:
+            inner_tab = next(c for c in inner.children if isinstance(c, gr.Tab) and c.id == sub_id)
+            inner_tab.select(lambda sub_id=sub_id: sub_id, outputs=sub_shown, api_visibility="private", show_progress="hidden")
+        tick_only_when_shown(inner, shown=shown and tab is first, outside=tuple(others))
 
 
 def max_upload() -> str:
