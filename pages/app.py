@@ -39,6 +39,11 @@ def build() -> gr.Blocks:
         api.register()
     # Jobs run elsewhere, so the app's own work is short reads and job submissions: many at once is fine.
     demo.queue(default_concurrency_limit=4)
+    # Gradio's queue looks for new events every 1 ms and for progress every 10 ms while it has none, which
+    # kept an idle app at 9% of a core (5.5 CPU s/min, bare gradio the same; bench/RESULTS.md). 20 ms and
+    # 100 ms cost an event at most 20 ms before it starts.
+    if hasattr(demo._queue, "sleep_when_free"):
+        demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free = 0.02, 0.1
     return demo
 
 

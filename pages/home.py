@@ -5,6 +5,8 @@ models". It opens on the newest lifecycle of the store: its report card when it 
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 from lab import evals, runs, stages
@@ -48,11 +50,10 @@ def latest_by_stage() -> dict[str, tuple[str, str]]:
     return out
 
 
-def boxes(progress: dict | None) -> tuple[list, list, dict]:
+def boxes(progress: dict | None, latest: dict) -> tuple[list, list, dict]:
     """Each stage's button label and its line, and the run each opens: the shown lifecycle's run for that step,
-    else the stage's latest run in the store."""
+    else the stage's latest run in the store (`latest_by_stage`)."""
     by_step = {r["step"]: r for r in (progress or {}).get("steps", [])}
-    latest = latest_by_stage()
     labels, lines, opens = [], [], {}
     for step in MAP:
         row = by_step.get(step)
@@ -130,19 +131,24 @@ def report(run_id: str | None) -> tuple[str, object, bool]:
     return evals.report_markdown(card), evals.figure(card), True
 
 
-def view(run_id: str | None):
-    """Everything Home shows of a lifecycle (None: the store's state without one)."""
+def view(run_id: str | None, seen: str | None = None):
+    """Everything Home shows of a lifecycle (None: the store's state without one); nothing when what it shows
+    is `seen` already (each update costs the browser a redraw of the whole page's outputs: bench/RESULTS.md)."""
     p = None
     if run_id:
         try:
             p = api.lifecycle_progress(run_id)
         except gr.Error:
             run_id = None
-    labels, lines, opens = boxes(p)
+    latest = latest_by_stage()
+    shown = json.dumps([run_id, p, latest], sort_keys=True, default=str)
+    if shown == seen:
+        return [gr.skip()] * VIEW_OUTPUTS
+    labels, lines, opens = boxes(p, latest)
     text, fig, ready = report(run_id)
     active = bool(p) and p["status"] in runs.ACTIVE
     return [
-        {"run": run_id, "opens": opens},
+        {"run": run_id, "opens": opens, "seen": shown},
         *[gr.Button(value=v) for v in labels], *lines,
         progress_text(p), gr.Plot(value=live_loss(p), visible=active), gr.Markdown(text, visible=ready), gr.Plot(value=fig, visible=ready),
         gr.Button(visible=ready), next_step(p), gr.Timer(REFRESH_SECONDS * 2 if active else IDLE_SECONDS),
@@ -161,7 +167,7 @@ def on_tick(state):
     newest = newest_lifecycle()  # a lifecycle started elsewhere (the CLI, another browser) shows up by itself
     if newest and (not state.get("run") or (newest.id != state["run"] and newest.status in runs.ACTIVE)):
         return view(newest.id)
-    return view(state.get("run"))
+    return view(state.get("run"), state.get("seen"))
 
 
 def on_start(scale, browser_id, request: gr.Request):

@@ -31,7 +31,6 @@ from pages import api, curves, visitor
 # A page watching an active run reads it twice a second; one showing a finished run only now and then
 # (to notice a restart or a delete), so that open browsers cost the machine little between jobs.
 REFRESH_SECONDS = 0.5
-IDLE_SECONDS = 3.0
 HIDDEN = dict(api_visibility="private", show_progress="hidden")
 
 
@@ -96,7 +95,7 @@ def data_choices(stage: str) -> list[tuple[str, str]]:
 
 def fresh(run_id: str | None) -> dict:
     """A session's view of a run, before anything is read: everything from byte 0."""
-    return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None, "idle": False}
+    return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None}
 
 
 def clock(seconds: float | None) -> str:
@@ -215,7 +214,7 @@ class StagePage:
         except gr.Error as e:
             return gr.skip(), gr.skip(), gr.skip(), warn(e)
         picker = gr.Dropdown(choices=run_choices((self.stage,), saved_only=False), value=run_id)
-        return picker, fresh(run_id), gr.Timer(REFRESH_SECONDS), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
+        return picker, fresh(run_id), gr.Timer(active=True), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
 
     def on_stop(self, state, browser_id: str, request: gr.Request):
         if not state["run"]:
@@ -231,7 +230,7 @@ class StagePage:
         the state then cannot put the old run back."""
         run_id = state["run"]
         if not run_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip()
         run = Run(runs.root() / run_id)
         try:
             info = run.info
@@ -240,7 +239,7 @@ class StagePage:
             new_samples = api.run_samples(run_id, state["samples_offset"])
         except (FileNotFoundError, gr.Error):
             state["run"] = None
-            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), gr.Timer(IDLE_SECONDS), "", curves.empty("no run")
+            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), gr.Timer(active=False), "", curves.empty("no run")
         first = state["shown"] is None
         state["rows"] += new["rows"]
         state["offset"] = new["offset"]
@@ -258,21 +257,26 @@ class StagePage:
         # What Start or Stop said ("queued: it starts as soon as ...") is out of date once the status moves on.
         said = gr.skip() if first or status == state["status"] else ""
         state["status"] = status
-        idle = status not in runs.ACTIVE and not new["rows"]
-        pace = gr.Timer(IDLE_SECONDS if idle else REFRESH_SECONDS) if first or idle != state["idle"] else gr.skip()
-        state["idle"] = idle
-        return shown_text, figure, table, relabel, pace, said, more
+        # A run that has ended changes no more: the timer stops (a tick costs the browser a redraw of every
+        # output it lists, bench/RESULTS.md) until Start, the run picker or the page's tab starts it again.
+        done = status not in runs.ACTIVE and not new["rows"]
+        return shown_text, figure, table, relabel, gr.Timer(active=False) if done else gr.skip(), said, more
 
-    def watch(self, run_id, smoothing, more_open=False) -> list:
-        """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]."""
+    def watch(self, run_id, smoothing, more_open=False, follow=False) -> list:
+        """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]. The
+        timer is stopped where there is no run or it has ended, and started on an active run if `follow` (the
+        page is shown: a hidden page's timer stays stopped)."""
         state = fresh(run_id)
-        shown_text, figure, table, _, pace, _, more = self.tick(state, smoothing, more_open)
-        return [state, shown_text, figure, table, gr.Timer(IDLE_SECONDS) if run_id is None else pace, more]
+        shown_text, figure, table, _, _, _, more = self.tick(state, smoothing, more_open)
+        active = state["run"] is not None and state["status"] in runs.ACTIVE
+        timer = gr.Timer(active=False) if not active else gr.Timer(active=True) if follow else gr.skip()
+        return [state, shown_text, figure, table, timer, more]
 
     def on_watch(self, run_id, state, smoothing, more_open):
+        """Another run picked (here, or by a link that opens the page on it)."""
         if run_id == state["run"]:
             return [gr.skip()] * 6
-        return self.watch(run_id, smoothing, more_open)
+        return self.watch(run_id, smoothing, more_open, follow=True)
 
     def on_smoothing(self, state, smoothing, more_open):
         if not state["run"]:
