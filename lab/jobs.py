@@ -8,11 +8,14 @@ waits until no older queued job waits and takes one of LAB_MAX_JOBS slot locks. 
 which the kernel drops when a process dies, so a job killed with -9 never blocks the ones behind it; at
 most LAB_MAX_QUEUED jobs wait.
 
-Stop = SIGTERM (the job stops at its next step and saves), then SIGKILL after a grace period.
+Stop = SIGTERM (the job stops at its next step and saves), then SIGKILL after a grace period. The request is
+written in run.json first, and a job installs its handler before its heavy imports (`lab.__main__`), so a stop
+sent at any moment after submit ends the run `stopped`, even one whose process died of it before it could say so.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -20,6 +23,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager, nullcontext
@@ -27,6 +31,26 @@ from contextlib import contextmanager, nullcontext
 from lab import configs, runs
 from lab.errors import UserError, hint
 from lab.runs import Run
+
+# -- the stop signal of this process (a job's) ------------------------------------------------------------------
+_stop = threading.Event()
+
+
+class StopRequested(Exception):
+    """Raised where a job cannot stop at a step boundary (e.g. while it waits in the queue)."""
+
+
+def request_stop(*_):
+    _stop.set()
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
 
 
 def max_jobs() -> int:
@@ -93,14 +117,12 @@ def queue_position(run: Run) -> int | None:
 @contextmanager
 def slot(run: Run, poll: float = 0.25):
     """Wait for our turn and a free slot; hold it while the block runs."""
-    from lab import telemetry
-
     lock_dir = runs.root() / ".slots"
     lock_dir.mkdir(parents=True, exist_ok=True)
     held = None
     while held is None:
-        if telemetry.stop_requested():
-            raise telemetry.StopRequested()
+        if stop_requested():
+            raise StopRequested()
         ahead = [r for r in queue() if r.id != run.id and (r.info["created"], r.id) < (run.info["created"], run.id)]
         if not ahead:
             for k in range(max_jobs()):
@@ -137,27 +159,34 @@ def execute(run: Run) -> str:
     """Run a created run's stage in this process, from the queue to its final status. Returns the status.
 
     Whatever happens, the run ends in completed, stopped or failed, never "running"."""
-    from lab import errors, stages, telemetry
+    from lab import errors, stages
 
     errors.SURFACE = "job"  # its errors are read on a page and in a terminal
-    telemetry.install_signal_handlers()
+    install_signal_handlers()
+    if run.info.get("stop_requested"):  # asked to stop while this process started
+        request_stop()
     module = stages.get(run.stage)
     run.update(pid=os.getpid(), pid_start=runs.process_start(os.getpid()), versions=_versions())
+    threading.Thread(target=_record_peak_memory, args=(run,), daemon=True).start()
     try:
         config = configs.from_dict(module.Config, run.config, source=f"run {run.id}")
         with slot(run) if module.STAGE.slot else nullcontext():
             run.update(status="running", started=time.time())
             print(f"[lab] run {run.id}: stage {run.stage} started", flush=True)
             final = module.run(config, run) or {}
-        status = "stopped" if telemetry.stop_requested() else "completed"
+        status = "stopped" if stop_requested() else "completed"
         run.update(status=status, ended=time.time(), final_metrics=final)
-    except telemetry.StopRequested:
+    except StopRequested:
         status = "stopped"
         run.update(status=status, ended=time.time(), error=None if run.info.get("started") else "stopped before it started")
     except Exception as e:
         status = "failed"
         # log.txt keeps the traceback either way; a user's mistake is shown as its one line, which says what to do
         _log_traceback(run)
+        run.clear_leftovers()
+        if out_of_space(e):
+            e = UserError(f"no space left to save ({getattr(e, 'strerror', None) or e}): free disk space (or raise the file-size limit) and "
+                          "train again; what this run had saved before is intact")
         if isinstance(e, UserError):
             print(f"error: {e}", file=sys.stderr, flush=True)
             run.update(status=status, ended=time.time(), error=str(e))
@@ -169,6 +198,32 @@ def execute(run: Run) -> str:
     except OSError as e:  # the store went away: nothing waits in it
         print(f"[lab] could not start the next waiting job: {e}", flush=True)
     return status
+
+
+def out_of_space(e: BaseException) -> bool:
+    """A write refused for lack of room: a full disk, a quota, a file-size limit (`ulimit -f`), as an OSError or
+    as a library's own error around one (safetensors reports "I/O error: File too large (os error 27)")."""
+    codes = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    if isinstance(e, OSError) and e.errno in codes:
+        return True
+    return any(f"(os error {code})" in str(e) for code in codes)
+
+
+def _record_peak_memory(run: Run, every: float = 2.0) -> None:
+    """The job's peak resident memory in run.json as it grows, so that a job the kernel kills for memory (which
+    leaves no word) is reported with what it reached."""
+    import resource
+
+    recorded = 0.0
+    while True:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        if peak > recorded * 1.05:
+            try:
+                run.update(peak_memory_mb=round(peak))
+            except OSError:  # the store went away
+                return
+            recorded = peak
+        time.sleep(every)
 
 
 def _log_traceback(run: Run) -> None:
@@ -305,6 +360,7 @@ def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:
         pid = info.get("pid")
     if info["status"] not in runs.ACTIVE or not run.alive(info):
         return run.status
+    run.update(stop_requested=time.time())  # read by the job as it starts, and by `Run.status` if it dies of the signal
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

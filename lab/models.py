@@ -5,6 +5,7 @@ LM), resolving what a user names as a model (a run, a local folder, a hub id), a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,19 +204,32 @@ def require_bitsandbytes(mode: str, device: str) -> None:
         raise UserError(f"{flag('mode')} {mode}: bitsandbytes has no Apple MPS backend: use {flag('device')} cpu, or {flag('mode')} lora or full")
 
 
+def available_devices() -> list[str]:
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
 def pick_device(preference: str = "auto") -> str:
-    """cuda > mps > cpu, unless the user asked for one; asking for a missing one is an error."""
+    """cuda > mps > cpu, unless the user asked for one; asking for a missing or unknown one is an error that
+    lists the devices this machine has."""
     if preference in ("", "auto"):
         if torch.cuda.is_available():
             return "cuda"
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device 'cuda' was asked for but no CUDA GPU is visible: use {flag('device')} cpu (or auto)")
-    if preference == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"device 'mps' was asked for but Apple's MPS is not available: use {flag('device')} cpu (or auto)")
-    return preference
+    here = available_devices()
+    if preference in here:
+        return preference
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", preference):
+        raise UserError(f"{flag('device')} {preference!r} is not a device the lab trains on: use auto, cpu, cuda (or cuda:N) or mps; "
+                        f"this machine has {', '.join(here)}")
+    what = {"mps": "Apple's MPS is not available"}.get(preference, "no such CUDA GPU is visible")
+    raise UserError(f"{flag('device')} {preference!r} was asked for but {what}: this machine has {', '.join(here)}")
 
 
 def use_bf16(device: str) -> bool:

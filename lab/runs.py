@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -208,19 +209,37 @@ class Run:
 
     @property
     def status(self) -> str:
-        """Status as written, except that an active run whose process is gone reads "failed"."""
+        """Status as written, except that an active run whose process is gone reads "stopped" when it had been
+        asked to stop (it died of the signal, or was killed after its grace), else "failed", and what the
+        dead job left half-made is cleared (`clear_leftovers`)."""
         info = self.info
         if info["status"] in ACTIVE and info.get("pid") and not self.alive(info):
             # Re-read: the job may have written its final status between the two reads.
             info = self.info
             if info["status"] in ACTIVE and not self.alive(info):
-                self.update(
-                    status="failed",
-                    ended=time.time(),
-                    error=info.get("error") or "the job's process ended without reporting (killed, or out of memory); see log.txt",
-                )
+                self.clear_leftovers()
+                if info.get("stop_requested"):
+                    self.update(status="stopped", ended=time.time(), error=info.get("error") or "stopped before it could save")
+                    return "stopped"
+                peak = f"; its memory peaked at {info['peak_memory_mb'] / 1024:.1f} GiB" if info.get("peak_memory_mb") else ""
+                self.update(status="failed", ended=time.time(), error=info.get("error") or (
+                    f"the job's process ended without reporting: killed by the system (out of memory?) or by a kill -9{peak}; see log.txt"))
                 return "failed"
         return info["status"]
+
+    def clear_leftovers(self) -> None:
+        """What a job killed mid-way leaves: half-written folders (`atomic_dir`'s .NAME.partial) and the
+        trainer's scratch folder go; a model moved aside (.NAME.old) for its replacement is put back if the
+        replacement never arrived."""
+        for tmp in self.path.glob(".*.partial"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        for old in self.path.glob(".*.old"):
+            kept = old.with_name(old.name[1:-len(".old")])
+            if kept.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, kept)
+        shutil.rmtree(self.path / "trainer", ignore_errors=True)
 
     def alive(self, info: dict | None = None) -> bool:
         """Whether this run's job process lives."""
@@ -229,9 +248,11 @@ class Run:
 
     # -- streams -------------------------------------------------------------------------------
     def log_metrics(self, row: dict) -> None:
+        """One row of metrics.jsonl, strict JSON: a value that is not finite (a diverged loss) is written as
+        null; the run's error says what diverged."""
         row = {"step": row.get("step", 0), "time": row.get("time", time.time()), **row}
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=float) + "\n")
+            f.write(json.dumps({k: finite(v) for k, v in row.items()}, allow_nan=False) + "\n")
             f.flush()
 
     def log_sample(self, row: dict) -> None:
@@ -271,8 +292,8 @@ def mode_of(info: dict) -> str:
 
 def summary(run: Run) -> dict:
     """A run as `llm-lab runs --json` and the API's list_runs show it."""
-    info = run.info
     status = run.status
+    info = run.info  # after the status: reading it may have written the error of a job found dead
     return {
         "id": run.id,
         "stage": info["stage"],
@@ -321,12 +342,33 @@ def lineage(run: Run) -> list[Run]:
         seen.add(parent)
 
 
+def finite(value):
+    """A metric as strict JSON takes it: tensors and numpy scalars as floats, NaN and infinities as None."""
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def read_jsonl_from(path: Path, start: int = 0) -> tuple[list[dict], int]:
+    """The complete rows of a JSON-lines file from byte `start` (0, or an offset a previous read returned)."""
+    if start < 0:
+        raise UserError(f"offset {start} is negative: pass 0, or the offset a previous read returned")
     if not path.exists():
+        if start:
+            raise UserError(f"offset {start}: {path.name} is empty; pass 0")
         return [], start
     rows = []
     with open(path, "rb") as f:
-        f.seek(start)
+        if start:
+            f.seek(start - 1)
+            before = f.read(1)
+            if before != b"\n":  # past the end, or inside a row
+                raise UserError(f"offset {start} is not where a row of {path.name} starts ({path.stat().st_size:,} bytes): pass 0, or the offset a previous read returned")
         data = f.read()
     # Only complete lines: a writer may be half-way through the last one.
     end = data.rfind(b"\n") + 1

@@ -6,33 +6,13 @@ metrics.jsonl, completes fixed prompts every N steps into samples.jsonl, honours
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 
 import torch
 from transformers import TrainerCallback
 
 from lab.errors import Diverged
-
-_stop = threading.Event()
-
-
-class StopRequested(Exception):
-    """Raised where a job cannot stop at a step boundary (e.g. while it waits in the queue)."""
-
-
-def request_stop(*_):
-    _stop.set()
-
-
-def stop_requested() -> bool:
-    return _stop.is_set()
-
-
-def install_signal_handlers() -> None:
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+from lab.jobs import StopRequested, stop_requested
 
 
 def check_finite(logs: dict, step: int) -> None:

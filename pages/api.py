@@ -14,6 +14,7 @@ Compare and Feedback pages (`compare`), through `lab.inference` and its memory-b
 import functools
 import inspect
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -82,9 +83,30 @@ def visitor(request: gr.Request | Caller | None) -> str | None:
 
 
 def _run(run_id: str) -> Run:
-    if not run_id:
-        raise UserError("no run given: pick one (see list_runs)")
-    return Run.open(run_id)
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise UserError(f"no run given ({run_id!r}): pass a run id (see list_runs)")
+    return Run.open(run_id.strip())
+
+
+def _real(value, name: str) -> float:
+    """A number argument, or one line saying it is not one (never a ValueError from deep inside)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise UserError(f"{name} {value!r} is not a number: give a finite one")
+    return number
+
+
+def _whole(value, name: str, low: int = 0, high: int | None = None) -> int:
+    """A whole-number argument within [low, high], checked as config fields are (`lab.configs`)."""
+    number = _real(value, name)
+    if not number.is_integer():
+        raise UserError(f"{name} {value!r} must be a whole number")
+    if number < low or (high is not None and number > high):
+        raise UserError(f"{name} {value!r} is out of range: it must be " + (f"from {low:,} to {high:,}" if high is not None else f"at least {low:,}"))
+    return int(number)
 
 
 def _config(stage: str, config_json: str):
@@ -122,14 +144,14 @@ def run_status(run_id: str) -> dict:
 @user_errors
 def run_metrics(run_id: str, offset: int = 0) -> dict:
     """Rows of a run's metrics.jsonl from byte `offset`: {"rows": [...], "offset": next}. Pass `offset` back to get only new rows."""
-    rows, nxt = _run(run_id).metrics(int(offset or 0))
+    rows, nxt = _run(run_id).metrics(_whole(offset or 0, "offset"))
     return {"rows": rows, "offset": nxt}
 
 
 @user_errors
 def run_samples(run_id: str, offset: int = 0) -> dict:
     """Rows of a run's samples.jsonl (what the model wrote for fixed prompts) from byte `offset`: {"rows": [...], "offset": next}."""
-    rows, nxt = runs.read_jsonl_from(_run(run_id).path / "samples.jsonl", int(offset or 0))
+    rows, nxt = runs.read_jsonl_from(_run(run_id).path / "samples.jsonl", _whole(offset or 0, "offset"))
     return {"rows": rows, "offset": nxt}
 
 
@@ -137,12 +159,13 @@ def run_samples(run_id: str, offset: int = 0) -> dict:
 def run_log(run_id: str, lines: int = 200) -> str:
     """The last `lines` lines of a run's log.txt (the job's stdout and stderr)."""
     path = _run(run_id).path / "log.txt"
+    lines = _whole(lines, "lines", 1, 100_000)
     if not path.exists():
         return ""
     with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 200 * max(1, int(lines))))  # lines of log are rarely longer
+        f.seek(max(0, path.stat().st_size - 200 * lines))  # lines of log are rarely longer
         tail = f.read().decode("utf-8", errors="replace")
-    return "\n".join(tail.splitlines()[-int(lines):])
+    return "\n".join(tail.splitlines()[-lines:])
 
 
 @user_errors
@@ -248,7 +271,7 @@ def preview_data(stage: str, source: str = "world", n: int = 5) -> dict:
     if stages.world_of(source) is None:
         path = Path(source).expanduser()
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else None
-    shown = [_shorten(r) for r in records[: max(0, min(int(n), PREVIEW_SHOW))]]
+    shown = [_shorten(r) for r in records[: _whole(n, "n", 0, PREVIEW_SHOW)]]
     return {"source": source, "format": fmt, "detected_from": detected, "records": min(len(records), PREVIEW_READ),
             "more": len(records) > PREVIEW_READ, "bytes": size, "preview": shown}
 
@@ -278,8 +301,9 @@ def compare(models: list[str], prompt: str, temperature: float = 0.7, top_p: flo
             mode: str = "auto", reward_model: str = "", histories: list | None = None, distinct_seeds: bool = False) -> Iterator[list[dict]]:
     """Answers of 1–4 models (runs, model folders or hub ids) to one prompt, streamed side by side with the same sampling settings and seed (temperature 0: greedy). Yields the panes as they grow; in the last, each has its `answer`, `tokens`, `seconds`, `ttft`, `tokens_per_second`, `token_probs` (every token's probability and its top-5 alternatives), `reward` (with reward_model, a reward run), `gold` (the toy world's judge, for its prompts), `mode` (mode auto: raw for base models, chat for the rest) and `note`. histories: per model, the turns before this prompt. distinct_seeds: model i samples with seed + i (K different answers of one model)."""
     models = [m for m in (models or []) if m]
+    max_new_tokens = _whole(max_new_tokens, "max_new_tokens", 1, 4096)
     demo.check_generation(max_new_tokens)  # the models themselves are checked as they resolve (models.resolve)
-    settings = inference.Settings(float(temperature), float(top_p), int(max_new_tokens), int(seed))
+    settings = inference.Settings(_real(temperature, "temperature"), _real(top_p, "top_p"), max_new_tokens, _whole(seed, "seed", 0, 2**32 - 1))
     seeds = [int(seed) + i for i in range(len(models))] if distinct_seeds else None
     yield from inference.compare(models, prompt, histories=histories or None, settings=settings, mode=mode or "auto",
                                  reward_model=(reward_model or "").strip() or None, seeds=seeds)
@@ -296,9 +320,10 @@ def vote(prompt: str, answers: list[str], best: int, history: list | None = None
          request: gr.Request = None) -> dict:
     """A best-of-N vote (A/B with two answers): answer `best` (0-based) is preferred to each other answer. Saves those pairs to checkpoints/feedback/<dataset>.jsonl as conversational prompt/chosen/rejected records (prompt: history + the user's prompt), the data the reward and DPO stages take. Returns {"file", "pairs", "rankings", "added", "skipped"}."""
     answers = list(answers or [])
-    if not 0 <= int(best) < len(answers):
-        raise UserError(f"best {best}: give the index of the best answer, 0 to {len(answers) - 1}")
-    ranks = [1 if i == int(best) else 2 for i in range(len(answers))]
+    if len(answers) < 2:
+        raise UserError(f"{len(answers)} answer(s): a vote needs at least two answers to prefer one of")
+    best = _whole(best, "best", 0, len(answers) - 1)
+    ranks = [1 if i == best else 2 for i in range(len(answers))]
     return feedback.add_ranking(dataset, _prompt_turns(prompt, history), answers, ranks, "compare", models or None, owner=visitor(request))
 
 

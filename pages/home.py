@@ -131,9 +131,9 @@ def report(run_id: str | None) -> tuple[str, object, bool]:
     return evals.report_markdown(card), evals.figure(card), True
 
 
-def view(run_id: str | None, seen: str | None = None):
-    """Everything Home shows of a lifecycle (None: the store's state without one); nothing when what it shows
-    is `seen` already (each update costs the browser a redraw of the whole page's outputs: bench/RESULTS.md)."""
+def look(run_id: str | None) -> tuple[str | None, dict | None, dict, str]:
+    """What Home would show of a lifecycle: (its id, its progress, each stage's latest run, all of it as one
+    string to compare with what is shown)."""
     p = None
     if run_id:
         try:
@@ -141,9 +141,12 @@ def view(run_id: str | None, seen: str | None = None):
         except gr.Error:
             run_id = None
     latest = latest_by_stage()
-    shown = json.dumps([run_id, p, latest], sort_keys=True, default=str)
-    if shown == seen:
-        return [gr.skip()] * VIEW_OUTPUTS
+    return run_id, p, latest, json.dumps([run_id, p, latest], sort_keys=True, default=str)
+
+
+def view(run_id: str | None):
+    """Everything Home shows of a lifecycle (None: the store's state without one)."""
+    run_id, p, latest, shown = look(run_id)
     labels, lines, opens = boxes(p, latest)
     text, fig, ready = report(run_id)
     active = bool(p) and p["status"] in runs.ACTIVE
@@ -163,11 +166,21 @@ def on_load():
     return view(run.id if run else None)
 
 
-def on_tick(state):
+def on_tick(state, stamp):
+    """Whether Home has something new to show: a new stamp when it has (its change event redraws), else
+    nothing, since a tick costs the browser work for every output it lists (bench/RESULTS.md)."""
     newest = newest_lifecycle()  # a lifecycle started elsewhere (the CLI, another browser) shows up by itself
-    if newest and (not state.get("run") or (newest.id != state["run"] and newest.status in runs.ACTIVE)):
-        return view(newest.id)
-    return view(state.get("run"), state.get("seen"))
+    run_id = state.get("run")
+    if newest and (not run_id or (newest.id != run_id and newest.status in runs.ACTIVE)):
+        run_id = newest.id
+    if look(run_id)[3] == state.get("seen"):
+        return gr.skip()
+    state["next"] = run_id
+    return stamp + 1
+
+
+def on_redraw(state):
+    return view(state.get("next", state.get("run")))
 
 
 def on_start(scale, browser_id, request: gr.Request):
@@ -243,11 +256,13 @@ class Home:
             self.plot = gr.Plot(visible=False, elem_id="home-report-plot")
             self.compare = gr.Button("Compare these models", variant="primary", visible=False, elem_id="home-compare")
             self.state = gr.State({"run": None, "opens": {}})
+            self.stamp = gr.State(0)  # changes when a tick found something new to show
             self.timer = gr.Timer(IDLE_SECONDS)
         outputs = [self.state, *self.buttons, *self.lines, self.progress, self.loss, self.card, self.plot, self.compare, self.next, self.timer]
         self.scale.change(expected, inputs=self.scale, outputs=self.expected, **HIDDEN)
         demo.load(on_load, outputs=outputs, **HIDDEN)
-        self.timer.tick(on_tick, inputs=self.state, outputs=outputs, concurrency_limit=None, **HIDDEN)
+        self.timer.tick(on_tick, inputs=[self.state, self.stamp], outputs=self.stamp, concurrency_limit=None, **HIDDEN)
+        self.stamp.change(on_redraw, inputs=self.state, outputs=outputs, concurrency_limit=None, **HIDDEN)
         self.start.click(on_start, inputs=[self.scale, visitor.state()], outputs=[*outputs, self.message], api_visibility="private")
         self.stop.click(on_stop, inputs=[self.state, visitor.state()], outputs=self.message, api_visibility="private")
         self.carry_on.click(on_continue, inputs=[self.state, visitor.state()], outputs=[*outputs, self.message], api_visibility="private")

@@ -95,7 +95,8 @@ def data_choices(stage: str) -> list[tuple[str, str]]:
 
 def fresh(run_id: str | None) -> dict:
     """A session's view of a run, before anything is read: everything from byte 0."""
-    return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None}
+    return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None, "done": False,
+            "pending": set()}
 
 
 def clock(seconds: float | None) -> str:
@@ -160,7 +161,8 @@ def warn(e: gr.Error) -> str:
 def field_component(stage: str, f, t: type) -> gr.Component:
     """The form's input of one config field."""
     meta = f.metadata
-    kw = dict(label=f.name.replace("_", " "), info=meta.get("help") or None, elem_id=f"{stage}-field-{f.name}")
+    info = "; ".join(x for x in (meta.get("help"), configs.allowed(f)) if x)  # the bounds the form's values are checked against
+    kw = dict(label=f.name.replace("_", " "), info=info or None, elem_id=f"{stage}-field-{f.name}")
     if meta.get("runs"):
         return gr.Dropdown(choices=model_picker_choices(f), value=f.default or None, allow_custom_value=True, **kw)
     if t is bool:
@@ -224,13 +226,13 @@ class StagePage:
         except gr.Error as e:
             return warn(e)
 
-    def tick(self, state, smoothing, more_open=False):
-        """Read what is new since the last tick and redraw only what changed. The session's state is
-        updated in place, not returned: a tick that was under way when Start or the run picker replaced
-        the state then cannot put the old run back."""
+    def poll(self, state) -> None:
+        """Read what is new since the last poll into the session's `state`, in place, and note in
+        state["pending"] what the page must redraw for it. In place, not returned: a poll that was under way
+        when Start or the run picker replaced the state then cannot put the old run back."""
         run_id = state["run"]
         if not run_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip()
+            return
         run = Run(runs.root() / run_id)
         try:
             info = run.info
@@ -238,39 +240,63 @@ class StagePage:
             new = api.run_metrics(run_id, state["offset"])
             new_samples = api.run_samples(run_id, state["samples_offset"])
         except (FileNotFoundError, gr.Error):
-            state["run"] = None
-            return f"Run `{run_id}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), gr.Timer(active=False), "", curves.empty("no run")
+            state.update(run=None, gone=run_id)
+            state["pending"].add("gone")
+            return
         first = state["shown"] is None
         state["rows"] += new["rows"]
         state["offset"] = new["offset"]
         state["samples"] = (state["samples"] + new_samples["rows"])[-64:]
         state["samples_offset"] = new_samples["offset"]
         text = progress_text(runs.progress(info, status, state["rows"]), jobs.queue_position(run) if status == "queued" else None)
-        shown_text = gr.skip() if text == state["shown"] else text
+        if text != state["shown"]:
+            state["pending"].add("text")
         state["shown"] = text
-        redraw = first or new["rows"]
-        figure = curves.metrics_figure(state["rows"], smoothing, only=self.primary) if redraw else gr.skip()
-        more = curves.metrics_figure(state["rows"], smoothing, besides=self.primary) if redraw and more_open else gr.skip()
-        table = samples_table(state["samples"]) if first or new_samples["rows"] else gr.skip()
-        # The run picker's labels carry each run's status: relabel when this one's changes.
-        relabel = gr.skip() if first or status == state["status"] else self.runs_of_stage()
-        # What Start or Stop said ("queued: it starts as soon as ...") is out of date once the status moves on.
-        said = gr.skip() if first or status == state["status"] else ""
+        if first or new["rows"]:
+            state["pending"].add("rows")
+        if first or new_samples["rows"]:
+            state["pending"].add("samples")
+        if not first and status != state["status"]:
+            state["pending"].add("status")
         state["status"] = status
-        # A run that has ended changes no more: the timer stops (a tick costs the browser a redraw of every
-        # output it lists, bench/RESULTS.md) until Start, the run picker or the page's tab starts it again.
-        done = status not in runs.ACTIVE and not new["rows"]
-        return shown_text, figure, table, relabel, gr.Timer(active=False) if done else gr.skip(), said, more
+        state["done"] = status not in runs.ACTIVE and not new["rows"]
+
+    def draw(self, state, smoothing, more_open=False):
+        """Redraw what the polls since the last draw found: [progress, plot, samples, run picker, message, more curves]."""
+        pending, state["pending"] = state["pending"], set()
+        if "gone" in pending:
+            return f"Run `{state['gone']}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), "", curves.empty("no run")
+        redraw = "rows" in pending
+        return (
+            state["shown"] if "text" in pending else gr.skip(),
+            curves.metrics_figure(state["rows"], smoothing, only=self.primary) if redraw else gr.skip(),
+            samples_table(state["samples"]) if "samples" in pending else gr.skip(),
+            # The run picker's labels carry each run's status; what Start or Stop said ("queued: it starts as
+            # soon as ...") is out of date once the status moves on.
+            self.runs_of_stage() if "status" in pending else gr.skip(),
+            "" if "status" in pending else gr.skip(),
+            curves.metrics_figure(state["rows"], smoothing, besides=self.primary) if redraw and more_open else gr.skip(),
+        )
+
+    def on_tick(self, state, stamp):
+        """A poll that outputs only a stamp, which changes when there is something to redraw (its change event
+        draws): a tick costs the browser work for every output it lists, skipped or not (bench/RESULTS.md).
+        A run that has ended changes no more: the timer stops until Start, the run picker or the page's tab
+        starts it again."""
+        self.poll(state)
+        stopped = gr.Timer(active=False) if state["run"] is None or state["done"] else gr.skip()
+        return (stamp + 1 if state["pending"] else gr.skip()), stopped
 
     def watch(self, run_id, smoothing, more_open=False, follow=False) -> list:
         """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]. The
         timer is stopped where there is no run or it has ended, and started on an active run if `follow` (the
         page is shown: a hidden page's timer stays stopped)."""
         state = fresh(run_id)
-        shown_text, figure, table, _, _, _, more = self.tick(state, smoothing, more_open)
+        self.poll(state)
+        text, figure, table, _, _, more = self.draw(state, smoothing, more_open)
         active = state["run"] is not None and state["status"] in runs.ACTIVE
         timer = gr.Timer(active=False) if not active else gr.Timer(active=True) if follow else gr.skip()
-        return [state, shown_text, figure, table, timer, more]
+        return [state, text, figure, table, timer, more]
 
     def on_watch(self, run_id, state, smoothing, more_open):
         """Another run picked (here, or by a link that opens the page on it)."""
@@ -420,6 +446,7 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None
     state = gr.State(fresh(None))
     more_open = gr.State(False)
     timer = gr.Timer(REFRESH_SECONDS)
+    stamp = gr.State(0)  # changes when a poll found something to redraw
 
     restored = gr.State(False)  # whether this session's form has been set from what the browser kept
 
@@ -434,8 +461,9 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None
     # A stop is a cheap signal that must not wait in the queue behind other browsers' page loads and reads.
     stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private", concurrency_limit=None)
     watched.change(page.on_watch, inputs=[watched, state, smoothing, more_open], outputs=watch_outputs, **HIDDEN)
-    timer.tick(page.tick, inputs=[state, smoothing, more_open], outputs=[status, plot, samples, watched, timer, message, more_plot],
-               concurrency_limit=None, **HIDDEN)
+    timer.tick(page.on_tick, inputs=[state, stamp], outputs=[stamp, timer], concurrency_limit=None, **HIDDEN)
+    stamp.change(page.draw, inputs=[state, smoothing, more_open], outputs=[status, plot, samples, watched, message, more_plot],
+                 concurrency_limit=None, **HIDDEN)
     smoothing.release(page.on_smoothing, inputs=[state, smoothing, more_open], outputs=[plot, more_plot], **HIDDEN)
     more_box.expand(page.on_more, inputs=[state, smoothing], outputs=[more_open, more_plot], **HIDDEN)
     more_box.collapse(lambda: False, outputs=more_open, **HIDDEN)

@@ -112,8 +112,9 @@ def test_stop_ends_grpo_mid_rollout_and_keeps_the_policy(nano_run, store):
 @pytest.mark.parametrize("args, message", [
     (("grpo", "--reward", "SFT"), "not a reward model"),
     (("grpo", "--reward", "gold", "--batch-size", "6"), "must be a multiple of --num-generations"),
-    (("dpo", "--beta", "0"), "must be above 0"),
-    (("dpo", "--sft-weight", "-1"), "must be 0 (off) or above"),
+    (("dpo", "--beta", "0"), "--beta 0.0 is out of range: it must be above 0 and at most 100"),
+    (("dpo", "--sft-weight", "-1"), "--sft-weight -1.0 is out of range: it must be from 0 to 100"),
+    (("grpo", "--reward", "gold", "--num-generations", "1"), "--num-generations 1 is out of range: it must be from 2 to 1,024"),
     (("reward", "--data", "MISSING.jsonl"), "MISSING.jsonl"),
 ])
 def test_bad_alignment_input_is_refused_before_a_run_exists(sft_run, store, args, message):

@@ -35,14 +35,14 @@ class RunArgs:
 class TrainArgs(RunArgs):
     """Every training stage: how long, how big a step, how fast, and where."""
 
-    max_steps: int = option(100, "optimizer steps (0: train for `epochs` instead)", order=TRAINING)
-    batch_size: int = option(16, "examples per step (per device)", order=TRAINING)
-    learning_rate: float = option(1e-4, "peak learning rate", order=TRAINING)
-    logging_steps: int = option(10, "log metrics every N steps", advanced=True, order=SCHEDULE)
-    max_minutes: float = option(0.0, "stop (and save) after this many minutes of training (0: no limit)", advanced=True, order=RUN)
-    seed: int = option(0, "random seed", advanced=True, order=RUN)
+    max_steps: int = option(100, "optimizer steps (0: train for `epochs` instead)", order=TRAINING, within="[0, 10000000]")
+    batch_size: int = option(16, "examples per step (per device)", order=TRAINING, within="[1, 65536]")
+    learning_rate: float = option(1e-4, "peak learning rate", order=TRAINING, within="(0, 1]")
+    logging_steps: int = option(10, "log metrics every N steps", advanced=True, order=SCHEDULE, within="[1, 1000000]")
+    max_minutes: float = option(0.0, "stop (and save) after this many minutes of training (0: no limit)", advanced=True, order=RUN, within="[0, 1000000]")
+    seed: int = option(0, "random seed", advanced=True, order=RUN, within="[0, 4294967295]")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True, order=RUN)
-    threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True, order=RUN)
+    threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True, order=RUN, within="[0, 1024]")
     # The lifecycle turns them off: it evaluates every model once, afterwards, with more (`llm-lab eval`).
     world_evals: bool = option(True, "on the toy world, end with its evaluations (eval/ keys: fact QA, refusals, win rate, ...)", advanced=True, order=RUN)
 
@@ -51,10 +51,10 @@ class TrainArgs(RunArgs):
 class TrainerArgs(TrainArgs):
     """The stages built on transformers' Trainer (and TRL's trainers on top of it)."""
 
-    epochs: float = option(1.0, "passes over the data when max_steps is 0", advanced=True, order=SCHEDULE)
-    warmup_steps: int = option(10, "linear warm-up steps", advanced=True, order=SCHEDULE)
+    epochs: float = option(1.0, "passes over the data when max_steps is 0", advanced=True, order=SCHEDULE, within="[0, 10000]")
+    warmup_steps: int = option(10, "linear warm-up steps", advanced=True, order=SCHEDULE, within="[0, 10000000]")
     lr_scheduler: str = option("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES, advanced=True, order=SCHEDULE)
-    weight_decay: float = option(0.0, "AdamW weight decay", advanced=True, order=SCHEDULE)
+    weight_decay: float = option(0.0, "AdamW weight decay", advanced=True, order=SCHEDULE, within="[0, 10]")
 
 
 @dataclass
@@ -62,19 +62,17 @@ class LoraArgs:
     """Full fine-tuning, or LoRA adapters on a full, 8-bit or 4-bit base (`models.QUANTIZED`)."""
 
     mode: str = option("full", "full fine-tuning, or a LoRA adapter on a full, 8-bit or 4-bit base", choices=MODES, order=MODEL + 5)  # after what it trains
-    lora_r: int = option(16, "LoRA rank", advanced=True, order=LORA)
-    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True, order=LORA)
-    lora_dropout: float = option(0.0, "LoRA dropout", advanced=True, order=LORA)
+    lora_r: int = option(16, "LoRA rank", advanced=True, order=LORA, within="[1, 4096]")
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", advanced=True, order=LORA, within="[1, 65536]")
+    lora_dropout: float = option(0.0, "LoRA dropout", advanced=True, order=LORA, within="[0, 1)")
     lora_targets: str = option("all-linear", "modules that get adapters: all-linear, or comma-separated names (q_proj,v_proj)", advanced=True, order=LORA)
 
 
 def check_training(config) -> None:
-    """What every Trainer stage refuses before a run exists: nothing to train, a device that is not there,
-    a quantized mode without bitsandbytes."""
+    """What every Trainer stage refuses before a run exists, beyond each field's bounds: nothing to train, a
+    device that is not there, a quantized mode without bitsandbytes."""
     if config.max_steps <= 0 and getattr(config, "epochs", 0) <= 0:
         raise UserError(f"nothing to train: set {flag('max_steps')} or {flag('epochs')} above 0")
-    if config.learning_rate < 0:
-        raise UserError(f"{flag('learning_rate')} {config.learning_rate} is negative: give a positive rate")
     device = models.pick_device(config.device)
     if getattr(config, "mode", "full") in models.QUANTIZED:
         models.require_bitsandbytes(config.mode, device)
@@ -147,19 +145,19 @@ def fit(trainer, callback, run, evaluate=None) -> dict:
     the final metrics (train loss, steps, trainable parameters, runtime); `evaluate(model) -> metrics`,
     unless a stop was asked for (a stopped run saves at once, before its grace runs out), its `eval/` keys
     also logged as a row of metrics; and the trainer's scratch folder removed, whatever happens."""
-    from lab import telemetry
+    from lab import jobs
 
     try:
         n_trainable = models.count_parameters(trainer.model, trainable=True)
         try:
             output = trainer.train()
             final = {"train_loss": output.training_loss, "train_runtime": output.metrics.get("train_runtime")}
-        except telemetry.StopRequested:  # online RL stopped mid-rollout (telemetry.stoppable_generation)
+        except jobs.StopRequested:  # online RL stopped mid-rollout (telemetry.stoppable_generation)
             print(f"stop requested: rollout abandoned at step {trainer.state.global_step}; saving the policy of that step", flush=True)
             final = {}
         callback.raise_if_diverged()
         final.update(steps=trainer.state.global_step, trainable_parameters=n_trainable)
-        if evaluate is not None and not telemetry.stop_requested():
+        if evaluate is not None and not jobs.stop_requested():
             evaluated = evaluate(trainer.model)
             callback.raise_if_diverged()
             final.update(evaluated)

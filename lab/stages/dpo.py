@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
-from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, preference_splits, sampler, world_of
 from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 
@@ -40,27 +39,23 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca
 class Config(LoraArgs, TrainerArgs):
     parent: str = option("", "the SFT model: an SFT run, a local model folder, or a hub id", order=MODEL, runs=("sft",))
     data: str = option("world", "preference pairs: 'world' (the toy world's gold-rule pairs) or a file/folder of prompt/chosen/rejected records", order=DATA)
-    beta: float = option(0.1, "β: the strength of the implicit KL penalty (higher stays closer to the reference)")
+    beta: float = option(0.1, "β: the strength of the implicit KL penalty (higher stays closer to the reference)", within="(0, 100]")
     loss_type: str = option("sigmoid", "DPO's loss: sigmoid (the paper's), ipo, hinge, robust, ... (TRL's loss types)", choices=LOSS_TYPES)
     batch_size: int = inherit(TrainerArgs, "batch_size", 16, help="pairs per step (per device)")
     # 1e-4, not TRL's 5e-7 or the usual 5e-5: a higher win rate against the SFT model on the toy world (bench/RESULTS.md)
     learning_rate: float = inherit(TrainerArgs, "learning_rate", 1e-4)
-    sft_weight: float = option(1.0, "weight of a negative log-likelihood term on the chosen answers (RPO): keeps what SFT taught likely (0: plain DPO)")
-    label_smoothing: float = option(0.0, "conservative DPO: the share of pairs assumed mislabelled", advanced=True)
-    max_length: int = option(256, "tokens per chat (prompt + answer); longer ones are truncated", advanced=True)
-    heldout_fraction: float = option(0.05, "share of your pairs held out (the toy world has its own split)", advanced=True)
+    sft_weight: float = option(1.0, "weight of a negative log-likelihood term on the chosen answers (RPO): keeps what SFT taught likely (0: plain DPO)", within="[0, 100]")
+    label_smoothing: float = option(0.0, "conservative DPO: the share of pairs assumed mislabelled", advanced=True, within="[0, 0.5)")
+    max_length: int = option(256, "tokens per chat (prompt + answer); longer ones are truncated", advanced=True, within="[8, 1048576]")
+    heldout_fraction: float = option(0.05, "share of your pairs held out (the toy world has its own split)", advanced=True, within="[0, 0.5]")
     logging_steps: int = inherit(TrainerArgs, "logging_steps", 5)
-    kl_every: int = option(10, "measure KL(policy ‖ reference) every N steps (0: never)", advanced=True)
-    sample_every: int = option(25, "answer the fixed prompts every N steps (0: never)", advanced=True)
-    eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True)
+    kl_every: int = option(10, "measure KL(policy ‖ reference) every N steps (0: never)", advanced=True, within="[0, 10000000]")
+    sample_every: int = option(25, "answer the fixed prompts every N steps (0: never)", advanced=True, within="[0, 10000000]")
+    eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True, within="(0, 10]")
 
 
 def check(config: Config) -> None:
     check_training(config)
-    if config.sft_weight < 0:
-        raise UserError(f"{flag('sft_weight')} {config.sft_weight}: the weight of the chosen answers' log-likelihood must be 0 (off) or above")
-    if config.beta <= 0:
-        raise UserError(f"{flag('beta')} {config.beta}: β must be above 0 (it scales the implicit reward; 0.1 is the usual start)")
     check_parent(config.parent)
     if world_of(config.data) is None:
         preference_splits(config.data, config.heldout_fraction, config.seed)

@@ -33,27 +33,25 @@ class Config(LoraArgs, TrainerArgs):
     reward: str = option("", "the reward: a reward run or a reward-model folder, or 'gold' (the toy world's gold judge)", order=MODEL, runs=("reward",), offers=GOLD)
     algorithm: str = option("grpo", "grpo (group-relative advantages) or rloo (REINFORCE leave-one-out)", choices=("grpo", "rloo"), order=MODEL)
     data: str = option("world", "prompts: 'world' (the toy world's) or a file of prompts, preference pairs or chats", order=DATA)
-    beta: float = option(0.04, "β: the KL penalty against the SFT model (0 turns it off and loads no reference)")
-    num_generations: int = option(4, "answers sampled per prompt (the group)")
+    beta: float = option(0.04, "β: the KL penalty against the SFT model (0 turns it off and loads no reference)", within="[0, 100]")
+    num_generations: int = option(4, "answers sampled per prompt (the group)", within="[2, 1024]")
     max_steps: int = inherit(TrainerArgs, "max_steps", 60)
     batch_size: int = inherit(TrainerArgs, "batch_size", 16, help="answers per step (per device); a multiple of num_generations")
     learning_rate: float = inherit(TrainerArgs, "learning_rate", 2e-5)
-    max_completion_length: int = option(48, "longest answer sampled, in tokens", order=TRAINING)
-    temperature: float = option(1.0, "sampling temperature of the rollouts", order=TRAINING)
+    max_completion_length: int = option(48, "longest answer sampled, in tokens", order=TRAINING, within="[1, 65536]")
+    temperature: float = option(1.0, "sampling temperature of the rollouts", order=TRAINING, within="(0, 10]")
     loss_type: str = option("dapo", "GRPO's loss aggregation (TRL's): dapo, grpo, dr_grpo, bnpo", choices=("dapo", "grpo", "dr_grpo", "bnpo"), advanced=True)
-    num_iterations: int = option(1, "updates per batch of rollouts (μ); above 1 the clipping matters", advanced=True)
-    epsilon: float = option(0.2, "clip range of the policy ratio", advanced=True)
+    num_iterations: int = option(1, "updates per batch of rollouts (μ); above 1 the clipping matters", advanced=True, within="[1, 100]")
+    epsilon: float = option(0.2, "clip range of the policy ratio", advanced=True, within="(0, 10]")
     warmup_steps: int = inherit(TrainerArgs, "warmup_steps", 0)
     lr_scheduler: str = inherit(TrainerArgs, "lr_scheduler", "constant_with_warmup")
     logging_steps: int = inherit(TrainerArgs, "logging_steps", 2)
-    sample_every: int = option(20, "answer the fixed prompts every N steps (0: never)", advanced=True)
-    eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True)
+    sample_every: int = option(20, "answer the fixed prompts every N steps (0: never)", advanced=True, within="[0, 10000000]")
+    eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True, within="(0, 10]")
 
 
 def check(config: Config) -> None:
     check_training(config)
-    if config.num_generations < 2:
-        raise UserError(f"{flag('num_generations')} {config.num_generations}: a group needs at least 2 answers to compare")
     if config.batch_size % config.num_generations:
         raise UserError(f"{flag('batch_size')} {config.batch_size} must be a multiple of {flag('num_generations')} {config.num_generations} "
                         f"(e.g. {config.num_generations * max(1, config.batch_size // config.num_generations)})")

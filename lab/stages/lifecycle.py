@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from lab import configs, jobs, runs, telemetry
+from lab import configs, jobs, runs
 from lab.configs import DATA, MODEL, RUN, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage
@@ -82,15 +82,17 @@ class Config(RunArgs):
     scale: str = option("default", "nano: a lifecycle in a few minutes (tests, demos); default: the CPU default models, trained for what the toy world needs", choices=tuple(SCALES), order=MODEL)
     with_stages: str = option("", "optional steps to add, comma-separated: grpo", order=MODEL)
     data: str = option("world", "the toy world ('world', or 'world:SEED' for another seed): its data, evals and gold judge", order=DATA)
-    seed: int = option(0, "random seed of every step", advanced=True, order=RUN)
+    seed: int = option(0, "random seed of every step", advanced=True, order=RUN, within="[0, 4294967295]")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps: for every step", advanced=True, order=RUN)
-    threads: int = option(0, "CPU threads for torch in every step (0: torch's default)", advanced=True, order=RUN)
+    threads: int = option(0, "CPU threads for torch in every step (0: torch's default)", advanced=True, order=RUN, within="[0, 1024]")
 
 
 def check(config: Config) -> None:
+    from lab import models
     from lab.stages import world_of
 
     steps(config)
+    models.pick_device(config.device)  # every step would refuse it: say so before the first one starts
     if world_of(config.data) is None:
         raise UserError(f"data '{config.data}': the lifecycle runs on the toy world ('world' or 'world:SEED'), whose gold judge "
                         "measures it; train your own data stage by stage (`llm-lab train STAGE --data FILE`)")
@@ -122,7 +124,7 @@ def run(config: Config, run) -> dict:
         made[step] = child.id
         status = _follow(run, step, child)
         if status == "stopped":  # asked of this run, or of the step's own run: this run ends stopped too
-            telemetry.request_stop()
+            jobs.request_stop()
             return {"stopped_at": step}
         if status != "completed":
             raise UserError(f"the {step} step failed: {child.info.get('error') or 'see its log.txt'} (run {child.id}); "
@@ -135,7 +137,7 @@ def run(config: Config, run) -> dict:
             run.update(holds_slot=True)  # so the queue counts it
             _set_step(run, "evals", status="running", started=time.time())
             card = evals.lifecycle_report(run, on_model=lambda step: _evaluating(run, step))
-    except telemetry.StopRequested:
+    except jobs.StopRequested:
         _set_step(run, "evals", status="stopped", ended=time.time())
         raise
     finally:
@@ -145,8 +147,8 @@ def run(config: Config, run) -> dict:
 
 
 def _evaluating(run, step: str) -> None:
-    if telemetry.stop_requested():  # between two models: what was measured stays in their eval.json
-        raise telemetry.StopRequested()
+    if jobs.stop_requested():  # between two models: what was measured stays in their eval.json
+        raise jobs.StopRequested()
     _set_step(run, "evals", evaluating=step)
 
 
@@ -212,7 +214,7 @@ def _follow(run, step: str, child, poll: float = 0.5) -> str:
             seen = status
         if status not in runs.ACTIVE:
             return status
-        if telemetry.stop_requested():
+        if jobs.stop_requested():
             print(f"[lifecycle] stop asked: stopping the {step} step ({child.id})", flush=True)
             jobs.stop(child, wait=True)
             _set_step(run, step, status=child.status, ended=child.info.get("ended"))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from lab import evals, models, telemetry
+from lab import evals, jobs, models, telemetry
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, prompt_set, world_of
@@ -47,31 +47,31 @@ class Config(LoraArgs, TrainArgs):
     reward: str = option("", "a reward run or reward-model folder (…ForSequenceClassification, one output), or 'gold': the toy world's gold judge", order=MODEL, runs=("reward",), offers=GOLD)
     mode: str = inherit(LoraArgs, "mode", "full", choices=("full", "lora", "lora-8bit"), help="train the whole policy and critic, or LoRA adapters on a full or 8-bit base")
     data: str = option("world", "prompts: 'world' (the toy world's) or a file of prompts, preference pairs or chats", order=DATA)
-    max_steps: int = inherit(TrainArgs, "max_steps", 50, help="rollout batches (each: sample, score, then ppo_epochs passes of updates)")
+    max_steps: int = inherit(TrainArgs, "max_steps", 50, help="rollout batches (each: sample, score, then ppo_epochs passes of updates)", within="[1, 10000000]")
     batch_size: int = inherit(TrainArgs, "batch_size", 16, help="prompts per rollout batch")
-    mini_batch_size: int = option(4, "rollouts per optimizer step; must divide batch_size", order=TRAINING)
-    ppo_epochs: int = option(4, "passes over each rollout batch", order=TRAINING)
+    mini_batch_size: int = option(4, "rollouts per optimizer step; must divide batch_size", order=TRAINING, within="[1, 65536]")
+    ppo_epochs: int = option(4, "passes over each rollout batch", order=TRAINING, within="[1, 100]")
     learning_rate: float = inherit(TrainArgs, "learning_rate", 3e-5, help="AdamW learning rate for policy and critic, decayed linearly to 0")
     # 0.2, not TRL's 0.05: a small reward model has blind spots, and with less the policy drifted into answers it
     # overrates (bench/RESULTS.md, "Alignment quality with default settings")
-    kl_coef: float = option(0.2, "β: weight of the per-token KL penalty against the reference (initial value when kl_target > 0)")
-    kl_target: float = option(0.0, "adaptive KL: steer kl_coef so that KL per answer stays near this (0: fixed kl_coef)")
-    response_length: int = option(48, "most tokens sampled per answer")
-    temperature: float = option(0.7, "sampling temperature of the rollouts")
-    missing_eos_penalty: float = option(1.0, "subtracted from the score of an answer that did not close its turn (0: off)")
-    cliprange: float = option(0.2, "policy ratio clip ε", advanced=True)
-    cliprange_value: float = option(0.2, "how far a value may move from its rollout value before it is clipped", advanced=True)
-    vf_coef: float = option(0.1, "weight of the value loss", advanced=True)
-    gamma: float = option(1.0, "discount", advanced=True)
-    lam: float = option(0.95, "GAE λ", advanced=True)
+    kl_coef: float = option(0.2, "β: weight of the per-token KL penalty against the reference (initial value when kl_target > 0)", within="[0, 100]")
+    kl_target: float = option(0.0, "adaptive KL: steer kl_coef so that KL per answer stays near this (0: fixed kl_coef)", within="[0, 1000]")
+    response_length: int = option(48, "most tokens sampled per answer", within="[1, 65536]")
+    temperature: float = option(0.7, "sampling temperature of the rollouts", within="(0, 10]")
+    missing_eos_penalty: float = option(1.0, "subtracted from the score of an answer that did not close its turn (0: off)", within="[0, 100]")
+    cliprange: float = option(0.2, "policy ratio clip ε", advanced=True, within="(0, 10]")
+    cliprange_value: float = option(0.2, "how far a value may move from its rollout value before it is clipped", advanced=True, within="(0, 1000]")
+    vf_coef: float = option(0.1, "weight of the value loss", advanced=True, within="[0, 100]")
+    gamma: float = option(1.0, "discount", advanced=True, within="[0, 1]")
+    lam: float = option(0.95, "GAE λ", advanced=True, within="[0, 1]")
     whiten_rewards: bool = option(False, "whiten the per-token rewards of each rollout batch", advanced=True)
-    kl_horizon: int = option(10000, "adaptive KL: rollouts over which kl_coef may move by up to a fifth", advanced=True)
-    max_grad_norm: float = option(1.0, "clip the gradient norm of each update (0: off)", advanced=True)
-    max_prompt_length: int = option(128, "tokens of prompt kept (longer prompts lose their start)", advanced=True)
-    forward_batch_size: int = option(16, "rollouts per no-grad pass of the reference and critic (memory against speed)", advanced=True)
+    kl_horizon: int = option(10000, "adaptive KL: rollouts over which kl_coef may move by up to a fifth", advanced=True, within="[1, 1000000000]")
+    max_grad_norm: float = option(1.0, "clip the gradient norm of each update (0: off)", advanced=True, within="[0, 1000000]")
+    max_prompt_length: int = option(128, "tokens of prompt kept (longer prompts lose their start)", advanced=True, within="[1, 1048576]")
+    forward_batch_size: int = option(16, "rollouts per no-grad pass of the reference and critic (memory against speed)", advanced=True, within="[1, 65536]")
     logging_steps: int = inherit(TrainArgs, "logging_steps", 1, help="log metrics every N rollout batches (averaged over them)")
-    sample_every: int = option(5, "write a few rollouts to samples.jsonl every N rollout batches (0: never)", advanced=True)
-    eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True)
+    sample_every: int = option(5, "write a few rollouts to samples.jsonl every N rollout batches (0: never)", advanced=True, within="[0, 10000000]")
+    eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True, within="(0, 10]")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ class _StopOnRequest(StoppingCriteria):
     the job past the UI's grace period."""
 
     def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), telemetry.stop_requested(), dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), jobs.stop_requested(), dtype=torch.bool, device=input_ids.device)
 
 
 def _turns(prompt) -> list[dict]:
@@ -295,7 +295,7 @@ class PPO:
                 m.eval()
 
     def stop_now(self, step: int, where: str) -> bool:
-        if not self.stopped and telemetry.stop_requested():
+        if not self.stopped and jobs.stop_requested():
             self.stopped = True
             print(f"stop requested: rollout batch {step + 1} ends {where}; saving the policy of its last update", flush=True)
         return self.stopped
@@ -477,13 +477,8 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
 
 
 def check(config: Config) -> None:
-    for name in ("max_steps", "batch_size", "mini_batch_size", "ppo_epochs", "response_length", "logging_steps", "forward_batch_size"):
-        if getattr(config, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.batch_size % config.mini_batch_size:
         raise UserError(f"{flag('mini_batch_size')} {config.mini_batch_size} must divide {flag('batch_size')} {config.batch_size}")
-    if config.temperature <= 0:
-        raise UserError(f"{flag('temperature')} must be above 0: PPO learns from sampled answers")
     if config.lora_dropout:
         raise UserError(f"{flag('lora_dropout')} {config.lora_dropout}: PPO trains without dropout (its ratio must compare the same function at "
                         "rollout and at update); leave it at 0")

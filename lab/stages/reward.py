@@ -36,9 +36,9 @@ class Config(LoraArgs, TrainerArgs):
     max_steps: int = inherit(TrainerArgs, "max_steps", 120)
     batch_size: int = inherit(TrainerArgs, "batch_size", 16, help="pairs per step (per device)")
     learning_rate: float = inherit(TrainerArgs, "learning_rate", 2e-4)
-    center_rewards_coefficient: float = option(0.01, "pull scores towards 0 (keeps PPO's reward scale steady; 0: off)")
-    max_length: int = option(256, "pairs with a longer chat are dropped", advanced=True)
-    heldout_fraction: float = option(0.05, "share of your pairs kept for the held-out accuracy (the toy world has its own split)", advanced=True)
+    center_rewards_coefficient: float = option(0.01, "pull scores towards 0 (keeps PPO's reward scale steady; 0: off)", within="[0, 100]")
+    max_length: int = option(256, "pairs with a longer chat are dropped", advanced=True, within="[8, 1048576]")
+    heldout_fraction: float = option(0.05, "share of your pairs kept for the held-out accuracy (the toy world has its own split)", advanced=True, within="[0, 0.5]")
 
 
 def check(config: Config) -> None:

@@ -36,13 +36,13 @@ class Config(LoraArgs, TrainerArgs):
     max_steps: int = inherit(TrainerArgs, "max_steps", 150)
     # 8, not 16: fewer passes over the toy world's chats drifted less from the parent and kept more of its facts (bench/RESULTS.md)
     batch_size: int = inherit(TrainerArgs, "batch_size", 8, help="chats per step (per device)")
-    learning_rate: float = inherit(TrainerArgs, "learning_rate", 0.0, help="peak learning rate (0: 1e-4 for full fine-tuning, 1e-3 for LoRA, which trains far fewer weights)")
+    learning_rate: float = inherit(TrainerArgs, "learning_rate", 0.0, help="peak learning rate (0: 1e-4 for full fine-tuning, 1e-3 for LoRA, which trains far fewer weights)", within="[0, 1]")
     assistant_only_loss: bool = option(True, "train on the assistant's tokens only (off: on the whole chat)")
     lora_dropout: float = inherit(LoraArgs, "lora_dropout", 0.05)
     packing: bool = option(False, "pack several chats into each sequence", advanced=True)
-    max_length: int = option(256, "tokens per sequence (longer chats are truncated)", advanced=True)
-    kl_every: int = option(25, "measure KL to the parent every N steps (0: never)", advanced=True)
-    sample_every: int = option(50, "answer the fixed prompts every N steps (0: never)", advanced=True)
+    max_length: int = option(256, "tokens per sequence (longer chats are truncated)", advanced=True, within="[8, 1048576]")
+    kl_every: int = option(25, "measure KL to the parent every N steps (0: never)", advanced=True, within="[0, 10000000]")
+    sample_every: int = option(50, "answer the fixed prompts every N steps (0: never)", advanced=True, within="[0, 10000000]")
 
 
 def check(config: Config) -> None:

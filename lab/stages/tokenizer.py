@@ -22,9 +22,9 @@ STAGE = Stage(label="Tokenizer", page="Data & tokenizer", data="text", produces=
 @dataclass
 class Config(RunArgs):
     kind: str = option("bpe", "tokenizer algorithm", choices=KINDS, order=MODEL)
-    vocab_size: int = option(2048, "vocabulary size, special tokens included", order=MODEL)
+    vocab_size: int = option(2048, "vocabulary size, special tokens included", order=MODEL, within="[16, 1048576]")
     data: str = option("world", "training text: 'world' (the built-in toy world) or a file/folder path", order=DATA)
-    min_frequency: int = option(2, "merges/pieces must occur at least this often (BPE, WordPiece)", advanced=True)
+    min_frequency: int = option(2, "merges/pieces must occur at least this often (BPE, WordPiece)", advanced=True, within="[1, 1000000]")
 
 
 def run(config: Config, run) -> dict:

@@ -1,0 +1,183 @@
+"""Bad config and faults: every number field refused outside its declared bounds before a run exists, with
+one line naming the field, the value and the range; a stop at any moment reads `stopped`; a killed job reads
+failed with why and leaves nothing half-made; metrics stay strict JSON; a save out of space fails cleanly;
+the API's arguments are checked like config fields."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import get_type_hints
+
+import gradio as gr
+import pytest
+import torch
+from conftest import last_line, refused, wait_for
+
+from lab import configs, jobs, runs, stages
+from lab.errors import ConfigError
+from lab.runs import Run
+from pages import api
+
+
+def outside(f, t: type) -> list:
+    """Values just outside a field's declared bounds."""
+    low, low_out, high, high_out = configs.interval(f.metadata["within"])
+    step = 1 if t is int else (abs(low) or 1) * 1e-3
+    out = []
+    if not math.isinf(low):
+        out.append(low if low_out else low - step)
+    if not math.isinf(high):
+        out.append(high if high_out else high + step)
+    return [t(v) if t is int else v for v in out]
+
+
+NUMBER_FIELDS = [(stage, f, t) for stage in stages.names() for f in configs.fields(stages.get(stage).Config)
+                 for t in [get_type_hints(stages.get(stage).Config)[f.name]] if t in (int, float)]
+
+
+@pytest.mark.parametrize("stage, f, t", NUMBER_FIELDS, ids=[f"{s}-{f.name}" for s, f, _ in NUMBER_FIELDS])
+def test_every_number_field_declares_bounds_and_refuses_what_lies_outside(stage, f, t):
+    assert f.metadata.get("within"), f"{stage}.{f.name} declares no bounds"
+    cls = stages.get(stage).Config
+    configs.from_dict(cls, {f.name: f.default})  # the default is inside
+    for value in outside(f, t):
+        with pytest.raises(ConfigError, match=rf"{f.name.replace('_', '-')} {value!r} is out of range: it must be .*\d"):
+            configs.from_dict(cls, {f.name: value})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("pretrain", "--max-steps", "-5"), "--max-steps -5 is out of range: it must be from 0 to 10,000,000"),
+    (("pretrain", "--batch-size", "0"), "--batch-size 0 is out of range: it must be from 1 to 65,536"),
+    (("pretrain", "--seq-len", "0"), "--seq-len 0 is out of range"),
+    (("pretrain", "--threads", "-1"), "--threads -1 is out of range"),
+    (("pretrain", "--learning-rate", "0"), "--learning-rate 0.0 is out of range: it must be above 0 and at most 1"),
+    (("pretrain", "--learning-rate", "nan"), "--learning-rate nan is not a number"),
+    (("pretrain", "--device", "tpu"), "--device 'tpu' is not a device the lab trains on: use auto, cpu, cuda (or cuda:N) or mps; this machine has auto, cpu"
+     if not torch.cuda.is_available() else "--device 'tpu' is not a device the lab trains on"),
+    (("sft", "--lora-r", "0"), "--lora-r 0 is out of range"),
+    (("sft", "--lora-dropout", "1"), "--lora-dropout 1.0 is out of range: it must be at least 0 and below 1"),
+    (("ppo", "--kl-coef", "-0.1"), "--kl-coef -0.1 is out of range"),
+    (("ppo", "--temperature", "0"), "--temperature 0.0 is out of range"),
+    (("tokenizer", "--vocab-size", "3"), "--vocab-size 3 is out of range: it must be from 16 to 1,048,576"),
+    (("lifecycle", "--device", "tpu"), "--device 'tpu' is not a device"),
+])
+def test_out_of_range_values_are_refused_before_a_run_folder_exists(store, argv, message):
+    assert message in refused("train", *argv)
+
+
+def test_a_missing_gpu_is_refused_with_what_the_machine_has(store):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    assert "--device 'cuda' was asked for but no such CUDA GPU is visible: this machine has auto, cpu" in refused("train", "pretrain", "--device", "cuda")
+
+
+@pytest.mark.parametrize("value, message", [
+    (20.7, "must be a whole number, got 20.7"),
+    (True, "must be a whole number, got True"),
+    ("many", "must be a whole number, got 'many'"),
+])
+def test_a_step_count_that_is_not_a_whole_number_is_refused_not_rounded(value, message):
+    with pytest.raises(ConfigError, match=message):
+        configs.from_dict(stages.get("pretrain").Config, {"max_steps": value})
+    assert configs.from_dict(stages.get("pretrain").Config, {"max_steps": 20.0}).max_steps == 20
+
+
+def test_the_form_shows_each_fields_bounds():
+    f = next(f for f in configs.fields(stages.get("pretrain").Config) if f.name == "batch_size")
+    assert configs.allowed(f) == "from 1 to 65,536"
+    from pages.stage import field_component
+
+    assert "from 1 to 65,536" in field_component("pretrain", f, int).info
+
+
+# -- stops, kills and saves -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0, 4.0])
+def test_a_stop_at_any_moment_after_submit_reads_stopped(store, delay):
+    """Queued with no process yet, spawned before its handler, importing, loading: always `stopped`."""
+    run = jobs.submit("pretrain", stages.get("pretrain").Config(preset="nano", max_steps=5000, logging_steps=2, sample_every=0, eval_every=0))
+    time.sleep(delay)
+    jobs.stop(run, grace=30, wait=True)
+    wait_for(lambda: run.status not in runs.ACTIVE, 60, "the run to end")
+    assert run.status == "stopped", run.info.get("error")
+    assert not list(run.path.glob(".*.partial")) and not (run.path / "trainer").exists()
+
+
+def test_a_job_killed_like_the_oom_killer_does_reads_failed_with_its_peak_memory_and_leaves_nothing_half_made(store):
+    run = jobs.submit("pretrain", stages.get("pretrain").Config(preset="nano", max_steps=5000, logging_steps=2, sample_every=0, eval_every=0))
+    wait_for(lambda: any("loss" in r for r in run.metrics()[0]), 180, "the first logged step")
+    (run.path / ".model.partial").mkdir()  # as a kill in the middle of a save leaves it
+    os.kill(run.info["pid"], signal.SIGKILL)
+    wait_for(lambda: not run.alive(), 10, "the process to die")
+    summary = next(r for r in api_list_runs() if r["id"] == run.id)  # the first listing already says why
+    assert summary["status"] == "failed"
+    assert "killed by the system (out of memory?)" in summary["error"] and re.search(r"memory peaked at \d+\.\d GiB", summary["error"])
+    assert not (run.path / ".model.partial").exists() and not (run.path / "trainer").exists()
+
+
+def api_list_runs() -> list[dict]:
+    from lab.runs import list_runs, summary
+
+    return [summary(r) for r in list_runs()]
+
+
+def test_a_model_moved_aside_by_a_killed_save_is_put_back(store):
+    """A kill between `atomic_dir`'s two renames: the old model is aside, the new one not yet in place."""
+    run = Run.create("pretrain", {"preset": "nano"})
+    (run.path / ".model.old").mkdir()
+    (run.path / ".model.old" / "config.json").write_text("{}")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    run.update(status="running", pid=sleeper.pid, pid_start=runs.process_start(sleeper.pid))
+    sleeper.kill()
+    sleeper.wait()
+    assert run.status == "failed"
+    assert (run.path / "model" / "config.json").exists() and not (run.path / ".model.old").exists()
+
+
+def test_metrics_are_strict_json_when_a_value_is_not_finite(store):
+    run = Run.create("pretrain", {"preset": "nano"})
+    run.log_metrics({"step": 3, "loss": float("nan"), "grad_norm": torch.tensor(float("inf")), "learning_rate": 1e-3})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in metrics.jsonl")
+
+    row = json.loads((run.path / "metrics.jsonl").read_text().splitlines()[-1], parse_constant=refuse)
+    assert row["loss"] is None and row["grad_norm"] is None and row["learning_rate"] == 1e-3
+
+
+def test_a_save_that_runs_out_of_space_fails_the_run_with_no_space_left(store, tmp_path):
+    """`ulimit -f`: the job may write its log and metrics, not a model."""
+    command = [sys.executable, "-m", "lab", "train", "pretrain", "--preset", "nano", "--max-steps", "2", "--eval-every", "0", "--sample-every", "0",
+               "--no-world-evals"]
+    proc = subprocess.run(["bash", "-c", 'ulimit -f 256 && exec "$@"', "bash", *command], capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    run = Run.open(last_line(proc))
+    assert run.status == "failed" and run.info["error"].startswith("no space left to save (") and "File too large" in run.info["error"]
+    assert not (run.path / "model").exists() and not list(run.path.glob(".*.partial"))
+
+
+def test_api_arguments_are_checked_like_config_fields(store):
+    run = Run.create("pretrain", {"preset": "nano"})
+    run.log_metrics({"step": 1, "loss": 2.0})
+    for call, message in [
+        (lambda: api.run_metrics(run.id, -5), "offset -5 is out of range: it must be at least 0"),
+        (lambda: api.run_metrics(run.id, 3), "offset 3 is not where a row of metrics.jsonl starts"),
+        (lambda: api.run_metrics(run.id, 2.5), "offset 2.5 must be a whole number"),
+        (lambda: api.run_samples(run.id, -1), "offset -1 is out of range"),
+        (lambda: api.run_log(run.id, 0), "lines 0 is out of range: it must be from 1 to 100,000"),
+        (lambda: api.run_log(run.id, "many"), "lines 'many' is not a number"),
+        (lambda: api.run_status(""), "no run given"),
+        (lambda: api.preview_data("sft", "world", -1), "n -1 is out of range"),
+        (lambda: api.vote("hi", ["a", "b"], 2), "best 2 is out of range: it must be from 0 to 1"),
+    ]:
+        with pytest.raises(gr.Error, match=re.escape(message)):
+            call()
+    assert api.run_metrics(run.id, 0)["rows"][0]["loss"] == 2.0
