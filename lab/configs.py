@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     types = _types(cls)
     for f in fields(cls):
         t = types[f.name]
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {f.default!r})"}
+        bounds = f"; {allowed(f)}" if allowed(f) else ""
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {f.default!r}{bounds})"}
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
         if t is bool:

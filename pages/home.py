@@ -15,7 +15,9 @@ from lab.stages import lifecycle
 from pages import api, curves, visitor
 from pages.stage import HIDDEN, REFRESH_SECONDS, run_choices, warn
 
-IDLE_SECONDS = 5.0
+# With no lifecycle running, the map changes only when a run of another page (or the CLI) does: a slow look,
+# and one each time Home is opened again. Every tick costs the browser the same, whatever it outputs.
+IDLE_SECONDS = 15.0
 MAP = [s for s, *_ in lifecycle.PLAN]
 SYMBOL = {"completed": "✓", "running": "▶", "queued": "…", "failed": "✗", "stopped": "■"}
 
@@ -144,9 +146,12 @@ def look(run_id: str | None) -> tuple[str | None, dict | None, dict, str]:
     return run_id, p, latest, json.dumps([run_id, p, latest], sort_keys=True, default=str)
 
 
-def view(run_id: str | None):
-    """Everything Home shows of a lifecycle (None: the store's state without one)."""
+def view(run_id: str | None, seen: str | None = None):
+    """Everything Home shows of a lifecycle (None: the store's state without one); nothing where that is
+    `seen` already, what the page shows (a redraw of its report card and plots is the browser's work)."""
     run_id, p, latest, shown = look(run_id)
+    if shown == seen:
+        return [gr.skip()] * VIEW_OUTPUTS
     labels, lines, opens = boxes(p, latest)
     text, fig, ready = report(run_id)
     active = bool(p) and p["status"] in runs.ACTIVE
@@ -166,21 +171,12 @@ def on_load():
     return view(run.id if run else None)
 
 
-def on_tick(state, stamp):
-    """Whether Home has something new to show: a new stamp when it has (its change event redraws), else
-    nothing, since a tick costs the browser work for every output it lists (bench/RESULTS.md)."""
+def on_tick(state):
     newest = newest_lifecycle()  # a lifecycle started elsewhere (the CLI, another browser) shows up by itself
     run_id = state.get("run")
     if newest and (not run_id or (newest.id != run_id and newest.status in runs.ACTIVE)):
         run_id = newest.id
-    if look(run_id)[3] == state.get("seen"):
-        return gr.skip()
-    state["next"] = run_id
-    return stamp + 1
-
-
-def on_redraw(state):
-    return view(state.get("next", state.get("run")))
+    return view(run_id, state.get("seen"))
 
 
 def on_start(scale, browser_id, request: gr.Request):
@@ -233,7 +229,7 @@ class Home:
     """The page's components, kept to wire the links into other pages once those exist (`link`)."""
 
     def build(self, demo: gr.Blocks) -> None:
-        with gr.Tab("Home", id="Home"):
+        with gr.Tab("Home", id="Home") as self.tab:
             gr.Markdown(INTRO)
             with gr.Row(equal_height=True):
                 self.scale = gr.Radio(list(lifecycle.SCALES), value="nano", label="scale", scale=1, elem_id="home-scale")
@@ -256,13 +252,12 @@ class Home:
             self.plot = gr.Plot(visible=False, elem_id="home-report-plot")
             self.compare = gr.Button("Compare these models", variant="primary", visible=False, elem_id="home-compare")
             self.state = gr.State({"run": None, "opens": {}})
-            self.stamp = gr.State(0)  # changes when a tick found something new to show
             self.timer = gr.Timer(IDLE_SECONDS)
         outputs = [self.state, *self.buttons, *self.lines, self.progress, self.loss, self.card, self.plot, self.compare, self.next, self.timer]
         self.scale.change(expected, inputs=self.scale, outputs=self.expected, **HIDDEN)
         demo.load(on_load, outputs=outputs, **HIDDEN)
-        self.timer.tick(on_tick, inputs=[self.state, self.stamp], outputs=self.stamp, concurrency_limit=None, **HIDDEN)
-        self.stamp.change(on_redraw, inputs=self.state, outputs=outputs, concurrency_limit=None, **HIDDEN)
+        self.timer.tick(on_tick, inputs=self.state, outputs=outputs, concurrency_limit=None, **HIDDEN)
+        self.tab.select(on_tick, inputs=self.state, outputs=outputs, **HIDDEN)  # what changed while another page was shown
         self.start.click(on_start, inputs=[self.scale, visitor.state()], outputs=[*outputs, self.message], api_visibility="private")
         self.stop.click(on_stop, inputs=[self.state, visitor.state()], outputs=self.message, api_visibility="private")
         self.carry_on.click(on_continue, inputs=[self.state, visitor.state()], outputs=[*outputs, self.message], api_visibility="private")

@@ -278,14 +278,13 @@ class StagePage:
             curves.metrics_figure(state["rows"], smoothing, besides=self.primary) if redraw and more_open else gr.skip(),
         )
 
-    def on_tick(self, state, stamp):
-        """A poll that outputs only a stamp, which changes when there is something to redraw (its change event
-        draws): a tick costs the browser work for every output it lists, skipped or not (bench/RESULTS.md).
-        A run that has ended changes no more: the timer stops until Start, the run picker or the page's tab
-        starts it again."""
+    def on_tick(self, state, smoothing, more_open):
+        """Poll and redraw what is new. A run that has ended changes no more: the timer stops until Start, the
+        run picker or the page's tab starts it again (every event costs the browser work in proportion to the
+        whole app's size, whatever it outputs: bench/RESULTS.md)."""
         self.poll(state)
         stopped = gr.Timer(active=False) if state["run"] is None or state["done"] else gr.skip()
-        return (stamp + 1 if state["pending"] else gr.skip()), stopped
+        return (*self.draw(state, smoothing, more_open), stopped)
 
     def watch(self, run_id, smoothing, more_open=False, follow=False) -> list:
         """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]. The
@@ -446,7 +445,6 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None
     state = gr.State(fresh(None))
     more_open = gr.State(False)
     timer = gr.Timer(REFRESH_SECONDS)
-    stamp = gr.State(0)  # changes when a poll found something to redraw
 
     restored = gr.State(False)  # whether this session's form has been set from what the browser kept
 
@@ -461,9 +459,8 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None
     # A stop is a cheap signal that must not wait in the queue behind other browsers' page loads and reads.
     stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private", concurrency_limit=None)
     watched.change(page.on_watch, inputs=[watched, state, smoothing, more_open], outputs=watch_outputs, **HIDDEN)
-    timer.tick(page.on_tick, inputs=[state, stamp], outputs=[stamp, timer], concurrency_limit=None, **HIDDEN)
-    stamp.change(page.draw, inputs=[state, smoothing, more_open], outputs=[status, plot, samples, watched, message, more_plot],
-                 concurrency_limit=None, **HIDDEN)
+    timer.tick(page.on_tick, inputs=[state, smoothing, more_open], outputs=[status, plot, samples, watched, message, more_plot, timer],
+               concurrency_limit=None, **HIDDEN)
     smoothing.release(page.on_smoothing, inputs=[state, smoothing, more_open], outputs=[plot, more_plot], **HIDDEN)
     more_box.expand(page.on_more, inputs=[state, smoothing], outputs=[more_open, more_plot], **HIDDEN)
     more_box.collapse(lambda: False, outputs=more_open, **HIDDEN)
