@@ -66,10 +66,12 @@ ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assi
          "bot": "assistant", "model": "assistant", "chatgpt": "assistant"}
 EXTENSIONS = (".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 SPLIT_WORDS = {"train", "test", "validation", "valid", "dev", "eval"}
+# The record the messages about a file's structure show: the one the stage reads (`load`'s want), by default text.
+TEXT = '{"text": "..."}'
 EMPTY_HINTS = {
     ".txt": "Put plain text in it and separate documents with a blank line.",
-    ".jsonl": 'Put one JSON object per line in it, e.g. {"text": "..."}.',
-    ".json": 'Put a list of objects in it, e.g. [{"text": "..."}].',
+    ".jsonl": "Put one JSON object per line in it, e.g. {example}.",
+    ".json": "Put a list of objects in it, e.g. [{example}].",
     ".csv": "Put a header row (e.g. prompt,completion) and one row per record in it.",
     ".parquet": "Write at least one row to it.",
 }
@@ -124,7 +126,7 @@ def _read_txt(path, label, limit):
     return [{"text": d} for d in docs], [f"{label} document {i}" for i in range(1, len(docs) + 1)], kind
 
 
-def _json_lines(text, label, limit):
+def _json_lines(text, label, limit, example=TEXT):
     rows, where = [], []
     for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold a raw U+2028
         if limit is not None and len(rows) >= limit:
@@ -135,21 +137,21 @@ def _json_lines(text, label, limit):
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{label} line {n}: not valid JSON ({e.msg} at column {e.colno}). "
-                            'Each line must hold one JSON object, e.g. {"text": "..."}') from None
+                            f"Each line must hold one JSON object, e.g. {example}") from None
         if not isinstance(row, dict):
             raise DataError(f"{label} line {n}: found {_kind(row)} ({_dumps(row, 60)}), expected a JSON object. "
-                            'Each line must hold one JSON object, e.g. {"text": "..."}')
+                            f"Each line must hold one JSON object, e.g. {example}")
         rows.append(row)
         where.append(f"{label} line {n}")
     return rows, where
 
 
-def _read_json(path, label, limit):
+def _read_json(path, label, limit, example=TEXT):
     text = _decode(path, label)
     kind = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "json"
     # A .json file that is really JSON Lines, or a .jsonl file that holds one list, is read as what it is.
     if kind == "jsonl" and not text.lstrip().startswith("["):
-        return *_json_lines(text, label, limit), kind
+        return *_json_lines(text, label, limit, example), kind
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -159,9 +161,9 @@ def _read_json(path, label, limit):
         except json.JSONDecodeError:
             jsonl = False
         if jsonl or kind == "jsonl":
-            return *_json_lines(text, label, limit), "jsonl"
+            return *_json_lines(text, label, limit, example), "jsonl"
         raise DataError(f"{label} line {e.lineno}: not valid JSON ({e.msg} at column {e.colno}). "
-                        'A .json file must hold a list of objects, e.g. [{"text": "..."}], '
+                        f"A .json file must hold a list of objects, e.g. [{example}], "
                         "or one object per line (JSON Lines).") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
@@ -171,16 +173,16 @@ def _read_json(path, label, limit):
             data = lists[0]
         else:
             raise DataError(f"{label} holds a JSON object with keys ({_keys(data)}) but no single list of records. "
-                            'Expected a list of objects, e.g. [{"text": "..."}], or an object with one list, '
-                            'e.g. {"data": [{"text": "..."}]}.')
+                            f"Expected a list of objects, e.g. [{example}], or an object with one list, "
+                            f'e.g. {{"data": [{example}]}}.')
     if not isinstance(data, list):
         raise DataError(f"{label} holds {_kind(data)} ({_dumps(data, 60)}); expected a list of objects, "
-                        'e.g. [{"text": "..."}].')
+                        f"e.g. [{example}].")
     data = data[:limit] if limit is not None else data
     for i, row in enumerate(data, 1):
         if not isinstance(row, dict):
             raise DataError(f"{label} record {i}: found {_kind(row)} ({_dumps(row, 60)}), expected a JSON object, "
-                            'e.g. {"text": "..."}.')
+                            f"e.g. {example}.")
     return data, [f"{label} record {i}" for i in range(1, len(data) + 1)], kind
 
 
@@ -235,15 +237,15 @@ def _read_parquet(path, label, limit):
     return rows, [f"{label} row {i}" for i in range(1, len(rows) + 1)], "parquet"
 
 
-def _read_file(path: Path, label: str, limit):
+def _read_file(path: Path, label: str, limit, example=TEXT):
     suffix = path.suffix.lower()
     if suffix not in EXTENSIONS:
         raise DataError(f"{label}: unsupported file type '{suffix or '(no extension)'}'. Accepted: {', '.join(EXTENSIONS)}, "
                         "or a folder (saved with datasets' save_to_disk, or holding such files).")
-    reader = {".txt": _read_txt, ".csv": _read_csv, ".tsv": _read_csv, ".parquet": _read_parquet}.get(suffix, _read_json)
-    rows, where, kind = reader(path, label, limit)
+    reader = {".txt": _read_txt, ".csv": _read_csv, ".tsv": _read_csv, ".parquet": _read_parquet}.get(suffix)
+    rows, where, kind = reader(path, label, limit) if reader else _read_json(path, label, limit, example)
     if not rows:
-        hint = EMPTY_HINTS.get(suffix, EMPTY_HINTS.get({".tsv": ".csv", ".ndjson": ".jsonl"}.get(suffix), ""))
+        hint = EMPTY_HINTS.get(suffix, EMPTY_HINTS.get({".tsv": ".csv", ".ndjson": ".jsonl"}.get(suffix), "")).format(example=example)
         raise DataError(f"{label} is empty: no records found. {hint}")
     return rows, where, kind
 
@@ -257,7 +259,7 @@ def _rows_of_dataset(ds, label, limit):
     return rows, [f"{label} row {i}" for i in range(1, len(rows) + 1)]
 
 
-def _read_folder(folder: Path, label, split, limit):
+def _read_folder(folder: Path, label, split, limit, example=TEXT):
     if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
         import datasets
 
@@ -294,7 +296,7 @@ def _read_folder(folder: Path, label, split, limit):
                         "Keep one kind of data file per folder.")
     rows, where, seen = [], [], []
     for p in files:
-        r, w, kind = _read_file(p, str(p.relative_to(folder.parent)), None if limit is None else limit - len(rows))
+        r, w, kind = _read_file(p, str(p.relative_to(folder.parent)), None if limit is None else limit - len(rows), example)
         rows += r
         where += w
         seen.append(kind)
@@ -328,14 +330,15 @@ def _read_hub(source, split, limit):
     return *_rows_of_dataset(ds, source, limit), "hub"
 
 
-def _read(source, split="train", limit=None):
-    """-> (rows, where, kind, label): raw rows, where each came from, how they were read, and the source's name."""
+def _read(source, split="train", limit=None, example=TEXT):
+    """-> (rows, where, kind, label): raw rows, where each came from, how they were read, and the source's name.
+    `example`: the record a message about the file's structure shows."""
     path = Path(source).expanduser()
     label = path.name or str(source)
     if path.is_dir():
-        return *_read_folder(path, label, split, limit), label
+        return *_read_folder(path, label, split, limit, example), label
     if path.is_file():
-        return *_read_file(path, label, limit), label
+        return *_read_file(path, label, limit, example), label
     s = str(source)
     if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?", s) and path.suffix.lower() not in EXTENSIONS:
         return *_read_hub(s, split, limit), s
@@ -566,7 +569,7 @@ def load(source: str | os.PathLike, want: str | Sequence[str] | None = None, spl
 
     demo.check_data(str(source))
     wanted = _wanted(want)
-    rows, where, kind, label = _read(source, split, limit)
+    rows, where, kind, label = _read(source, split, limit, _dumps(EXAMPLES[wanted[0]]) if wanted else TEXT)
     shape, name = _detect(rows, label, wanted)
     fmt = shape[1]
     detected = kind if kind.startswith("txt") else f"{kind} {name}"

@@ -174,6 +174,14 @@ def test_malformed_json_line(tmp_path):
     assert 'one JSON object, e.g. {"text": "..."}' in msg
 
 
+def test_a_structure_error_shows_a_record_of_the_shape_the_stage_reads(tmp_path):
+    bad = write(tmp_path / "chats.jsonl", '{"messages": [1, 2]\n')
+    chats = error(bad, want=("messages", "prompt_completion"))
+    assert 'one JSON object, e.g. {"messages": [{"role": "user", "content": "What is 2+2?"}' in chats and '"text"' not in chats
+    empty = error(write(tmp_path / "pairs.jsonl", ""), want="preference")
+    assert 'e.g. {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}' in empty
+
+
 def test_json_line_not_object(tmp_path):
     msg = error(write(tmp_path / "data.jsonl", '{"text": "a"}\n["a", "b"]\n'))
     assert "data.jsonl line 2" in msg and "a list" in msg and "JSON object" in msg
