@@ -31,6 +31,7 @@ from pages import api, curves, visitor
 # A page watching an active run reads it twice a second; one showing a finished run only now and then
 # (to notice a restart or a delete), so that open browsers cost the machine little between jobs.
 REFRESH_SECONDS = 0.5
+IDLE_SECONDS = 15.0  # a page on a finished run (or none): a slow look
 HIDDEN = dict(api_visibility="private", show_progress="hidden")
 
 
@@ -216,7 +217,7 @@ class StagePage:
         except gr.Error as e:
             return gr.skip(), gr.skip(), gr.skip(), warn(e)
         picker = gr.Dropdown(choices=run_choices((self.stage,), saved_only=False), value=run_id)
-        return picker, fresh(run_id), gr.Timer(active=True), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
+        return picker, fresh(run_id), gr.Timer(REFRESH_SECONDS, active=True), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
 
     def on_stop(self, state, browser_id: str, request: gr.Request):
         if not state["run"]:
@@ -279,22 +280,24 @@ class StagePage:
         )
 
     def on_tick(self, state, smoothing, more_open):
-        """Poll and redraw what is new. A run that has ended changes no more: the timer stops until Start, the
-        run picker or the page's tab starts it again (every event costs the browser work in proportion to the
-        whole app's size, whatever it outputs: bench/RESULTS.md)."""
+        """Poll and redraw what is new. A run that has ended changes no more: the timer slows to a look every
+        IDLE_SECONDS (every event costs the browser work in proportion to the whole app's size, whatever it
+        outputs: bench/RESULTS.md). Slowed, not stopped: a tick of the run shown before the picker changed it can
+        arrive after the picker's answer, and a stopped timer would then leave a running job unwatched; each
+        tick sets the pace of the run it read, so the next one mends it."""
         self.poll(state)
-        stopped = gr.Timer(active=False) if state["run"] is None or state["done"] else gr.skip()
-        return (*self.draw(state, smoothing, more_open), stopped)
+        pace = gr.Timer(IDLE_SECONDS if state["run"] is None or state["done"] else REFRESH_SECONDS)
+        return (*self.draw(state, smoothing, more_open), pace)
 
     def watch(self, run_id, smoothing, more_open=False, follow=False) -> list:
         """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]. The
-        timer is stopped where there is no run or it has ended, and started on an active run if `follow` (the
+        timer is slowed where there is no run or it has ended, and started on an active run if `follow` (the
         page is shown: a hidden page's timer stays stopped)."""
         state = fresh(run_id)
         self.poll(state)
         text, figure, table, _, _, more = self.draw(state, smoothing, more_open)
         active = state["run"] is not None and state["status"] in runs.ACTIVE
-        timer = gr.Timer(active=False) if not active else gr.Timer(active=True) if follow else gr.skip()
+        timer = gr.Timer(IDLE_SECONDS) if not active else gr.Timer(REFRESH_SECONDS, active=True) if follow else gr.Timer(REFRESH_SECONDS)
         return [state, text, figure, table, timer, more]
 
     def on_watch(self, run_id, state, smoothing, more_open):
@@ -452,7 +455,9 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None
     rest = [inputs[name] for name in page.names if name not in page.pickers]
     choice_outputs = [watched, *[inputs[name] for name in page.pickers]]
     watch_outputs = [state, status, plot, samples, timer, more_plot]
-    gr.on([c.change for c in form], page.on_form, inputs=[restored, kept, *form], outputs=[command, kept], trigger_mode="always_last", **HIDDEN)
+    # The CLI box follows each keystroke: a cheap handler that must not wait in the queue behind page loads.
+    gr.on([c.change for c in form], page.on_form, inputs=[restored, kept, *form], outputs=[command, kept], trigger_mode="always_last",
+          concurrency_limit=None, **HIDDEN)
     defaults.click(page.on_defaults, outputs=form, **HIDDEN)
     settings_of.click(page.on_settings_of, inputs=watched, outputs=[*form, message], **HIDDEN)
     start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")

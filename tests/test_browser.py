@@ -45,7 +45,7 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             page.locator("#pretrain-field-batch_size input").fill("8")
             page.locator("#pretrain-field-batch_size input").press("Enter")
             # The CLI box follows the form.
-            wait_for(lambda: "--preset nano --max-steps 100000 --batch-size 8" in page.locator("#pretrain-cli").inner_text(), 20, "the CLI command to follow the form")
+            wait_for(lambda: "--preset nano --max-steps 100000 --batch-size 8" in page.locator("#pretrain-cli").inner_text(), 60, "the CLI command to follow the form")
 
             page.locator("#pretrain-start").click()
             wait_for(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")

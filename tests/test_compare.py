@@ -222,7 +222,7 @@ def test_votes_and_rankings_land_in_a_preference_file_that_trains_a_reward_model
     [
         ("compare", (["no-such-run"], "Hi"), "'no-such-run' is not a run id"),
         ("compare", ([], "Hi"), "compare 1 to 4"),
-        ("vote", ("Hi", ["a", "b"], 5), "give the index of the best answer"),
+        ("vote", ("Hi", ["a", "b"], 5), "best 5 is out of range: it must be from 0 to 1"),
         ("rank", ("Hi", ["a", "b"], [1, 1]), "every answer has the same rank"),
         ("rank", ("Hi", ["same", "same"], [1, 2]), "identical or empty"),
         ("rank", ("Hi", ["a", "b"], [1, 2], None, "../escape"), "dataset name"),

@@ -144,6 +144,7 @@ def test_a_model_moved_aside_by_a_killed_save_is_put_back(store):
 
 def test_metrics_are_strict_json_when_a_value_is_not_finite(store):
     run = Run.create("pretrain", {"preset": "nano"})
+    run.update(status="completed")  # a run folder that no job will take: not left queued, where it would hold up the next job
     run.log_metrics({"step": 3, "loss": float("nan"), "grad_norm": torch.tensor(float("inf")), "learning_rate": 1e-3})
 
     def refuse(constant):
@@ -166,6 +167,7 @@ def test_a_save_that_runs_out_of_space_fails_the_run_with_no_space_left(store, t
 
 def test_api_arguments_are_checked_like_config_fields(store):
     run = Run.create("pretrain", {"preset": "nano"})
+    run.update(status="completed")  # a run folder that no job will take: not left queued, where it would hold up the next job
     run.log_metrics({"step": 1, "loss": 2.0})
     for call, message in [
         (lambda: api.run_metrics(run.id, -5), "offset -5 is out of range: it must be at least 0"),

@@ -74,9 +74,17 @@ def test_masked_lm_pretraining_fills_a_mask(store):
     assert any(s["step"] == 12 for s in read_jsonl(run_dir / "samples.jsonl"))
 
 
-def test_diverging_loss_fails_the_run_with_a_message_and_saves_nothing(store):
-    proc = llm_lab("train", "pretrain", "--preset", "nano", "--max-steps", "40", "--learning-rate", "1e12", "--warmup-steps", "0",
-               "--max-grad-norm", "0", "--logging-steps", "1", "--sample-every", "0", "--eval-every", "0", check=False)
+def test_diverging_loss_fails_the_run_with_a_message_and_saves_nothing(store, nano_run, tmp_path):
+    """A model whose weights went NaN (the learning rate's bounds keep a run from diverging on purpose): the
+    first loss is NaN, the run fails saying so, saves nothing, and its metrics stay strict JSON."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(nano_run / "model")
+    torch.nn.init.constant_(model.get_output_embeddings().weight, float("nan"))
+    model.save_pretrained(tmp_path / "broken")
+    AutoTokenizer.from_pretrained(nano_run / "model").save_pretrained(tmp_path / "broken")
+    proc = llm_lab("train", "pretrain", "--init-from", str(tmp_path / "broken"), "--max-steps", "10", "--logging-steps", "1",
+                   "--sample-every", "0", "--eval-every", "0", "--no-world-evals", check=False)
     assert proc.returncode == 1
     run_dir = store / last_line(proc)
     info = json.loads((run_dir / "run.json").read_text())
@@ -84,6 +92,12 @@ def test_diverging_loss_fails_the_run_with_a_message_and_saves_nothing(store):
     assert "diverged" in info["error"] and "learning rate" in info["error"]
     assert not (run_dir / "model").exists()
     assert "diverged" in proc.stderr
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in metrics.jsonl")
+
+    rows = [json.loads(line, parse_constant=refuse) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("loss", 0) is None for r in rows)  # the NaN, as null
 
 
 @pytest.mark.parametrize("args, message", [

@@ -160,7 +160,7 @@ def resume(run, owner: str | None = None):
     if status == "completed":
         raise UserError(f"lifecycle {run.id} completed: start a new one ({hint(cli='llm-lab quickstart', page='Run the whole lifecycle on Home')})")
     jobs.check_room(owner)
-    run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, error=None, ended=None)
+    run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, error=None, ended=None, stop_requested=None)
     jobs.start_waiting()
     return run
 
