@@ -35,7 +35,7 @@ def build() -> gr.Blocks:
             opened = stage.build_pages(demo, kept, extras={"Data & tokenizer": tokens.build})
             built = {page: page.build(demo, kept["compare"]) if page is compare else page.build(demo) for page in PAGES}
         first.link(tabs, opened, built[compare])
-        tick_only_when_shown(tabs)
+        handle_first(demo, tick_only_when_shown(tabs))
         api.register()
     # Jobs run elsewhere, so the app's own work is short reads and job submissions: many at once is fine.
     demo.queue(default_concurrency_limit=4)
@@ -54,16 +54,29 @@ def timers_in(block) -> list[gr.Timer]:
     return found
 
 
-def tick_only_when_shown(tabs: gr.Tabs, shown: bool = True, outside: tuple = ()) -> None:
+def handle_first(demo: gr.Blocks, dependencies: list) -> None:
+    """The browser runs the handlers of one event one after the other, in the order they were declared. The
+    handlers of `dependencies` go first: a tab's timers must be set before its page's reads, or the Home
+    tab's select at the page load (which stops every other page's timers) can end after a page opened in the
+    meantime has started its own, and leave that page's run unwatched."""
+    ids = {d["id"] for d in dependencies}
+    for fn_id in [i for i in demo.fns if i not in ids]:
+        demo.fns[fn_id] = demo.fns.pop(fn_id)  # to the end, in their order; in place: the Blocks holds the dict
+
+
+def tick_only_when_shown(tabs: gr.Tabs, shown: bool = True, outside: tuple = ()) -> list:
     """Every page's timers tick only while its tab is shown: each timer of a hidden page polled the app and
     made the browser redraw its outputs, in every open browser tab (on a finished run, 25 s of Chromium's
     CPU a minute: bench/RESULTS.md). A tab's select (which a link that opens the tab fires too) starts its
     timers and stops every other. Where a tab holds sub-tabs, only the shown sub-tab's timers start, from a
     State its sub-tabs' selects keep; a page's select leaves its other sub-tabs' timers as they are, since a
-    link selects the page and a sub-tab at once and the sub-tab's select may have run first."""
+    link selects the page and a sub-tab at once and the sub-tab's select may have run first. Returns the
+    handlers it adds, which must run first (handle_first)."""
     pages = [tab for tab in tabs.children if isinstance(tab, gr.Tab)]
     first = next((tab for tab in pages if tabs.selected is not None and tab.id == tabs.selected), pages[0] if pages else None)
-    every = timers_in(tabs)
+    every, added = timers_in(tabs), []
+    # Cheap handlers: they need not wait in the queue behind the pages' reads.
+    quick = dict(**stage.HIDDEN, concurrency_limit=None)
     for tab in pages:
         mine = timers_in(tab)
         others = [t for t in [*every, *outside] if t not in mine]
@@ -73,8 +86,8 @@ def tick_only_when_shown(tabs: gr.Tabs, shown: bool = True, outside: tuple = ())
         for t in mine:
             t.active = shown and tab is first and t in own  # a sub-tab's timers: set by the nested call below
         if not subs:
-            tab.select(lambda mine=mine, others=others: [gr.Timer(active=True)] * len(mine) + [gr.Timer(active=False)] * len(others),
-                       outputs=[*mine, *others], api_visibility="private", show_progress="hidden")
+            added.append(tab.select(lambda mine=mine, others=others: [gr.Timer(active=True)] * len(mine) + [gr.Timer(active=False)] * len(others),
+                                    outputs=[*mine, *others], **quick))
             continue
         sub_shown = gr.State(next(iter(subs)))
         nested = [t for ts in subs.values() for t in ts]
@@ -83,11 +96,12 @@ def tick_only_when_shown(tabs: gr.Tabs, shown: bool = True, outside: tuple = ())
             return ([gr.Timer(active=True)] * len(own) + [gr.Timer(active=True) if t in subs[sub] else gr.skip() for t in nested]
                     + [gr.Timer(active=False)] * len(others))
 
-        tab.select(on_page, inputs=sub_shown, outputs=[*own, *nested, *others], api_visibility="private", show_progress="hidden")
+        added.append(tab.select(on_page, inputs=sub_shown, outputs=[*own, *nested, *others], **quick))
         for sub_id in subs:
             inner_tab = next(c for c in inner.children if isinstance(c, gr.Tab) and c.id == sub_id)
-            inner_tab.select(lambda sub_id=sub_id: sub_id, outputs=sub_shown, api_visibility="private", show_progress="hidden")
-        tick_only_when_shown(inner, shown=shown and tab is first, outside=tuple(others))
+            added.append(inner_tab.select(lambda sub_id=sub_id: sub_id, outputs=sub_shown, **quick))
+        added += tick_only_when_shown(inner, shown=shown and tab is first, outside=tuple(others))
+    return added
 
 
 def max_upload() -> str:

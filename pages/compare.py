@@ -299,9 +299,7 @@ def build(demo: gr.Blocks, kept: gr.BrowserState) -> tuple[gr.Dropdown, gr.Textb
         button.click(voter(i), inputs=[state, dataset, visitor.state()], outputs=[counter, message, state, *chats], **HIDDEN)
     undo.click(on_undo, inputs=[dataset, state, visitor.state()], outputs=[counter, message, state, *chats], **HIDDEN)
     dataset.blur(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
-    for trigger in (tab.select, demo.load):
-        trigger(refresh, outputs=[picked, chain, reward], **HIDDEN)
-    demo.load(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
+    tab.select(refresh, outputs=[picked, chain, reward], **HIDDEN)  # not at the page load: see stage.HIDDEN
     settings = [picked, temperature, top_p, max_new, seed, mode, reward, dataset]
     restored = gr.State(False)
     tab.select(on_restore, inputs=[kept, restored, picked], outputs=[*settings, restored], **HIDDEN).then(counter_text, inputs=dataset, outputs=counter, **HIDDEN)

@@ -194,7 +194,8 @@ def build(demo: gr.Blocks) -> None:
     train.click(on_train, inputs=[model, dataset, visitor.state()], outputs=message, api_visibility="private")
     dataset.blur(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
     upload.upload(on_upload, inputs=upload, outputs=source, **HIDDEN)
-    for trigger in (tab.select, demo.load):
-        trigger(lambda: gr.Dropdown(choices=model_choices()), outputs=model, **HIDDEN)
-    demo.load(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
-    demo.load(on_next, inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)
+    # Read when the tab opens, not at the page load: each event costs the browser work (stage.HIDDEN).
+    tab.select(lambda: gr.Dropdown(choices=model_choices()), outputs=model, **HIDDEN)
+    tab.select(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
+    tab.select(lambda source, state: on_next(source, state) if state["source"] is None else [gr.skip()] * 4,
+               inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)

@@ -192,11 +192,13 @@ def on_diff(a, b):
     return pd.DataFrame([{"field": r["field"], "A": str(r["a"]), "B": str(r["b"])} for r in rows])
 
 
-def on_load():
-    """Open on the newest run."""
+def on_open(picked):
+    """The tab opened: the store as it is now, on the newest run if none is picked yet (read here, not at the
+    page load: each event costs the browser work, stage.HIDDEN)."""
     listing = on_refresh()
-    ids = listing[1].choices
-    listing[1] = gr.Dropdown(choices=ids, value=ids[0][1] if ids else None)
+    if not picked:
+        ids = listing[1].choices
+        listing[1] = gr.Dropdown(choices=ids, value=ids[0][1] if ids else None)
     return listing
 
 
@@ -242,9 +244,8 @@ def build(demo: gr.Blocks) -> None:
     pickers = [picked, overlaid, run_a, run_b]
 
     listing = [runs_table, *pickers]
-    for trigger in (refresh.click, tab.select):
-        trigger(on_refresh, outputs=listing, **HIDDEN)
-    demo.load(on_load, outputs=listing, **HIDDEN)
+    refresh.click(on_refresh, outputs=listing, **HIDDEN)
+    tab.select(on_open, inputs=picked, outputs=listing, **HIDDEN)
     runs_table.select(on_row, outputs=picked, **HIDDEN)
     picked.change(details, inputs=picked, outputs=[card, command, log], **HIDDEN)
     act_outputs = [outcome, *listing, card, command, log]

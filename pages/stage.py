@@ -32,7 +32,10 @@ from pages import api, curves, visitor
 # (to notice a restart or a delete), so that open browsers cost the machine little between jobs.
 REFRESH_SECONDS = 0.5
 IDLE_SECONDS = 15.0  # a page on a finished run (or none): a slow look
-HIDDEN = dict(api_visibility="private", show_progress="hidden")
+# An event's outputs are its progress targets unless it names others, and the browser keeps a loading status for
+# every component ever targeted, then redraws them all at each later event: hundreds of components, seconds of a
+# busy page on 2 cores (bench/RESULTS.md). Events that show no progress therefore target none.
+HIDDEN = dict(api_visibility="private", show_progress="hidden", show_progress_on=[])
 
 
 def run_label(run_id: str, info: dict, status: str) -> str:
@@ -272,10 +275,10 @@ class StagePage:
             state["shown"] if "text" in pending else gr.skip(),
             curves.metrics_figure(state["rows"], smoothing, only=self.primary) if redraw else gr.skip(),
             samples_table(state["samples"]) if "samples" in pending else gr.skip(),
-            # The run picker's labels carry each run's status; what Start or Stop said ("queued: it starts as
-            # soon as ...") is out of date once the status moves on.
+            # The run picker's labels carry each run's status. What Start or Stop said ("queued: it starts as
+            # soon as ...", "stopping: it saves what it has learnt") holds until the run ends, not after.
             self.runs_of_stage() if "status" in pending else gr.skip(),
-            "" if "status" in pending else gr.skip(),
+            "" if "status" in pending and state["status"] not in runs.ACTIVE else gr.skip(),
             curves.metrics_figure(state["rows"], smoothing, besides=self.primary) if redraw and more_open else gr.skip(),
         )
 
@@ -286,6 +289,10 @@ class StagePage:
         arrive after the picker's answer, and a stopped timer would then leave a running job unwatched; each
         tick sets the pace of the run it read, so the next one mends it."""
         self.poll(state)
+        if state["run"] is None and not state["pending"]:
+            # Nothing shown and nothing to redraw (or the page not opened yet: a tick can come before the
+            # tab's read ends); the pace stays as the last view of a run set it.
+            return [gr.skip()] * 7
         pace = gr.Timer(IDLE_SECONDS if state["run"] is None or state["done"] else REFRESH_SECONDS)
         return (*self.draw(state, smoothing, more_open), pace)
 
@@ -325,20 +332,23 @@ class StagePage:
             out.append(gr.Dropdown(choices=data_choices(self.stage)))
         return out
 
+    def picker_value(self, name: str, values: dict):
+        """What the picker of field `name` shows for `values` (field name → value). A model picker given no
+        value starts on its first stage's newest completed run: the stage before is what a newcomer builds on."""
+        f = self.by_name[name]
+        if name in values or name == "data" or not picks_latest(f):
+            return values.get(name, f.default)
+        return latest_completed(f.metadata["runs"]) or f.default
+
     def picker_values(self, values: dict) -> list:
-        """The model pickers and the data picker, with today's choices, showing `values` (field name → value).
-        A model picker given no value starts on its first stage's newest completed run: the stage before is
-        what a newcomer builds on."""
+        """The model pickers and the data picker, with today's choices, showing `values`."""
         out = []
         for name in self.pickers:
-            f = self.by_name[name]
+            value = self.picker_value(name, values)
             if name == "data":
-                out.append(gr.Dropdown(choices=data_choices(self.stage), value=values.get(name, f.default)))
-                continue
-            value = values.get(name, f.default)
-            if name not in values and picks_latest(f):
-                value = latest_completed(f.metadata["runs"]) or f.default
-            out.append(gr.Dropdown(choices=model_picker_choices(f), value=value or None))
+                out.append(gr.Dropdown(choices=data_choices(self.stage), value=value))
+            else:
+                out.append(gr.Dropdown(choices=model_picker_choices(self.by_name[name]), value=value or None))
         return out
 
     def form_values(self, values: dict) -> list:
@@ -360,23 +370,36 @@ class StagePage:
         kept = {name: config[name] for name in self.names if name in config}
         return [*self.form_values(kept), f"the form holds `{run_id}`'s settings: change what you like, then Start"]
 
-    def on_load(self, smoothing, saved):
-        """A new browser session opens on the latest run of this stage, read from its first step, with the
-        pickers as this browser left them (else on the runs to build on)."""
+    def on_open(self, saved, restored, watched, smoothing, *values):
+        """The page's tab opened. The first time in a session: the rest of the form as this browser left it, the
+        run shown (the one a link opened the page on, else this stage's latest, read from its first step), the
+        command and the data's preview, in one event and not at the page load: eight pages' reads at the load
+        made some 50 events, which kept a browser and the app busy for 15-30 s on 2 cores (bench/RESULTS.md).
+        Later openings: today's choices only."""
+        n_rest = len(self.names) - len(self.pickers)
+        if restored:
+            return [*self.refresh_choices(), *[gr.skip()] * (6 + n_rest + 2 + 2 * self.has_data)]
+        saved = saved or {}
+        shown = dict(zip(self.names, values))
         mine = run_choices((self.stage,), saved_only=False)
-        latest = mine[0][1] if mine else None
-        kept = {name: v for name, v in (saved or {}).items() if name in self.pickers}
-        return [gr.Dropdown(choices=mine, value=latest), *self.picker_values(kept), *self.watch(latest, smoothing)]
+        run_id = watched or (mine[0][1] if mine else None)
+        # Only what the browser kept: a field it never saved stays as it is, edited already or not. The pickers
+        # were set at the page load (on_page_load): here only their choices, or a value typed since is lost.
+        rest = [saved[name] if name in saved else gr.skip() for name in self.names if name not in self.pickers]
+        form = {**shown, **{name: saved[name] for name in shown if name in saved and name not in self.pickers}}
+        try:
+            command = api.cli_command(self.stage, self.values_json(*form.values()))
+        except gr.Error as e:
+            command = f"# not a valid config yet: {e.message}"
+        # The timer is started by the tab's own select (app.tick_only_when_shown), which knows the sub-tab shown.
+        out = [gr.Dropdown(choices=mine, value=run_id), *self.refresh_choices()[1:], *self.watch(run_id, smoothing),
+               *rest, True, command]
+        return out + list(self.preview(form["data"])) if self.has_data else out
 
-    def on_restore(self, saved, restored):
-        """The rest of the form as this browser left it, when the page is first opened in a session. Not at
-        the page load: every component a load event outputs is redrawn, and all the stages' forms at once kept
-        a browser busy for seconds on 2 cores."""
-        rest = [name for name in self.names if name not in self.pickers]
-        if restored or not saved:
-            return [gr.skip()] * len(rest) + [True]
-        # Only what the browser kept: a field it never saved stays as it is, edited already or not.
-        return [saved[name] if name in saved else gr.skip() for name in rest] + [True]
+    def on_page_load(self, saved) -> list:
+        """The pickers as this browser left them, else on the runs to build on: at the page load, before the page
+        can be opened and a value typed. The rest of the form waits for the page's first opening (on_open)."""
+        return self.picker_values({name: v for name, v in (saved or {}).items() if name in self.pickers})
 
     def preview(self, source):
         return preview(self.stage, source)
@@ -405,10 +428,11 @@ def kept_forms(pages: tuple[str, ...] = ()) -> dict[str, gr.BrowserState]:
     return {name: gr.BrowserState({}, storage_key=f"llm-lab-form-{name}", secret="llm-lab-forms") for name in (*stages.names(), *pages)}
 
 
-def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None) -> gr.Dropdown:
+def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, at_load: list, page_tab=None) -> gr.Dropdown:
     """One stage's page inside `tab` (a sub-tab of `page_tab` where stages share a page): the layout, then the
     wiring of StagePage's handlers. Returns its picker of the run shown, which other pages set to open the page
-    on a run. `kept` holds the form in the browser."""
+    on a run. `kept` holds the form in the browser. Appends to `at_load` what the page load sets: (the page,
+    its kept form, its pickers)."""
     page, spec = StagePage(stage), stages.spec(stage)
     gr.Markdown((stages.get(stage).__doc__ or "").strip().split("\n\n")[0])
     inputs: dict[str, gr.Component] = {}
@@ -470,15 +494,15 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, page_tab=None
     more_box.expand(page.on_more, inputs=[state, smoothing], outputs=[more_open, more_plot], **HIDDEN)
     more_box.collapse(lambda: False, outputs=more_open, **HIDDEN)
     refresh.click(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
+    shown_data = [data_summary, data_preview] if page.has_data else []
     for opened in (tab, page_tab) if page_tab else (tab,):
-        opened.select(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
-        opened.select(page.on_restore, inputs=[kept, restored], outputs=[*rest, restored], **HIDDEN)
-    demo.load(page.on_load, inputs=[smoothing, kept], outputs=[*choice_outputs, *watch_outputs], **HIDDEN).then(
-        page.on_form, inputs=[restored, kept, *form], outputs=[command, kept], **HIDDEN)
+        opened.select(page.on_open, inputs=[kept, restored, watched, smoothing, *form],
+                      outputs=[*choice_outputs, *watch_outputs, *rest, restored, command, *shown_data], **HIDDEN)
     if page.has_data:
-        inputs["data"].change(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
-        demo.load(page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview], **HIDDEN)
+        inputs["data"].change(page.preview, inputs=inputs["data"], outputs=shown_data, **HIDDEN)
         upload.upload(page.on_upload, inputs=upload, outputs=inputs["data"], **HIDDEN)
+    if page.pickers:
+        at_load.append((page, kept, [inputs[name] for name in page.pickers]))
     return watched
 
 
@@ -502,17 +526,23 @@ def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], extras: dict 
     for stage in stages.names():
         if stages.spec(stage).page not in own_pages:
             pages.setdefault(stages.spec(stage).page or stages.spec(stage).label, []).append(stage)
-    opened = {}
+    opened, at_load = {}, []
     for title, members in pages.items():
         with gr.Tab(title, id=title) as tab:
             if len(members) == 1:
-                opened[members[0]] = Opened(title, None, None, build(members[0], demo, tab, kept[members[0]]))
+                opened[members[0]] = Opened(title, None, None, build(members[0], demo, tab, kept[members[0]], at_load))
             else:
                 with gr.Tabs() as inner:
                     for stage in members:
                         label = stages.spec(stage).label
                         with gr.Tab(label, id=label) as sub:
-                            opened[stage] = Opened(title, inner, label, build(stage, demo, sub, kept[stage], page_tab=tab))
+                            opened[stage] = Opened(title, inner, label, build(stage, demo, sub, kept[stage], at_load, page_tab=tab))
             if title in (extras or {}):
                 extras[title](demo, tab)
+
+    # Every page's pickers in one event: each event costs the browser work (HIDDEN).
+    def on_page_load(*saved):
+        return [v for (page, _, _), kept_form in zip(at_load, saved) for v in page.on_page_load(kept_form)]
+
+    demo.load(on_page_load, inputs=[kept_form for _, kept_form, _ in at_load], outputs=[c for *_, pickers in at_load for c in pickers], **HIDDEN)
     return opened

@@ -17,7 +17,7 @@ def add(demo: gr.Blocks) -> gr.BrowserState:
     """The browser's id, made at its first visit; call inside the Blocks, before the pages that read it."""
     global _state
     _state = gr.BrowserState("", storage_key="llm-lab-visitor")
-    demo.load(lambda known: known or uuid.uuid4().hex, inputs=_state, outputs=_state, api_visibility="private", show_progress="hidden")
+    demo.load(lambda known: known or uuid.uuid4().hex, inputs=_state, outputs=_state, api_visibility="private", show_progress="hidden", show_progress_on=[])
     return _state
 
 

@@ -45,7 +45,8 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             page.locator("#pretrain-field-batch_size input").fill("8")
             page.locator("#pretrain-field-batch_size input").press("Enter")
             # The CLI box follows the form.
-            wait_for(lambda: "--preset nano --max-steps 100000 --batch-size 8" in page.locator("#pretrain-cli").inner_text(), 60, "the CLI command to follow the form")
+            cli = lambda: page.locator("#pretrain-cli").inner_text()  # noqa: E731
+            wait_for(lambda: "--preset nano --max-steps 100000 --batch-size 8" in cli(), 60, "the CLI command to follow the form", shown=cli)
 
             page.locator("#pretrain-start").click()
             wait_for(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")
@@ -97,7 +98,8 @@ def test_a_mistake_shows_as_a_message_not_a_traceback(lab_app):
             parent.fill("no-such-run")  # a model that is not there
             parent.press("Enter")
             page.locator("#sft-start").click()
-            wait_for(lambda: "is not a run id" in page.locator("#sft-message").inner_text(), 60, "the message")
+            shown = lambda: page.locator("#sft-message").inner_text()  # noqa: E731
+            wait_for(lambda: "is not a run id" in shown(), 60, "the message", shown=shown)
             message = page.locator("#sft-message").inner_text()
             assert "the Runs page" in message and "llm-lab" not in message, message  # the page's words, not the CLI's
             assert "Traceback" not in page.content()

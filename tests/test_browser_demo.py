@@ -64,6 +64,6 @@ def test_a_run_stays_its_browsers_across_a_reload_and_no_one_elses(demo_url):
             wait_for(lambda: "stopping" in page.locator("#pretrain-message").inner_text(), 30, "the stop to be accepted",
                      shown=lambda: page.locator("#pretrain-message").inner_text())
             wait_for(lambda: "stopped" in page.locator("#pretrain-progress").inner_text() or "failed" in page.locator("#pretrain-progress").inner_text(),
-                     120, "the run to end")
+                     120, "the run to end", shown=lambda: page.locator("#pretrain-progress").inner_text())
         finally:
             browser.close()
