@@ -370,31 +370,24 @@ class StagePage:
         kept = {name: config[name] for name in self.names if name in config}
         return [*self.form_values(kept), f"the form holds `{run_id}`'s settings: change what you like, then Start"]
 
-    def on_open(self, saved, restored, watched, smoothing, *values):
+    def on_open(self, saved, restored, watched, smoothing):
         """The page's tab opened. The first time in a session: the rest of the form as this browser left it, the
-        run shown (the one a link opened the page on, else this stage's latest, read from its first step), the
-        command and the data's preview, in one event and not at the page load: eight pages' reads at the load
-        made some 50 events, which kept a browser and the app busy for 15-30 s on 2 cores (bench/RESULTS.md).
-        Later openings: today's choices only."""
+        run shown (the one a link opened the page on, else this stage's latest, read from its first step), in
+        one event and not at the page load: eight pages' reads at the load made some 50 events, which kept a
+        browser and the app busy for 15-30 s on 2 cores (bench/RESULTS.md). Later openings: today's choices."""
         n_rest = len(self.names) - len(self.pickers)
         if restored:
-            return [*self.refresh_choices(), *[gr.skip()] * (6 + n_rest + 2 + 2 * self.has_data)]
+            return [*self.refresh_choices(), *[gr.skip()] * (6 + n_rest + 1)]
         saved = saved or {}
-        shown = dict(zip(self.names, values))
         mine = run_choices((self.stage,), saved_only=False)
         run_id = watched or (mine[0][1] if mine else None)
         # Only what the browser kept: a field it never saved stays as it is, edited already or not. The pickers
         # were set at the page load (on_page_load): here only their choices, or a value typed since is lost.
         rest = [saved[name] if name in saved else gr.skip() for name in self.names if name not in self.pickers]
-        form = {**shown, **{name: saved[name] for name in shown if name in saved and name not in self.pickers}}
-        try:
-            command = api.cli_command(self.stage, self.values_json(*form.values()))
-        except gr.Error as e:
-            command = f"# not a valid config yet: {e.message}"
         # The timer is started by the tab's own select (app.tick_only_when_shown), which knows the sub-tab shown.
-        out = [gr.Dropdown(choices=mine, value=run_id), *self.refresh_choices()[1:], *self.watch(run_id, smoothing),
-               *rest, True, command]
-        return out + list(self.preview(form["data"])) if self.has_data else out
+        # The command and the preview follow `restored`'s change, in the handlers that follow each edit: one
+        # made here from the form as this event found it would overwrite an edit made while it ran.
+        return [gr.Dropdown(choices=mine, value=run_id), *self.refresh_choices()[1:], *self.watch(run_id, smoothing), *rest, True]
 
     def on_page_load(self, saved) -> list:
         """The pickers as this browser left them, else on the runs to build on: at the page load, before the page
@@ -480,8 +473,8 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, at_load: list
     choice_outputs = [watched, *[inputs[name] for name in page.pickers]]
     watch_outputs = [state, status, plot, samples, timer, more_plot]
     # The CLI box follows each keystroke: a cheap handler that must not wait in the queue behind page loads.
-    gr.on([c.change for c in form], page.on_form, inputs=[restored, kept, *form], outputs=[command, kept], trigger_mode="always_last",
-          concurrency_limit=None, **HIDDEN)
+    gr.on([restored.change, *[c.change for c in form]], page.on_form, inputs=[restored, kept, *form], outputs=[command, kept],
+          trigger_mode="always_last", concurrency_limit=None, **HIDDEN)
     defaults.click(page.on_defaults, outputs=form, **HIDDEN)
     settings_of.click(page.on_settings_of, inputs=watched, outputs=[*form, message], **HIDDEN)
     start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
@@ -494,12 +487,11 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, at_load: list
     more_box.expand(page.on_more, inputs=[state, smoothing], outputs=[more_open, more_plot], **HIDDEN)
     more_box.collapse(lambda: False, outputs=more_open, **HIDDEN)
     refresh.click(page.refresh_choices, outputs=choice_outputs, **HIDDEN)
-    shown_data = [data_summary, data_preview] if page.has_data else []
     for opened in (tab, page_tab) if page_tab else (tab,):
-        opened.select(page.on_open, inputs=[kept, restored, watched, smoothing, *form],
-                      outputs=[*choice_outputs, *watch_outputs, *rest, restored, command, *shown_data], **HIDDEN)
+        opened.select(page.on_open, inputs=[kept, restored, watched, smoothing], outputs=[*choice_outputs, *watch_outputs, *rest, restored], **HIDDEN)
     if page.has_data:
-        inputs["data"].change(page.preview, inputs=inputs["data"], outputs=shown_data, **HIDDEN)
+        gr.on([restored.change, inputs["data"].change], page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview],
+              trigger_mode="always_last", **HIDDEN)
         upload.upload(page.on_upload, inputs=upload, outputs=inputs["data"], **HIDDEN)
     if page.pickers:
         at_load.append((page, kept, [inputs[name] for name in page.pickers]))
