@@ -28,17 +28,16 @@ from conftest import running_app  # noqa: E402  the tests' launcher: `python -m 
 
 @contextmanager
 def app_of(source: Path, store: Path, log: Path):
-    """The app of the code in `source`, on `store`."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(source) + (os.pathsep + old if old else "")
+    """The app of the code in `source`, on `store`: `python -m lab` started in `source` imports its `lab` and
+    `pages` first (before the editable install's)."""
+    here = os.getcwd()
+    os.chdir(source)
     try:
         with running_app(store, log) as url:
+            os.chdir(here)
             yield url
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = old
+        os.chdir(here)
 
 
 def one_try(browser, url: str, steps: int) -> dict:
