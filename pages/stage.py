@@ -326,8 +326,11 @@ class StagePage:
 
     def refresh_choices(self) -> list:
         """New runs of other stages become parents; new runs of this one can be watched."""
-        out = [self.runs_of_stage()]
-        out += [gr.Dropdown(choices=model_picker_choices(self.by_name[name])) for name in self.references]
+        return [self.runs_of_stage(), *self.picker_choices()]
+
+    def picker_choices(self) -> list:
+        """The model pickers and the data picker with today's choices, their values as they are."""
+        out = [gr.Dropdown(choices=model_picker_choices(self.by_name[name])) for name in self.references]
         if self.has_data:
             out.append(gr.Dropdown(choices=data_choices(self.stage)))
         return out
@@ -387,7 +390,7 @@ class StagePage:
         # The timer is started by the tab's own select (app.tick_only_when_shown), which knows the sub-tab shown.
         # The command and the preview follow `restored`'s change, in the handlers that follow each edit: one
         # made here from the form as this event found it would overwrite an edit made while it ran.
-        return [gr.Dropdown(choices=mine, value=run_id), *self.refresh_choices()[1:], *self.watch(run_id, smoothing), *rest, True]
+        return [gr.Dropdown(choices=mine, value=run_id), *self.picker_choices(), *self.watch(run_id, smoothing), *rest, True]
 
     def on_page_load(self, saved) -> list:
         """The pickers as this browser left them, else on the runs to build on: at the page load, before the page

@@ -70,7 +70,12 @@ def last_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """A JSON-lines file the lab wrote, read as strict JSON: a NaN or Infinity in it fails the test (the run
+    store writes a value that is not finite as null)."""
+    def refuse(constant):
+        raise AssertionError(f"{constant} in {path}")
+
+    return [json.loads(line, parse_constant=refuse) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session")

@@ -193,4 +193,3 @@ def test_the_tokenizer_page_cuts_a_text_with_two_tokenizers_side_by_side(page):
     assert "unknown 0%" in columns[0].inner_text()
     assert "unknown 0%" not in columns[1].inner_text()
     assert columns[1].locator(".token[style*=line-through]").count() >= 1
-

@@ -5,7 +5,6 @@ the API's arguments are checked like config fields."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -18,7 +17,7 @@ from typing import get_type_hints
 import gradio as gr
 import pytest
 import torch
-from conftest import last_line, refused, wait_for
+from conftest import last_line, read_jsonl, refused, wait_for
 
 from lab import configs, jobs, runs, stages
 from lab.errors import ConfigError
@@ -147,10 +146,7 @@ def test_metrics_are_strict_json_when_a_value_is_not_finite(store):
     run.update(status="completed")  # a run folder that no job will take: not left queued, where it would hold up the next job
     run.log_metrics({"step": 3, "loss": float("nan"), "grad_norm": torch.tensor(float("inf")), "learning_rate": 1e-3})
 
-    def refuse(constant):
-        raise AssertionError(f"{constant} in metrics.jsonl")
-
-    row = json.loads((run.path / "metrics.jsonl").read_text().splitlines()[-1], parse_constant=refuse)
+    row = read_jsonl(run.path / "metrics.jsonl")[-1]
     assert row["loss"] is None and row["grad_norm"] is None and row["learning_rate"] == 1e-3
 
 
