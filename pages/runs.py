@@ -147,18 +147,24 @@ def on_ask_delete(run_id):
     (a LoRA run whose base is gone cannot load, a lifecycle's report names its steps)."""
     hide = [gr.Group(visible=False), gr.skip(), gr.skip(), gr.skip()]
     if not run_id:
-        return [*hide, "pick a run first"]
+        return [*hide, "pick a run first", None]
     try:
         built_on = runs.dependents(Run.open(run_id))
     except LookupError as e:
-        return [*hide, f"⚠️ {e}"]
+        return [*hide, f"⚠️ {e}", None]
     if not built_on:
         question = f"Delete run **{run_id}** and all its files? This cannot be undone."
     else:
         question = (f"Run **{run_id}** cannot go alone: {len(built_on)} run(s) depend on it: "
                     + ", ".join(f"`{runs.named(r)}`" for r in built_on) + ". Delete it with them, or keep them all.")
     return [gr.Group(visible=True), question, gr.Button(visible=not built_on),
-            gr.Button(f"Delete {run_id} and these {len(built_on)} run(s)", visible=bool(built_on)), ""]
+            gr.Button(f"Delete {run_id} and these {len(built_on)} run(s)", visible=bool(built_on)), "", run_id]
+
+
+def on_pick_another(picked, asked):
+    """A question about another run goes. The pick's change can be answered after the question it came before
+    (a change waits for the previous one to finish), so the question about the run now picked stays."""
+    return gr.Group(visible=False) if picked != asked else gr.skip()
 
 
 def deleter(with_dependents: bool):
@@ -253,10 +259,11 @@ def build(demo: gr.Blocks) -> None:
         button.click(handler, inputs=[picked, visitor.state()], outputs=act_outputs, api_visibility="private")
     export.click(on_export, inputs=[picked, visitor.state()], outputs=[*act_outputs, download], api_visibility="private")
     # A deleted run cannot come back: ask first, saying what would go with it.
-    delete.click(on_ask_delete, inputs=picked, outputs=[confirm, question, delete_one, delete_all, outcome], **HIDDEN)
+    asked = gr.State()  # the run the question is about
+    delete.click(on_ask_delete, inputs=picked, outputs=[confirm, question, delete_one, delete_all, outcome, asked], **HIDDEN)
     for button, with_dependents in ((delete_one, False), (delete_all, True)):
         button.click(deleter(with_dependents), inputs=[picked, visitor.state()], outputs=[confirm, *act_outputs], api_visibility="private")
     keep.click(lambda: (gr.Group(visible=False), "nothing deleted"), outputs=[confirm, outcome], **HIDDEN)
-    picked.change(lambda: gr.Group(visible=False), outputs=confirm, **HIDDEN)  # a question about another run
+    picked.change(on_pick_another, inputs=[picked, asked], outputs=confirm, **HIDDEN)
     gr.on([overlaid.change, metric.input, smoothing.release], on_overlay, inputs=[overlaid, metric, smoothing], outputs=[metric, overlay], **HIDDEN)
     gr.on([run_a.change, run_b.change], on_diff, inputs=[run_a, run_b], outputs=diff, **HIDDEN)

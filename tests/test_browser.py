@@ -44,9 +44,10 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             page.locator("#pretrain-field-max_steps input").press("Enter")
             page.locator("#pretrain-field-batch_size input").fill("8")
             page.locator("#pretrain-field-batch_size input").press("Enter")
-            # The CLI box follows the form.
+            # The CLI box follows the form (and names the tokenizer the form picked, when the store has one).
             cli = lambda: page.locator("#pretrain-cli").inner_text()  # noqa: E731
-            wait_for(lambda: "--preset nano --max-steps 100000 --batch-size 8" in cli(), 60, "the CLI command to follow the form", shown=cli)
+            edited = ("--preset nano", "--max-steps 100000", "--batch-size 8")
+            wait_for(lambda: all(flag in cli() for flag in edited), 60, "the CLI command to follow the form", shown=cli)
 
             page.locator("#pretrain-start").click()
             wait_for(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")
