@@ -3,20 +3,25 @@
     python bench/faults.py [--faults 50] [--seed 0]
 
 Each round queues a nano pretrain job (the real `python -m lab train` subprocess, through `jobs.submit`, in a
-scratch run store) and injects one fault, drawn at random:
+scratch run store; 30 steps, a checkpoint every 5) and injects one fault, drawn at random:
   stop       `jobs.stop` (SIGTERM, SIGKILL after its grace) at a random moment after submit: queued, starting,
              importing, training its tokenizer, training, saving
   kill       SIGKILL of the job's process at a random moment (what the kernel's OOM killer does)
   save-kill  SIGKILL the moment the job starts writing its model (its `.model.partial` folder appears)
+  ckpt-kill  SIGKILL while the job writes a checkpoint (a `trainer/checkpoint-N` not yet marked whole)
 then checks, once the store has been listed (which is when a dead job is found):
   final      the run is in a final status (completed, stopped, failed) within 120 s, never left active
   stop       a stopped job never reads failed
   error      a failed run says why
-  leftovers  no `.NAME.partial`, `.NAME.old` or `trainer/` in the run's folder
+  leftovers  no `.NAME.partial` or `.NAME.old` in the run's folder, no half-written checkpoint, and no
+             checkpoint at all once completed
   metrics    metrics.jsonl is strict JSON (no NaN, no half line)
   model      a run that reads completed has a whole model (config.json and model.safetensors)
-It prints the faults injected by kind, the invariants checked, and each violation. Resume continuity is not
-checked: resume starts a new run from the saved model (the exact resume is issue 18's part 3, not built).
+and, for a run that stopped or failed with a checkpoint, resumes it (`jobs.resume`, in place) and checks:
+  resumed    it completes
+  continuous its loss rows are logged at each logging step exactly once, 1 to 30
+  exact      its losses are those of an uninterrupted run of the same config (to 1e-6: the CPU is deterministic)
+It prints the faults injected by kind, the invariants checked, and each violation.
 """
 
 from __future__ import annotations
@@ -38,6 +43,17 @@ def strict(line: str):
     return json.loads(line, parse_constant=refuse)
 
 
+def losses(run) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(strict, (run.path / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def half_written(run) -> list:
+    """Checkpoint folders not (yet) marked whole."""
+    from lab import runs
+
+    return [p for p in (run.path / "trainer").glob("checkpoint-*") if not (p / runs.COMPLETE).exists()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faults", type=int, default=50)
@@ -49,15 +65,28 @@ def main() -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from lab import jobs, runs, stages
 
-    config = stages.get("pretrain").Config(preset="nano", max_steps=30, batch_size=8, logging_steps=2, eval_every=0, sample_every=0, world_evals=False)
+    config = stages.get("pretrain").Config(preset="nano", max_steps=30, batch_size=8, logging_steps=2, save_steps=5, eval_every=0, sample_every=0,
+                                           world_evals=False)
+    reference = jobs.submit("pretrain", config)
+    assert jobs.wait(reference, timeout=300) == "completed", reference.info.get("error")
+    expected = losses(reference)
     rng = random.Random(args.seed)
     injected, checked, outcomes = Counter(), Counter(), Counter()
     violations: list[str] = []
     started = time.time()
     for i in range(args.faults):
-        kind = rng.choice(["stop", "kill", "save-kill"])
+        kind = rng.choice(["stop", "kill", "save-kill", "ckpt-kill"])
         run = jobs.submit("pretrain", config)
-        if kind == "save-kill":
+        if kind == "ckpt-kill":
+            deadline = time.time() + 120
+            while time.time() < deadline and not half_written(run) and run.info["status"] in runs.ACTIVE:
+                time.sleep(0.002)
+            pid = run.info.get("pid")
+            if half_written(run) and pid:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                kind = "ckpt-kill (missed: no checkpoint being written)"
+        elif kind == "save-kill":
             deadline = time.time() + 120
             while time.time() < deadline and not (run.path / ".model.partial").exists() and run.info["status"] in runs.ACTIVE:
                 time.sleep(0.005)
@@ -98,7 +127,9 @@ def main() -> int:
             check("stop", status != "failed", f"failed after a stop: {info.get('error')}")
         if status == "failed":
             check("error", bool(info.get("error")), "failed with no error")
-        left = [p.name for p in run.path.iterdir() if p.name.endswith((".partial", ".old")) or p.name == "trainer"]
+        left = [p.name for p in run.path.iterdir() if p.name.endswith((".partial", ".old"))] + [f"trainer/{p.name}" for p in half_written(run)]
+        if status == "completed" and (run.path / "trainer").exists():
+            left.append("trainer/ of a completed run")
         check("leftovers", not left, f"left {left}")
         try:
             lines = (run.path / "metrics.jsonl").read_text().splitlines() if (run.path / "metrics.jsonl").exists() else []
@@ -110,7 +141,19 @@ def main() -> int:
             model = run.path / "model"
             check("model", (model / "config.json").exists() and (model / "model.safetensors").exists(), "completed without a whole model")
         jobs.wait(run, timeout=60)
-        print(f"round {i + 1}/{args.faults}: {kind} → {status}", flush=True)
+        resumed = ""
+        if status in ("stopped", "failed") and run.last_checkpoint():
+            step = run.last_checkpoint()[0]
+            jobs.resume(run)
+            final = jobs.wait(run, timeout=300)
+            check("resumed", final == "completed", f"resumed from step {step}: {final} ({run.info.get('error')})")
+            got = losses(run)
+            check("continuous", [s for s, _ in got] == [s for s, _ in expected], f"steps {[s for s, _ in got]}")
+            check("exact", len(got) == len(expected) and all(abs(a - b) <= 1e-6 for (_, a), (_, b) in zip(got, expected)),
+                  f"losses {got} against {expected}")
+            outcomes[f"{status}, resumed from a checkpoint → {final}"] += 1
+            resumed = f"; resumed from step {step} → {final}"
+        print(f"round {i + 1}/{args.faults}: {kind} → {status}{resumed}", flush=True)
 
     minutes = (time.time() - started) / 60
     print(f"\n{sum(injected.values())} faults injected in {minutes:.1f} min; {sum(checked.values())} invariants checked; {len(violations)} violations")

@@ -72,6 +72,13 @@ def main() -> None:
     total_ref = sum(ref.values())
     print(f"| **all** (wall, start-up and evaluations included) | **{wall:.0f} s** ({wall / 60:.1f} min) | "
           f"{f'{total_ref:.0f} s ({total_ref / 60:.1f} min)' if ref else '–'} | {f'{wall / total_ref:.2f}' if ref else '–'} |\n")
+    print("| step | checkpoints written | seconds writing them (upper bound) | share of the step's run | one checkpoint |\n|---|---:|---:|---:|---:|")
+    for step, s in info["steps"].items():
+        child = store / (s.get("run") or "-") / "run.json"
+        cost = json.loads(child.read_text()).get("checkpoints") if child.exists() else None
+        if cost:
+            print(f"| {step} | {cost['saved']} | {cost['seconds']:.2f} s | {cost['seconds'] / (s['ended'] - s['started']):.1%} | {cost['mb']:.1f} MB |")
+    print()
     metrics = {m["step"]: m["metrics"] for m in card["models"]}
     print("| goal | value | met |\n|---|---:|:---:|")
     for what, step, key, test in GOALS:

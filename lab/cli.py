@@ -105,6 +105,28 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def cmd_resume(args) -> int:
+    """Queue a stopped or failed run to go on from its last checkpoint (or, without one, a new run from its saved
+    model: `jobs.resume`); with --wait, until it ends."""
+    from lab import jobs
+    from lab.runs import Run
+
+    old = Run.open(args.run)
+    run = jobs.resume(old)
+    if run.id == old.id:
+        at = (run.info.get("resumes") or [{}])[-1].get("step")
+        print(f"{run.id}: queued, to go on from " + (f"the checkpoint of step {at}" if at is not None else "where it stopped"), file=sys.stderr)
+    else:
+        print(f"{old.id} has no checkpoint: queued {run.id}, a new run from its saved model for the steps it had left", file=sys.stderr)
+    if args.wait:
+        status = jobs.wait(run)
+        print(f"{run.id}: {status}" + (f": {run.info.get('error')}" if status != "completed" and run.info.get("error") else ""), file=sys.stderr)
+        print(run.id)
+        return 0 if status == "completed" else 1
+    print(run.id)
+    return 0
+
+
 def cmd_delete(args) -> int:
     from lab import runs
     from lab.runs import Run
@@ -326,6 +348,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to wait for a clean stop before SIGKILL")
 
+    p = sub.add_parser("resume", help="carry on a stopped or failed run from its last checkpoint")
+    p.add_argument("run")
+    p.add_argument("--wait", action="store_true", help="wait for the run to end, and exit 0 only if it completes")
+
     p = sub.add_parser("delete", help="delete a run and its files")
     p.add_argument("run")
     p.add_argument("--with-dependents", action="store_true", help="delete the runs built on it (and lifecycles listing it) too")
@@ -353,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args, parser) -> int:
-    commands = {"quickstart": cmd_quickstart, "eval": cmd_eval, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "delete": cmd_delete, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
+    commands = {"quickstart": cmd_quickstart, "eval": cmd_eval, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "resume": cmd_resume, "delete": cmd_delete, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
     if args.command == "train":
         return cmd_train(args, parser)
     if args.command in commands:

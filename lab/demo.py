@@ -28,6 +28,7 @@ MAX_NEW_TOKENS = int(os.environ.get("LAB_DEMO_MAX_NEW_TOKENS", "256"))
 MAX_UPLOAD_MB = float(os.environ.get("LAB_DEMO_MAX_UPLOAD_MB", "10"))
 MAX_BATCH = int(os.environ.get("LAB_DEMO_MAX_BATCH", "32"))
 MAX_LENGTH = 512  # tokens of a sequence, a chat or an answer: what a tiny model's context holds
+MAX_CHECKPOINTS = 2  # kept per run: a stopped run keeps them on the Space's disk until it is resumed or deleted
 LENGTHS = ("seq_len", "max_length", "max_completion_length", "response_length", "max_prompt_length")
 
 
@@ -105,6 +106,9 @@ def check_config(stage: str, config) -> None:
     batch = getattr(config, "batch_size", None)
     if batch is not None and batch > MAX_BATCH:
         raise UserError(f"{flag('batch_size')} {batch}: this demo takes batches of up to {MAX_BATCH} (LAB_DEMO_MAX_BATCH); {LIFT}")
+    keep = getattr(config, "save_total_limit", None)
+    if keep is not None and keep > MAX_CHECKPOINTS:
+        raise UserError(f"{flag('save_total_limit')} {keep}: this demo keeps up to {MAX_CHECKPOINTS} checkpoints per run; {LIFT}")
     for name in LENGTHS:
         if getattr(config, name, 0) > MAX_LENGTH:
             raise UserError(f"{flag(name)} {getattr(config, name)}: this demo takes up to {MAX_LENGTH} tokens; {LIFT}")

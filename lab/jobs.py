@@ -29,7 +29,7 @@ import traceback
 from contextlib import contextmanager, nullcontext
 
 from lab import configs, runs
-from lab.errors import UserError, hint
+from lab.errors import UserError, flag, hint
 from lab.runs import Run
 
 # -- the stop signal of this process (a job's) ------------------------------------------------------------------
@@ -312,10 +312,11 @@ def reap() -> None:
 
 
 def resume(run: Run, owner: str | None = None) -> Run:
-    """Continue a stopped or failed run as far as the lab can: there are no trainer checkpoints, so this
-    submits a new run with the same config that starts from the run's saved model and trains the steps it
-    had left. The optimizer state, the learning-rate schedule (warm-up included) and the data order start
-    afresh, and the new run's parent is the old one."""
+    """Continue a stopped or failed run. With a checkpoint (every `save_steps`, and at a stop) the same run goes on
+    from it, in its own folder: the same step numbering, optimizer, learning-rate schedule, data order and random
+    state, as if it had never stopped; its curves lose the rows logged after the checkpoint, which the job logs
+    again. Without one (saving turned off, or killed before its first), a new run starts from the run's saved
+    model with the steps it had left and a fresh optimizer, schedule and data order; its parent is the old run."""
     from lab import stages
 
     info = run.info
@@ -327,9 +328,12 @@ def resume(run: Run, owner: str | None = None) -> Run:
         raise UserError(f"run {run.id} is {status}: there is nothing to resume yet")
     if status == "completed":
         raise UserError(f"run {run.id} completed: there is nothing left to train (start a new run from it instead)")
+    if run.last_checkpoint():
+        return _resume_in_place(run, owner)
     field = stages.spec(info["stage"]).resume_from
     if not field:
-        raise UserError(f"a {info['stage']} run cannot be resumed: the lab keeps no trainer checkpoints, and this stage cannot start from a saved model; start it again with the same config")
+        raise UserError(f"run {run.id} ({status}) has no checkpoint to resume from (saved every {flag('save_steps')}), and a {info['stage']} run "
+                        "cannot start from a saved model: start it again with the same config")
     if not (run.path / "model").is_dir():
         saved = f"a LoRA adapter, which cannot be a base yet: export it ({hint(cli='llm-lab export RUN --merge', page='Runs → Export')}) and start from the merged folder" if (run.path / "adapter").is_dir() else "no saved model"
         raise UserError(f"run {run.id} ({status}) has {saved}: start it again with the same config instead")
@@ -342,6 +346,24 @@ def resume(run: Run, owner: str | None = None) -> Run:
         values["max_steps"] = left
     values[field] = run.id
     return submit(info["stage"], configs.from_dict(module.Config, values, source=f"resume of {run.id}"), owner=owner)
+
+
+def _resume_in_place(run: Run, owner: str | None) -> Run:
+    """Queue a stopped or failed run again, to go on from its last checkpoint (`lab.stages.base.fit` and PPO load
+    it). The curves are rewound to the checkpoint first, so the page never shows a step twice."""
+    reap()
+    check_room(owner)
+    step, _ = run.last_checkpoint()
+    (runs.root() / ".slots").mkdir(parents=True, exist_ok=True)
+    with open(runs.root() / ".slots" / "start.lock", "w") as lock:  # start_waiting must not see it half-reset
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run.rewind(step)
+        resumes = [*run.info.get("resumes", []), {"step": step, "time": time.time(), "after": run.status}]
+        run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, ended=None, error=None, stop_requested=None,
+                   final_metrics={}, resumes=resumes)
+    print(f"[lab] run {run.id}: resumes from the checkpoint of step {step}", flush=True)
+    start_waiting()
+    return run
 
 
 def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:

@@ -6,6 +6,8 @@
         samples.jsonl   generations logged during training
         log.txt         the job's stdout and stderr
         model/ | adapter/ | tokenizer/   saved with save_pretrained (safetensors)
+        trainer/checkpoint-N/   resumable checkpoints (weights, optimizer, schedule, random state), while a
+                        run can still be resumed; each counts only once it holds `.complete`, written last
 
 A run's status on disk is what its job last wrote. A job that died without writing (kill -9, OOM, a
 power cut) would read "running" for ever, so `Run.status` also checks that the job's process is alive
@@ -30,6 +32,9 @@ from lab import errors
 from lab.errors import NotFound, UserError
 
 ACTIVE = ("queued", "running")
+# A checkpoint folder is written in place (by transformers' Trainer, or the lab's PPO); this file, written last,
+# says it is whole. A kill mid-save leaves a folder without it, which resume ignores and the store clears.
+COMPLETE = ".complete"
 # What a run id may be: the name of a folder directly inside the store (new_run_dir makes them so).
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
@@ -239,7 +244,51 @@ class Run:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(old, kept)
-        shutil.rmtree(self.path / "trainer", ignore_errors=True)
+        trainer = self.path / "trainer"
+        kept = {folder for _, folder in self.checkpoints()}
+        for leftover in trainer.glob("*") if trainer.is_dir() else ():
+            if leftover not in kept:
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        if not kept:
+            shutil.rmtree(trainer, ignore_errors=True)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """The run's whole resumable checkpoints, oldest first, as (step, folder)."""
+        found = []
+        for folder in (self.path / "trainer").glob("checkpoint-*"):
+            step = folder.name.removeprefix("checkpoint-")
+            if step.isdigit() and (folder / COMPLETE).is_file():
+                found.append((int(step), folder))
+        return sorted(found)
+
+    def last_checkpoint(self) -> tuple[int, Path] | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def keep_checkpoints(self, keep: int) -> None:
+        """The newest `keep` whole checkpoints stay; older ones and half-written ones go. Called after each save,
+        so a new checkpoint is whole before an older one is removed."""
+        whole = self.checkpoints()
+        for _, folder in whole[: max(0, len(whole) - keep)]:
+            shutil.rmtree(folder, ignore_errors=True)
+        newest = whole[-1][0] if whole else -1
+        for folder in (self.path / "trainer").glob("checkpoint-*"):
+            step = folder.name.removeprefix("checkpoint-")
+            if not (folder / COMPLETE).is_file() and step.isdigit() and int(step) < newest:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def rewind(self, step: int) -> None:
+        """metrics.jsonl and samples.jsonl as they stood when the checkpoint of `step` was saved, for a job that
+        resumes from it and logs the later steps again: rows past `step` go, and so do the end-of-run
+        evaluations (`eval/` keys) logged at it, which come after the save. Each file is replaced atomically."""
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            path = self.path / name
+            if not path.exists():
+                continue
+            rows, _ = read_jsonl_from(path)
+            kept = [r for r in rows if r.get("step", 0) < step or (r.get("step", 0) == step and not any(k.startswith("eval/") for k in r))]
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in kept))
 
     def alive(self, info: dict | None = None) -> bool:
         """Whether this run's job process lives."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
@@ -53,7 +54,11 @@ class LabCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         self._t0 = self._last_time = time.time()
-        self._log_samples(model, 0)
+        if state.global_step:  # resumed from a checkpoint: the clock and the token count go on from it
+            self._t0 -= self.run.last_metrics().get("elapsed") or 0.0
+            self._last_tokens = getattr(state, "num_input_tokens_seen", 0) or 0
+        else:
+            self._log_samples(model, 0)
 
     def on_log(self, args, state, control, logs=None, model=None, **kw):
         logs = dict(logs or {})
@@ -86,6 +91,38 @@ class LabCallback(TrainerCallback):
     def raise_if_diverged(self) -> None:
         if self.diverged:
             raise self.diverged
+
+
+class Checkpoints(TrainerCallback):
+    """The Trainer writes checkpoint-N/ in place, every `save_steps`; this marks each one whole once the Trainer
+    is done with it (`runs.COMPLETE`) and keeps the newest `keep`, so a kill mid-save never costs the checkpoint
+    before it. A stop saves one at the step it stops at, so that a resume goes on from exactly there."""
+
+    def __init__(self, run, keep: int):
+        self.run, self.keep = run, keep
+        self._t0 = None
+
+    def on_step_end(self, args, state, control, **kw):
+        if stop_requested() and args.save_strategy != "no":
+            control.should_save = True
+        self._t0 = time.time() if control.should_save else None
+
+    def on_save(self, args, state, control, **kw):
+        from lab.runs import COMPLETE
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir() and state.is_world_process_zero:  # the process that wrote it says it is whole
+            (folder / COMPLETE).write_text(f"{state.global_step}\n")
+            self.run.keep_checkpoints(self.keep)
+            # from the step's end: an upper bound, with the log (and an evaluation) due at the same step
+            record_checkpoint(self.run, folder, time.time() - (self._t0 or time.time()))
+
+
+def record_checkpoint(run, folder: Path, seconds: float) -> None:
+    """What checkpoints cost the run so far, in run.json: how many, the seconds spent writing them, the size of one."""
+    cost = run.info.get("checkpoints") or {"saved": 0, "seconds": 0.0}
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    run.update(checkpoints={"saved": cost["saved"] + 1, "seconds": round(cost["seconds"] + seconds, 3), "mb": round(size / 2**20, 1)})
 
 
 class KLToReference(TrainerCallback):
@@ -122,7 +159,8 @@ class KLToReference(TrainerCallback):
         return float((kl * mask).sum() / mask.sum().clamp(min=1))
 
     def on_train_begin(self, args, state, control, model=None, **kw):
-        self.run.log_metrics({"step": 0, "kl": self.measure(model)})
+        if not state.global_step:  # a resumed run has its step-0 row
+            self.run.log_metrics({"step": 0, "kl": self.measure(model)})
 
     def on_step_end(self, args, state, control, model=None, **kw):
         if self.every and (state.global_step % self.every == 0 or control.should_training_stop):

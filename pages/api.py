@@ -197,7 +197,7 @@ def stop_run(run_id: str, request: gr.Request = None) -> str:
 
 @user_errors
 def resume_run(run_id: str, request: gr.Request = None) -> str:
-    """Continue a stopped or failed pretrain (or full SFT) run: a new run with the same config, starting from the run's saved model, for the steps it had left (optimizer and schedule start afresh). Returns the new run id. A lifecycle carries on in place from its first unfinished step: its own id."""
+    """Continue a stopped or failed run from its last checkpoint, in place: the same step numbering, optimizer, schedule, data order and random state; returns its own id. A run with no checkpoint (saving off, or killed before its first) continues as a new run from its saved model for the steps it had left (pretrain and full SFT only; returns the new id). A lifecycle carries on in place from its first unfinished step."""
     run = _run(run_id)
     demo.check_owner(run, visitor(request), "resume")
     return jobs.resume(run, owner=visitor(request)).id

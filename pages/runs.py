@@ -17,12 +17,13 @@ from pages import api, curves, visitor
 from pages.stage import HIDDEN, warn
 
 RESUME_NOTE = (
-    "**Resume** continues a stopped or failed pretrain run (or a full SFT run) as far as the lab can: it keeps "
-    "no trainer checkpoints, so resume queues a *new* run with the same config that starts from the stopped run's "
-    "saved model and trains the steps it had left. The optimizer state, the learning-rate warm-up and the data "
-    "order start afresh, and the new run's parent is the stopped one. A stopped lifecycle resumes in place, from its "
-    "first unfinished step. **Export** writes a standalone model "
-    "folder (`merged/` in the run), with a LoRA adapter folded into its base."
+    "**Resume** carries on a stopped or failed run from its last checkpoint (saved every *save steps*, and at a stop), "
+    "in the same run: the same step numbering, optimizer, learning-rate schedule, data order and random state, as if "
+    "it had never stopped; its curves lose what was logged after the checkpoint, which is trained again. A run with no "
+    "checkpoint (saving turned off, or killed before its first) goes on as a *new* run from its saved model, for the "
+    "steps it had left, with a fresh optimizer (pretrain and full SFT only). A stopped lifecycle resumes in place, from "
+    "its first unfinished step. **Export** writes a standalone model folder (`merged/` in the run), with a LoRA adapter "
+    "folded into its base."
 )
 
 
@@ -120,7 +121,13 @@ def on_stop(run_id, browser_id: str, request: gr.Request):
 
 
 def on_resume(run_id, browser_id: str, request: gr.Request):
-    return act(lambda r, q: f"resumed as a new run `{api.resume_run(r, q)}`; watch it on its stage's page", run_id, visitor.of(browser_id, request))
+    def resume(r, q):
+        resumed = api.resume_run(r, q)
+        if resumed == r:
+            return f"`{r}` queued again, to go on from its last checkpoint; watch it on its stage's page"
+        return f"resumed as a new run `{resumed}` (no checkpoint to go on from); watch it on its stage's page"
+
+    return act(resume, run_id, visitor.of(browser_id, request))
 
 
 def zipped(folder: str) -> str:

@@ -100,7 +100,7 @@ def data_choices(stage: str) -> list[tuple[str, str]]:
 def fresh(run_id: str | None) -> dict:
     """A session's view of a run, before anything is read: everything from byte 0."""
     return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None, "done": False,
-            "pending": set()}
+            "pending": set(), "resumes": None}
 
 
 def clock(seconds: float | None) -> str:
@@ -124,11 +124,18 @@ def progress_text(p: dict, queue_position: int | None) -> str:
     if p["error"]:
         text += f"\n\n{p['error']}"
     if p["status"] == "completed" and p["final_metrics"]:
-        shown = {k: v for k, v in p["final_metrics"].items() if isinstance(v, (int, float)) and k != "train_runtime"}
-        text += "\n\n" + " · ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v:,}" for k, v in shown.items())
+        shown = {k: v for k, v in p["final_metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "train_runtime"}
+        text += "\n\n" + " · ".join(f"{k} {number(v)}" for k, v in shown.items() if not k.startswith("eval"))
+        evaluated = {k: v for k, v in shown.items() if k.startswith("eval")}
+        if evaluated:  # the end-of-run evaluations, one value each: a table, not one-point curves
+            text += "\n\n| end-of-run evaluation | value |\n|---|---:|\n" + "".join(f"| {k.removeprefix('eval/')} | {number(v)} |\n" for k, v in evaluated.items())
         if p["final_metrics"].get("note"):  # what the run wants its reader to know, e.g. a vocabulary smaller than asked
             text += f"\n\nℹ️ {p['final_metrics']['note']}"
     return text
+
+
+def number(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else f"{v:,}"
 
 
 NO_SAMPLES = pd.DataFrame({"samples": ["none yet (the job writes them every `sample_every` steps)"]})
@@ -241,8 +248,20 @@ class StagePage:
         try:
             info = run.info
             status = run.status
-            new = api.run_metrics(run_id, state["offset"])
-            new_samples = api.run_samples(run_id, state["samples_offset"])
+            resumes = len(info.get("resumes") or [])
+            if state["resumes"] is not None and resumes != state["resumes"]:  # resumed: its files were rewound to a checkpoint
+                state.update(offset=0, rows=[], samples_offset=0, samples=[])
+                state["pending"].update(("rows", "samples"))
+            state["resumes"] = resumes
+            try:
+                new = api.run_metrics(run_id, state["offset"])
+                new_samples = api.run_samples(run_id, state["samples_offset"])
+            except gr.Error:  # an offset the rewind left inside or past the files: read them again
+                if not runs.in_store(run.path):
+                    raise
+                state.update(offset=0, rows=[], samples_offset=0, samples=[])
+                state["pending"].update(("rows", "samples"))
+                new, new_samples = api.run_metrics(run_id, 0), api.run_samples(run_id, 0)
         except (FileNotFoundError, gr.Error):
             state.update(run=None, gone=run_id)
             state["pending"].add("gone")

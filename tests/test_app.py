@@ -123,17 +123,17 @@ def test_two_clients_at_once_are_queued_and_both_complete(lab_app):
 
 
 def test_resume_and_delete(client, stopped_pretrain):
-    parent = stopped_pretrain[0]
-    resumed = call(client, "resume_run", parent)
-    row = next(r for r in call(client, "list_runs") if r["id"] == resumed)
-    assert row["parent"] == parent and row["stage"] == "pretrain"
-    done = status(client, parent)["final_metrics"]["steps"]
-    config = Run.open(resumed).config  # the same run, continued from the stopped one's weights for the steps it had left
-    assert config["init_from"] == parent and config["max_steps"] == 2000 - done and config["preset"] == "nano"
-    call(client, "stop_run", resumed)
-    wait_for(lambda: status(client, resumed)["status"] not in ("queued", "running"), timeout=60, what="the resumed run to stop")
-    assert call(client, "delete_run", resumed) == f"deleted {resumed}"
-    assert resumed not in {r["id"] for r in call(client, "list_runs")}
+    run_id = stopped_pretrain[0]
+    done = status(client, run_id)["final_metrics"]["steps"]
+    assert call(client, "resume_run", run_id) == run_id  # the same run goes on, from the checkpoint its stop saved
+    wait_for(lambda: status(client, run_id)["step"] > done, timeout=180, what="the resumed run to train past its stop")
+    rows = call(client, "run_metrics", run_id, 0)["rows"]
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[0] <= done < steps[-1]  # one curve: no step twice, none lost at the stop
+    call(client, "stop_run", run_id)
+    wait_for(lambda: status(client, run_id)["status"] not in ("queued", "running"), timeout=60, what="the resumed run to stop")
+    assert call(client, "delete_run", run_id, True).startswith(f"deleted {run_id}")  # with the SFT run a test above built on it
+    assert run_id not in {r["id"] for r in call(client, "list_runs")}
 
 
 @pytest.mark.parametrize(

@@ -90,6 +90,7 @@ def test_over_cap_jobs_say_the_cap_and_how_to_lift_it(demo):
     assert "1 to 500 steps" in message and "LAB_DEMO_MODE=0" in message
     assert "batches of up to 32" in refusal(client, "pretrain", json.dumps({"preset": "nano", "batch_size": 4096}), api_name="/start_run")
     assert "up to 512 tokens" in refusal(client, "pretrain", json.dumps({"preset": "nano", "seq_len": 100000}), api_name="/start_run")
+    assert "up to 2 checkpoints per run" in refusal(client, "pretrain", json.dumps({"preset": "nano", "save_total_limit": 50}), api_name="/start_run")
 
 
 def test_a_visitor_cannot_stop_delete_or_undo_what_another_started(demo):

@@ -107,19 +107,96 @@ def test_a_stop_at_any_moment_after_submit_reads_stopped(store, delay):
     jobs.stop(run, grace=30, wait=True)
     wait_for(lambda: run.status not in runs.ACTIVE, 60, "the run to end")
     assert run.status == "stopped", run.info.get("error")
-    assert not list(run.path.glob(".*.partial")) and not (run.path / "trainer").exists()
+    assert not list(run.path.glob(".*.partial"))
+    # A run stopped after its first steps keeps the checkpoint of the step it stopped at, whole, and nothing else.
+    assert all((c / runs.COMPLETE).is_file() for c in (run.path / "trainer").glob("*")), list((run.path / "trainer").glob("*"))
 
 
 def test_a_job_killed_like_the_oom_killer_does_reads_failed_with_its_peak_memory_and_leaves_nothing_half_made(store):
     run = jobs.submit("pretrain", stages.get("pretrain").Config(preset="nano", max_steps=5000, logging_steps=2, sample_every=0, eval_every=0))
     wait_for(lambda: any("loss" in r for r in run.metrics()[0]), 180, "the first logged step")
     (run.path / ".model.partial").mkdir()  # as a kill in the middle of a save leaves it
+    (run.path / "trainer" / "checkpoint-7").mkdir(parents=True, exist_ok=True)  # a checkpoint half-written, never marked whole
     os.kill(run.info["pid"], signal.SIGKILL)
     wait_for(lambda: not run.alive(), 10, "the process to die")
     summary = next(r for r in api_list_runs() if r["id"] == run.id)  # the first listing already says why
     assert summary["status"] == "failed"
     assert "killed by the system (out of memory?)" in summary["error"] and re.search(r"memory peaked at \d+\.\d GiB", summary["error"])
     assert not (run.path / ".model.partial").exists() and not (run.path / "trainer").exists()
+
+
+def trained(run: Run, key: str = "loss") -> list[tuple[int, float]]:
+    """(step, value) of each logged training row of `key`, in the order metrics.jsonl has them."""
+    return [(r["step"], r[key]) for r in read_jsonl(run.path / "metrics.jsonl") if key in r]
+
+
+def weights(run: Run) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(run.model_dir.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+
+def same_weights(a: Run, b: Run) -> float:
+    """The largest difference between two runs' saved weights."""
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    return max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+
+
+def test_kill_9_at_60_percent_then_resume_trains_the_run_it_would_have_been(store):
+    """Pretraining killed at step ~24 of 40 resumes in place from its checkpoint of step 20: the same step numbers,
+    losses and final weights as an uninterrupted run of the same seed (on the CPU, to the bit; on a GPU, kernels
+    that are not deterministic would make it close instead)."""
+    config = stages.get("pretrain").Config(preset="nano", max_steps=40, batch_size=8, save_steps=10, logging_steps=1, sample_every=0, eval_every=0,
+                                           world_evals=False)
+    whole = jobs.submit("pretrain", config)
+    assert jobs.wait(whole, timeout=300) == "completed"
+    run = jobs.submit("pretrain", config)
+    wait_for(lambda: any(r.get("step", 0) >= 24 and "loss" in r for r in run.metrics()[0]), 300, "step 24")
+    os.kill(run.info["pid"], signal.SIGKILL)
+    wait_for(lambda: run.status == "failed", 30, "the kill to read failed")
+    step, _ = run.last_checkpoint()
+    assert 20 <= step < 40
+    assert api.resume_run(run.id) == run.id  # the same run goes on
+    assert max(r["step"] for r in run.metrics()[0]) == step  # its curves rewound to the checkpoint at once
+    assert jobs.wait(run, timeout=300) == "completed", run.info.get("error")
+    assert trained(run) == trained(whole) and [s for s, _ in trained(run)] == list(range(1, 41))
+    assert same_weights(run, whole) < 1e-6
+    assert not (run.path / "trainer").exists() and not (whole.path / "trainer").exists()  # completed: nothing left to resume
+    assert [r["step"] for r in run.info["resumes"]] == [step] and run.info["final_metrics"]["steps"] == 40
+
+
+def test_a_stopped_ppo_run_resumes_from_the_batch_it_stopped_at(store, nano_sft_run):
+    """PPO's own checkpoint (policy, critic, optimizer, schedule, KL controller, random state): stopped part-way and
+    resumed, its rollout scores and final weights are those of the uninterrupted run."""
+    config = stages.get("ppo").Config(parent=nano_sft_run.name, reward="gold", max_steps=8, save_steps=3, batch_size=4, mini_batch_size=2, ppo_epochs=1,
+                                      response_length=12, sample_every=0, world_evals=False)
+    whole = jobs.submit("ppo", config)
+    assert jobs.wait(whole, timeout=300) == "completed"
+    run = jobs.submit("ppo", config)
+    wait_for(lambda: any(r.get("step", 0) >= 4 for r in run.metrics()[0]), 300, "rollout batch 4")
+    assert jobs.stop(run, wait=True) == "stopped"
+    stopped_at = run.info["final_metrics"]["steps"]
+    step, _ = run.last_checkpoint()
+    assert 3 <= step <= stopped_at < 8, (step, stopped_at)
+    assert jobs.resume(run).id == run.id
+    assert jobs.wait(run, timeout=300) == "completed", run.info.get("error")
+    assert trained(run, "objective/scores") == trained(whole, "objective/scores")
+    assert [s for s, _ in trained(run, "objective/kl")] == list(range(1, 9))
+    assert same_weights(run, whole) < 1e-6
+
+
+def test_a_run_without_a_checkpoint_resumes_as_a_new_run_from_its_saved_model(store, nano_run):
+    run = jobs.submit("pretrain", stages.get("pretrain").Config(preset="nano", max_steps=5000, save_steps=0, logging_steps=2, sample_every=0, eval_every=0))
+    wait_for(lambda: any("loss" in r for r in run.metrics()[0]), 180, "the first logged step")
+    assert jobs.stop(run, wait=True) == "stopped" and run.last_checkpoint() is None
+    resumed = jobs.resume(run)
+    try:
+        assert resumed.id != run.id and resumed.config["init_from"] == run.id
+    finally:
+        jobs.stop(resumed, wait=True)
+    with pytest.raises(Exception, match="completed: there is nothing left to train"):
+        jobs.resume(Run(nano_run))
 
 
 def api_list_runs() -> list[dict]:
@@ -159,6 +236,24 @@ def test_a_save_that_runs_out_of_space_fails_the_run_with_no_space_left(store, t
     run = Run.open(last_line(proc))
     assert run.status == "failed" and run.info["error"].startswith("no space left to save (") and "File too large" in run.info["error"]
     assert not (run.path / "model").exists() and not list(run.path.glob(".*.partial"))
+
+
+def test_a_checkpoint_that_runs_out_of_space_fails_the_run_and_keeps_the_one_before(store):
+    """A resumed job (spawned by `llm-lab resume`, so it inherits the file-size limit) cannot write its next
+    checkpoint: it fails with "no space left", the checkpoint it resumed from stays whole, and it resumes again."""
+    run = jobs.submit("pretrain", stages.get("pretrain").Config(preset="nano", max_steps=200, batch_size=8, save_steps=6, logging_steps=1,
+                                                                 sample_every=0, eval_every=0, world_evals=False))
+    wait_for(lambda: run.last_checkpoint(), 300, "the first checkpoint")
+    assert jobs.stop(run, wait=True) == "stopped"
+    step, folder = run.last_checkpoint()
+    assert step < 194, step  # a checkpoint is still to come
+    proc = subprocess.run(["bash", "-c", 'ulimit -f 256 && exec "$@"', "bash", sys.executable, "-m", "lab", "resume", run.id, "--wait"],
+                          capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert run.status == "failed" and run.info["error"].startswith("no space left to save ("), run.info["error"]
+    assert run.last_checkpoint() == (step, folder) and not [p for p in (run.path / "trainer").iterdir() if p != folder]
+    assert jobs.resume(run).id == run.id and jobs.wait(run, timeout=300) == "completed"
+    assert [r["step"] for r in read_jsonl(run.path / "metrics.jsonl") if "loss" in r] == list(range(1, 201))
 
 
 def test_api_arguments_are_checked_like_config_fields(store):

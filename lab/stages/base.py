@@ -43,6 +43,8 @@ class TrainArgs(RunArgs):
     seed: int = option(0, "random seed", advanced=True, order=RUN, within="[0, 4294967295]")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True, order=RUN)
     threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True, order=RUN, within="[0, 1024]")
+    save_steps: int = option(50, "save a resumable checkpoint every N steps (0: none); a stop saves one too, and Resume goes on from the last", advanced=True, order=SCHEDULE, within="[0, 10000000]")
+    save_total_limit: int = option(1, "resumable checkpoints kept (the newest); all go when the run completes", advanced=True, order=SCHEDULE, within="[1, 1000]")
     # The lifecycle turns them off: it evaluates every model once, afterwards, with more (`llm-lab eval`).
     world_evals: bool = option(True, "on the toy world, end with its evaluations (eval/ keys: fact QA, refusals, win rate, ...)", advanced=True, order=RUN)
 
@@ -93,7 +95,8 @@ def prepare(config, run) -> str:
 
 def trainer_arguments(config, device: str, output_dir) -> dict:
     """The keyword arguments every stage passes to its TrainingArguments / TRL config, so that the
-    lab's policy holds everywhere: the lab saves once, atomically, at the end (no Trainer checkpoints);
+    lab's policy holds everywhere: the model is saved once, atomically, at the end, and the Trainer's
+    checkpoints (every `save_steps`, whole once `telemetry.Checkpoints` marks them) are only for resuming;
     NaN losses reach the callback instead of being averaged away; bf16 only where the GPU has it (TRL
     configs default to bf16); no activation checkpointing (TRL's default trades speed for memory the
     lab's defaults never need); tokens counted for tokens/s."""
@@ -109,7 +112,9 @@ def trainer_arguments(config, device: str, output_dir) -> dict:
         logging_steps=config.logging_steps,
         logging_first_step=True,
         logging_nan_inf_filter=False,
-        save_strategy="no",
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        save_total_limit=None,  # telemetry.Checkpoints keeps the newest, once the new one is whole
         report_to="none",
         disable_tqdm=True,
         seed=config.seed,
@@ -141,32 +146,37 @@ def for_kbit_training(model, mode: str):
 
 
 def fit(trainer, callback, run, evaluate=None) -> dict:
-    """`trainer.train()` and the end every Trainer stage shares: a diverged run fails (and saves nothing);
-    the final metrics (train loss, steps, trainable parameters, runtime); `evaluate(model) -> metrics`,
-    unless a stop was asked for (a stopped run saves at once, before its grace runs out), its `eval/` keys
-    also logged as a row of metrics; and the trainer's scratch folder removed, whatever happens."""
-    from lab import jobs
+    """`trainer.train()` and the end every Trainer stage shares: from the run's last checkpoint when it has one
+    (a resumed run: the same step numbering, optimizer, schedule, data order and random state); a diverged run
+    fails (and saves nothing); the final metrics (train loss, steps, trainable parameters, runtime);
+    `evaluate(model) -> metrics`, unless a stop was asked for (a stopped run saves at once, before its grace runs
+    out), its `eval/` keys also logged as a row of metrics. The checkpoints go once training has run to its end:
+    only a stopped or failed run can resume."""
+    from lab import jobs, telemetry
 
+    trainer.add_callback(telemetry.Checkpoints(run, run.config.get("save_total_limit", 1)))
+    last = run.last_checkpoint()
+    if last:
+        print(f"resuming from the checkpoint of step {last[0]}", flush=True)
+    n_trainable = models.count_parameters(trainer.model, trainable=True)
     try:
-        n_trainable = models.count_parameters(trainer.model, trainable=True)
-        try:
-            output = trainer.train()
-            final = {"train_loss": output.training_loss, "train_runtime": output.metrics.get("train_runtime")}
-        except jobs.StopRequested:  # online RL stopped mid-rollout (telemetry.stoppable_generation)
-            print(f"stop requested: rollout abandoned at step {trainer.state.global_step}; saving the policy of that step", flush=True)
-            final = {}
-        callback.raise_if_diverged()
-        final.update(steps=trainer.state.global_step, trainable_parameters=n_trainable)
-        if evaluate is not None and not jobs.stop_requested():
-            evaluated = evaluate(trainer.model)
-            callback.raise_if_diverged()
-            final.update(evaluated)
-            logged = {k: v for k, v in evaluated.items() if k.startswith("eval/")}
-            if logged:
-                run.log_metrics({"step": trainer.state.global_step, **logged})
-        return final
-    finally:
+        output = trainer.train(resume_from_checkpoint=str(last[1]) if last else None)
+        final = {"train_loss": output.training_loss, "train_runtime": output.metrics.get("train_runtime")}
+    except jobs.StopRequested:  # online RL stopped mid-rollout (telemetry.stoppable_generation)
+        print(f"stop requested: rollout abandoned at step {trainer.state.global_step}; saving the policy of that step", flush=True)
+        final = {}
+    callback.raise_if_diverged()
+    final.update(steps=trainer.state.global_step, trainable_parameters=n_trainable)
+    if not jobs.stop_requested():
         shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+    if evaluate is not None and not jobs.stop_requested():
+        evaluated = evaluate(trainer.model)
+        callback.raise_if_diverged()
+        final.update(evaluated)
+        logged = {k: v for k, v in evaluated.items() if k.startswith("eval/")}
+        if logged:
+            run.log_metrics({"step": trainer.state.global_step, **logged})
+    return final
 
 
 def save_model(model, tokenizer, run, config, what: str, final: dict, parent_path: str | None = None) -> None:

@@ -46,6 +46,7 @@ class Config(LoraArgs, TrainerArgs):
     warmup_steps: int = inherit(TrainerArgs, "warmup_steps", 0)
     lr_scheduler: str = inherit(TrainerArgs, "lr_scheduler", "constant_with_warmup")
     logging_steps: int = inherit(TrainerArgs, "logging_steps", 2)
+    save_steps: int = inherit(TrainerArgs, "save_steps", 20)
     sample_every: int = option(20, "answer the fixed prompts every N steps (0: never)", advanced=True, within="[0, 10000000]")
     eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True, within="(0, 10]")
 

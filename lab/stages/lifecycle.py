@@ -176,7 +176,8 @@ def _set_step(lifecycle, step: str, **fields) -> None:
 
 
 def _reusable(run, step: str):
-    """The run this lifecycle made for `step` before (a `--continue`), if it completed or is still going."""
+    """The run this lifecycle made for `step` before (a `--continue`), if it completed or is still going, or if it
+    stopped or failed with a checkpoint, from which it goes on (`jobs.resume`)."""
     rid = _steps(run).get(step, {}).get("run")
     if not rid:
         return None
@@ -184,6 +185,9 @@ def _reusable(run, step: str):
         child = runs.Run.open(rid)
     except LookupError:  # deleted since: make it again
         return None
+    if child.status in ("stopped", "failed") and child.last_checkpoint():
+        print(f"[lifecycle] {step}: run {child.id} goes on from its checkpoint of step {child.last_checkpoint()[0]}", flush=True)
+        return jobs.resume(child, owner=run.info.get("owner"))
     return child if child.status in ("completed", *runs.ACTIVE) else None
 
 

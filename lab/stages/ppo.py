@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from lab import evals, jobs, models, telemetry
+from lab import evals, jobs, models, runs, telemetry
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, prompt_set, world_of
@@ -70,6 +71,7 @@ class Config(LoraArgs, TrainArgs):
     max_prompt_length: int = option(128, "tokens of prompt kept (longer prompts lose their start)", advanced=True, within="[1, 1048576]")
     forward_batch_size: int = option(16, "rollouts per no-grad pass of the reference and critic (memory against speed)", advanced=True, within="[1, 65536]")
     logging_steps: int = inherit(TrainArgs, "logging_steps", 1, help="log metrics every N rollout batches (averaged over them)")
+    save_steps: int = inherit(TrainArgs, "save_steps", 10, help="save a resumable checkpoint every N rollout batches (0: none); a stop saves one too")
     sample_every: int = option(5, "write a few rollouts to samples.jsonl every N rollout batches (0: never)", advanced=True, within="[0, 10000000]")
     eval_temperature: float = option(0.7, "sampling temperature of the end-of-run comparison with the SFT model", advanced=True, within="(0, 10]")
 
@@ -294,6 +296,41 @@ class PPO:
                         module.p = 0.0
                 m.eval()
 
+    def trainable(self) -> dict:
+        """What the updates change, by name: the policy's and the critic's trainable weights (all of them, or
+        their LoRA adapters)."""
+        return {f"{who}.{name}": p for who, model in (("policy", self.policy), ("critic", self.critic))
+                for name, p in model.named_parameters() if p.requires_grad}
+
+    def save(self, run, step: int, last: dict, rng: dict) -> None:
+        """A checkpoint after rollout batch `step`: the trainable weights, the optimizer, the schedule, the KL
+        controller and `rng` (`random_state()` as that batch left it), written aside and renamed whole."""
+        state = {"step": step, "weights": {k: p.detach().cpu() for k, p in self.trainable().items()},
+                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "kl_coef": self.kl_ctl.value,
+                 **rng, "last": last}
+        t0 = time.time()
+        folder = run.path / "trainer" / f"checkpoint-{step}"
+        with runs.atomic_dir(folder) as tmp:
+            torch.save(state, tmp / "ppo.pt")
+            (tmp / runs.COMPLETE).write_text(f"{step}\n")
+        run.keep_checkpoints(self.config.save_total_limit)
+        telemetry.record_checkpoint(run, folder, time.time() - t0)
+
+    def load(self, folder) -> tuple[int, dict]:
+        """Back to a checkpoint `save` wrote: returns (its step, the last batch's metrics)."""
+        state = torch.load(folder / "ppo.pt", map_location="cpu", weights_only=False)
+        weights = self.trainable()
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                weights[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.kl_ctl.value = state["kl_coef"]
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return state["step"], state["last"]
+
     def stop_now(self, step: int, where: str) -> bool:
         if not self.stopped and jobs.stop_requested():
             self.stopped = True
@@ -396,6 +433,12 @@ class PPO:
         }
 
 
+def random_state() -> dict:
+    """torch's random state (the sampling of rollouts and the shuffling of updates draw from it), as `PPO.save`
+    stores it and `PPO.load` puts it back."""
+    return {"rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
 def prompt_batches(prompts: list, batch_size: int, seed: int):
     """Batches of prompts for ever, each pass over them in a fresh random order."""
     rng = random.Random(seed)
@@ -445,6 +488,18 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
     batches = prompt_batches(prompts, config.batch_size, config.seed)
     history: list[dict] = []
     step, timed_out = 0, False
+    # A checkpoint holds the state a whole batch left: a stop that comes in the middle of the next one has used
+    # random numbers since (its sampling), and one in the middle of its updates has changed the weights too.
+    whole, rng = True, random_state()
+    resumed = run.last_checkpoint() if run is not None else None
+    if resumed:
+        step, last = ppo.load(resumed[1])
+        history.append(last)
+        for _ in range(step):  # the prompt order of an uninterrupted run: the batches already trained on go by
+            next(batches)
+        log.t_start -= run.last_metrics().get("elapsed") or 0.0
+        print(f"resuming from the checkpoint of rollout batch {step}", flush=True)
+    saving = run is not None and config.save_steps > 0
     while step < config.max_steps and not ppo.stop_now(step, "before it starts"):
         t0 = time.time()
         rollout = ppo.rollout(next(batches))
@@ -459,6 +514,8 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
         if not stats:  # stopped before the first update of this batch: nothing learned from it
             break
         step += 1
+        whole = len(stats) == config.ppo_epochs * len(rollout.ids) // config.mini_batch_size
+        rng = random_state() if whole else rng
         row = {**ppo.end_batch(rollout, stats), "time/rollout": t_rollout, "time/update": time.time() - t0 - t_rollout}
         history.append(row)
         log.window.append(row)
@@ -466,9 +523,15 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
         timed_out = bool(config.max_minutes) and time.time() - log.t_start >= config.max_minutes * 60
         if step % config.logging_steps == 0 or step == config.max_steps or timed_out or ppo.stopped:
             log.flush(step)
+        if saving and whole and step < config.max_steps and step % config.save_steps == 0:
+            ppo.save(run, step, row, rng)
         if timed_out or ppo.stopped:
             break
     log.flush(step)  # a stop ends the loop between logging steps: the last partial window still reaches the curve
+    if saving and ppo.stopped and whole and step and (run.last_checkpoint() or (0,))[0] != step:
+        ppo.save(run, step, history[-1], rng)  # resume goes on from exactly where the stop came
+    if run is not None and not ppo.stopped:
+        shutil.rmtree(run.path / "trainer", ignore_errors=True)  # trained to its end: nothing left to resume
     return {"steps": step, "episodes": step * config.batch_size, "history": history, "stopped": ppo.stopped, "timed_out": timed_out, "kl_coef": ppo.kl_ctl.value}
 
 

@@ -45,6 +45,7 @@ class Config(TrainerArgs):
     init_from: str = option("", "continue pretraining this model (run id, folder or hub id) instead of a fresh preset", advanced=True, order=MODEL, runs=("pretrain", "sft"))
     warmup_steps: int = inherit(TrainerArgs, "warmup_steps", 50)
     weight_decay: float = inherit(TrainerArgs, "weight_decay", 0.1)
+    save_steps: int = inherit(TrainerArgs, "save_steps", 100)
     grad_accum: int = option(1, "gradient accumulation steps", advanced=True, order=SCHEDULE, within="[1, 4096]")
     max_grad_norm: float = option(1.0, "gradient clipping (0: off)", advanced=True, order=SCHEDULE, within="[0, 1000000]")
     mlm_probability: float = option(0.15, "share of tokens masked (mlm only)", advanced=True, within="(0, 1)")
@@ -68,14 +69,16 @@ def check(config: Config) -> None:
         data.load(config.data)  # a bad file is named, with its line, now rather than minutes into a job
 
 
-def load_tokenizer(config: Config, train: list[str]):
+def load_tokenizer(config: Config, train: list[str], trained: Path | None = None):
+    """The tokenizer named, else one trained on the data here, unless a resumed run's checkpoint (`trained`) holds
+    the one trained when the run began."""
     from transformers import AutoTokenizer
 
     from lab.tokenizers import ensure_chat_template, train_tokenizer
 
     ref = config.tokenizer or config.init_from
-    if ref:
-        path, _ = models.resolve(ref)
+    if ref or trained:
+        path = models.resolve(ref)[0] if ref else trained
         tokenizer = models.load_pretrained(AutoTokenizer, path)
     else:
         vocab = config.vocab_size or models.PRESETS[config.preset].vocab
@@ -151,7 +154,8 @@ def run(config: Config, run) -> dict:
     device = prepare(config, run)
 
     train_texts, heldout_texts = text_splits(config.data, seed=config.seed)
-    tokenizer = load_tokenizer(config, train_texts)
+    resumed = run.last_checkpoint()
+    tokenizer = load_tokenizer(config, train_texts, trained=resumed[1] if resumed else None)
     parent_path = models.resolve(config.init_from)[0] if config.init_from else None
     if parent_path:
         auto = AutoModelForCausalLM if config.objective == "clm" else AutoModelForMaskedLM
@@ -170,7 +174,8 @@ def run(config: Config, run) -> dict:
         eval_blocks = None
         print("held-out text is shorter than one sequence: no held-out loss for this run", flush=True)
     print(f"{n_params:,} parameters on {device}; {train_blocks.numel():,} training tokens in {len(train_blocks)} sequences", flush=True)
-    run.log_metrics({"step": 0, "parameters": n_params, "train_tokens": train_blocks.numel()})
+    if not resumed:
+        run.log_metrics({"step": 0, "parameters": n_params, "train_tokens": train_blocks.numel()})
 
     collate = causal_collate if config.objective == "clm" else DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=config.mlm_probability)
     scratch = run.path / "trainer"
