@@ -105,6 +105,10 @@ class Checkpoints(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if stop_requested() and args.save_strategy != "no":
             control.should_save = True
+        elif state.global_step >= state.max_steps:
+            # The Trainer saves at the last step too: a checkpoint with nothing left to resume, gone once the model
+            # is saved, and for a large model the costliest write of the run.
+            control.should_save = False
         self._t0 = time.time() if control.should_save else None
 
     def on_save(self, args, state, control, **kw):

@@ -150,8 +150,8 @@ def fit(trainer, callback, run, evaluate=None) -> dict:
     (a resumed run: the same step numbering, optimizer, schedule, data order and random state); a diverged run
     fails (and saves nothing); the final metrics (train loss, steps, trainable parameters, runtime);
     `evaluate(model) -> metrics`, unless a stop was asked for (a stopped run saves at once, before its grace runs
-    out), its `eval/` keys also logged as a row of metrics. The checkpoints go once training has run to its end:
-    only a stopped or failed run can resume."""
+    out), its `eval/` keys also logged as a row of metrics. The checkpoints stay until `save_model` has saved the
+    model of a run trained to its end."""
     from lab import jobs, telemetry
 
     trainer.add_callback(telemetry.Checkpoints(run, run.config.get("save_total_limit", 1)))
@@ -167,8 +167,6 @@ def fit(trainer, callback, run, evaluate=None) -> dict:
         final = {}
     callback.raise_if_diverged()
     final.update(steps=trainer.state.global_step, trainable_parameters=n_trainable)
-    if not jobs.stop_requested():
-        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
     if evaluate is not None and not jobs.stop_requested():
         evaluated = evaluate(trainer.model)
         callback.raise_if_diverged()
@@ -183,9 +181,11 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
     """Save a trained model where plain transformers / PEFT load it: `adapter/` for a LoRA model (its config
     naming the base by absolute path, so it loads from anywhere), else `model/`; with the tokenizer, for a
     model that writes text a generation config that stops at the end of the assistant's turn (and keeps the
-    stops the parent named: a hub model may have several), and a model card naming the lineage."""
+    stops the parent named: a hub model may have several), and a model card naming the lineage. Once it is
+    saved, the checkpoints of a run that trained to its end go; a kill before then leaves them to resume from."""
     from peft import PeftModel
 
+    from lab import jobs
     from lab.runs import atomic_dir
     from lab.tokenizers import stop_ids
 
@@ -205,6 +205,8 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
             (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
         (tmp / "README.md").write_text(model_card(model, run, config, what, final, parent_path, lora), encoding="utf-8")
     print(f"saved {folder}/ " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()), flush=True)
+    if not jobs.stop_requested():  # trained to its end and saved: nothing is left to resume (a stopped run keeps them)
+        shutil.rmtree(run.path / "trainer", ignore_errors=True)
 
 
 def model_card(model, run, config, what: str, final: dict, parent_path: str | None, lora: bool) -> str:

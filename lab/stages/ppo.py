@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass
 
@@ -530,8 +529,6 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
     log.flush(step)  # a stop ends the loop between logging steps: the last partial window still reaches the curve
     if saving and ppo.stopped and whole and step and (run.last_checkpoint() or (0,))[0] != step:
         ppo.save(run, step, history[-1], rng)  # resume goes on from exactly where the stop came
-    if run is not None and not ppo.stopped:
-        shutil.rmtree(run.path / "trainer", ignore_errors=True)  # trained to its end: nothing left to resume
     return {"steps": step, "episodes": step * config.batch_size, "history": history, "stopped": ppo.stopped, "timed_out": timed_out, "kl_coef": ppo.kl_ctl.value}
 
 
