@@ -78,6 +78,11 @@ def details(run_id: str | None) -> tuple[str, str, str]:
     lines = [f"**{status['status']}** · stage `{info['stage']}` · name {info['name']}", "lineage:\n\n" + family_tree(run_id)]
     if status["step"]:
         lines.append(f"step {status['step']}" + (f" of {status['max_steps']}" if status["max_steps"] else ""))
+    if info.get("resumes"):
+        lines.append("resumed from the checkpoint of step " + ", then of step ".join(str(r["step"]) for r in info["resumes"]))
+    checkpoint = Run.open(run_id).last_checkpoint()
+    if checkpoint and status["status"] not in runs.ACTIVE:
+        lines.append(f"Resume goes on from its checkpoint of step {checkpoint[0]}")
     if status["error"]:
         lines.append(f"⚠️ {status['error']}")
     if status["final_metrics"]:

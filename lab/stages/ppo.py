@@ -527,7 +527,7 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
         if timed_out or ppo.stopped:
             break
     log.flush(step)  # a stop ends the loop between logging steps: the last partial window still reaches the curve
-    if saving and ppo.stopped and whole and step and (run.last_checkpoint() or (0,))[0] != step:
+    if saving and ppo.stopped and whole and 0 < step < config.max_steps and (run.last_checkpoint() or (0,))[0] != step:
         ppo.save(run, step, history[-1], rng)  # resume goes on from exactly where the stop came
     return {"steps": step, "episodes": step * config.batch_size, "history": history, "stopped": ppo.stopped, "timed_out": timed_out, "kl_coef": ppo.kl_ctl.value}
 
