@@ -71,7 +71,8 @@ def details(run_id: str | None) -> tuple[str, str, str]:
         return "pick a run", "", ""
     try:
         status = api.run_status(run_id)
-        info = Run.open(run_id).info
+        run = Run.open(run_id)
+        info = run.info
         log = api.run_log(run_id, 200)
     except (gr.Error, FileNotFoundError) as e:
         return f"⚠️ {getattr(e, 'message', e)}", "", ""
@@ -80,18 +81,18 @@ def details(run_id: str | None) -> tuple[str, str, str]:
         lines.append(f"step {status['step']}" + (f" of {status['max_steps']}" if status["max_steps"] else ""))
     if info.get("resumes"):
         lines.append("resumed from the checkpoint of step " + ", then of step ".join(str(r["step"]) for r in info["resumes"]))
-    checkpoint = Run.open(run_id).last_checkpoint()
+    checkpoint = run.last_checkpoint()
     if checkpoint and status["status"] not in runs.ACTIVE:
         lines.append(f"Resume goes on from its checkpoint of step {checkpoint[0]}")
     if status["error"]:
         lines.append(f"⚠️ {status['error']}")
     if status["final_metrics"]:
         lines.append("final: " + " · ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in status["final_metrics"].items()))
-    lines.append(f"folder: `{Run.open(run_id).path}`")
-    if info["stage"] == "lifecycle" and (Run.open(run_id).path / "report.json").is_file():
+    lines.append(f"folder: `{run.path}`")
+    if info["stage"] == "lifecycle" and (run.path / "report.json").is_file():
         lines.append(evals.report_markdown(api.report_card(run_id)))
-    elif (Run.open(run_id).path / "eval.json").is_file():
-        measured = evals.read(Run.open(run_id)).get("metrics", {})
+    elif (run.path / "eval.json").is_file():
+        measured = evals.read(run).get("metrics", {})
         lines.append("eval.json: " + " · ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in measured.items()))
     return "\n\n".join(lines), info.get("command", ""), log
 

@@ -248,19 +248,21 @@ class StagePage:
         try:
             info = run.info
             status = run.status
-            resumes = len(info.get("resumes") or [])
-            if state["resumes"] is not None and resumes != state["resumes"]:  # resumed: its files were rewound to a checkpoint
+            def from_start():  # a resume rewound the run's files to a checkpoint: read them again
                 state.update(offset=0, rows=[], samples_offset=0, samples=[])
                 state["pending"].update(("rows", "samples"))
+
+            resumes = len(info.get("resumes") or [])
+            if state["resumes"] is not None and resumes != state["resumes"]:
+                from_start()
             state["resumes"] = resumes
             try:
                 new = api.run_metrics(run_id, state["offset"])
                 new_samples = api.run_samples(run_id, state["samples_offset"])
-            except gr.Error:  # an offset the rewind left inside or past the files: read them again
+            except gr.Error:  # an offset the rewind left inside or past the files
                 if not runs.in_store(run.path):
                     raise
-                state.update(offset=0, rows=[], samples_offset=0, samples=[])
-                state["pending"].update(("rows", "samples"))
+                from_start()
                 new, new_samples = api.run_metrics(run_id, 0), api.run_samples(run_id, 0)
         except (FileNotFoundError, gr.Error):
             state.update(run=None, gone=run_id)
