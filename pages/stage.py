@@ -233,9 +233,14 @@ class StagePage:
         if not state["run"]:
             return "no run to stop"
         try:
-            return f"Run `{state['run']}`: {api.stop_run(state['run'], visitor.of(browser_id, request))} (it saves what it has learnt, then ends `stopped`)"
+            said = api.stop_run(state["run"], visitor.of(browser_id, request))
         except gr.Error as e:
             return warn(e)
+        if said == "stopping":
+            return f"Run `{state['run']}`: stopping (it saves what it has learnt, then ends `stopped`)"
+        if state["status"] in runs.ACTIVE:  # it ended as the stop came, or was queued and never starts now
+            return f"Run `{state['run']}`: {said}"
+        return f"Run `{state['run']}` has ended `{said}` already: nothing to stop"
 
     def poll(self, state) -> None:
         """Read what is new since the last poll into the session's `state`, in place, and note in
