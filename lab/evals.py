@@ -18,9 +18,13 @@ import torch
 
 from lab.tokenizers import end_of_turn_id
 
+# Prompts per generate call. A toy model's decoding step costs about as much for 128 rows as for 32 (its time
+# is the generate loop's own overhead, not arithmetic), so large batches cut the evaluations' time (bench/RESULTS.md).
+BATCH = 128
+
 
 @torch.no_grad()
-def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 32) -> list[str]:
+def complete(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, batch_size: int = BATCH) -> list[str]:
     """Greedy completions of raw (non-chat) prompts, batched with left padding."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -63,7 +67,7 @@ def fact_completion(model, tokenizer, facts: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def chat(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 32, raw: bool = False,
+def chat(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = BATCH, raw: bool = False,
          temperature: float = 0.0, seed: int = 0) -> list[str]:
     """Answers to user prompts (a string, or a whole conversation ending with a user turn) through the chat
     template: greedy, or sampled at `temperature` from a fixed seed. With raw=True the special tokens stay in, so a caller can see whether the model
@@ -165,7 +169,7 @@ def alignment_eval(model, tokenizer, world, baseline: list[str], temperature: fl
 
 
 @torch.no_grad()
-def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size: int = 32) -> list[float]:
+def reward_scores(model, tokenizer, conversations: list[list[dict]], batch_size: int = BATCH) -> list[float]:
     """A reward model's score of each whole chat (the user's turns and the assistant's answer), rendered
     with the chat template exactly as the reward trainer saw it, read at the last token."""
     device = next(model.parameters()).device

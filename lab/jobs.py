@@ -287,19 +287,100 @@ def submit(stage: str, config, name: str | None = None, owner: str | None = None
 
 
 def _spawn(run: Run) -> Run:
-    log = open(run.path / "log.txt", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lab", "train", run.stage, "--config", str(run.path / "config.json"), "--run-id", run.id],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # the job outlives the app and ignores the app's Ctrl-C
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "LAB_CHECKPOINTS": str(runs.root())},
-    )
-    log.close()
+    argv = ["train", run.stage, "--config", str(run.path / "config.json"), "--run-id", run.id]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LAB_CHECKPOINTS": str(runs.root())}
+    if _fork_server is not None:
+        proc = _Forked(_fork_server, argv, env, run.path / "log.txt")
+    else:
+        with open(run.path / "log.txt", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "lab", *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True,  # the job outlives the app and ignores the app's Ctrl-C
+                                    env=env)
     run.update(pid=proc.pid, pid_start=runs.process_start(proc.pid), started_by_queue=True)
     _children[run.id] = proc
     return run
+
+
+# -- warm starts: jobs forked from a process that has imported the stages once ----------------------------------
+# A job's start-up is mostly its imports (torch, transformers, and the peft and bitsandbytes that the Trainer
+# imports: bench/RESULTS.md). A process that starts jobs one after another (the lifecycle) starts them from a
+# fork server instead: a fresh process that imports the stages once and forks each job from there, so a job
+# starts in a fraction of a second. Not a fork of the caller itself: the caller has threads (its memory probe)
+# and maybe locks held by them at the fork, and its stop request would be inherited; the server has neither.
+_fork_server = None
+PRELOAD = ("lab.cli", "lab.stages.tokenizer", "lab.stages.pretrain", "lab.stages.sft", "lab.stages.reward", "lab.stages.dpo",
+           "lab.stages.ppo", "lab.stages.grpo")
+
+
+def start_from_fork_server() -> None:
+    """From now on the jobs this process starts are forked from a server that has imported the stages (it
+    starts now, in the background, so its imports overlap whatever this process does next)."""
+    import multiprocessing
+
+    global _fork_server
+    if _fork_server is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(PRELOAD))
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+        _fork_server = ctx
+
+
+class _Forked:
+    """A job forked from the fork server, polled like a Popen. It is taken out of multiprocessing's own list of
+    children, which joins them as this process exits: like a Popen'd job, it outlives the process that started it."""
+
+    def __init__(self, ctx, argv: list[str], env: dict, log):
+        import multiprocessing.process
+
+        self._proc = ctx.Process(target=_forked_job, args=(argv, env, str(log)), name=f"lab {' '.join(argv[:2])}")
+        self._proc.start()
+        multiprocessing.process._children.discard(self._proc)
+        self.pid = self._proc.pid
+
+    def poll(self) -> int | None:
+        return self._proc.exitcode
+
+
+def _forked_job(argv: list[str], env: dict, log: str) -> None:
+    """A forked job's process: what `python -m lab train ...` would be, in its own session, writing to its log."""
+    import faulthandler
+
+    install_signal_handlers()  # first: a stop may come the moment the pid is known
+    os.setsid()  # the job outlives the process that started it and ignores its Ctrl-C
+    os.environ.clear()
+    os.environ.update(env)
+    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    os.close(null)
+    sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)
+    faulthandler.register(signal.SIGUSR1, all_threads=True, file=sys.stderr)
+    # The server handed this process two fds that keep processes alive which hold the starter's stdout and
+    # stderr: the server's own (it serves while one is open) and its resource tracker's. Kept for as long as the
+    # job runs, they would hold a starter's pipe open (a terminal's `| tee`, a test's capture) long after the
+    # starter ended. The job needs neither (it makes its own tracker if it ever needs one).
+    from multiprocessing import forkserver, resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    if tracker._fd is not None:
+        os.close(tracker._fd)
+        tracker._fd = tracker._pid = None
+    server = forkserver._forkserver
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    from lab.cli import main
+
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 def reap() -> None:

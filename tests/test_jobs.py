@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -44,6 +46,24 @@ def test_kill_9_reads_failed_and_a_new_process_lists_it(store):
     rows = json.loads(llm_lab("runs", "--json").stdout)  # a fresh process sees it too
     assert next(r for r in rows if r["id"] == run.id)["status"] == "failed"
     assert not (run.path / "model").exists()
+
+
+def test_a_job_forked_from_the_warm_server_is_a_job_like_any_other(store):
+    """The lifecycle starts its steps from a fork server that has imported the stages once: such a job has its own
+    session and log, outlives the process that started it, and stops as any job does."""
+    script = ("import sys\nfrom lab import jobs, configs, stages\njobs.start_from_fork_server()\n"
+              "config = configs.from_dict(stages.get('pretrain').Config, {'preset': 'nano', 'max_steps': 5000, 'logging_steps': 2, "
+              "'sample_every': 0, 'eval_every': 0}, source='test')\nprint(jobs.submit('pretrain', config).id)\n")
+    starter = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert starter.returncode == 0, starter.stderr[-3000:]
+    run = Run.open(starter.stdout.strip().splitlines()[-1])  # its starter has exited: the job goes on
+    wait_for(lambda: steps_logged(run) >= 4)
+    pid = run.info["pid"]
+    assert run.status == "running" and os.getsid(pid) == pid  # its own session: a Ctrl-C of its starter's terminal misses it
+    assert f"[lab] run {run.id}: stage pretrain started" in (run.path / "log.txt").read_text()
+    llm_lab("stop", run.id)
+    assert run.status == "stopped" and (run.path / "model" / "model.safetensors").exists()
+    assert f"[lab] run {run.id}: stopped" in (run.path / "log.txt").read_text()
 
 
 def test_jobs_queue_one_at_a_time_a_queued_one_can_be_stopped_and_the_rest_complete(store):
