@@ -126,6 +126,25 @@ def trainer_arguments(config, device: str, output_dir) -> dict:
     )
 
 
+# Batches of preference pairs of about the same length (the Trainer's length-grouped sampler: shuffled groups of
+# 50 batches, sorted within), for the DPO and reward trainers. A batch pads every chosen and rejected answer to
+# its longest, and the toy world's rambling answers are 5-8 times as long as the rest: drawn at random, nearly
+# every batch of 16 holds one and pads to it (bench/RESULTS.md). The length column must reach the sampler.
+BY_LENGTH = {"train_sampling_strategy": "group_by_length", "remove_unused_columns": False}
+
+
+def pairs_dataset(pairs: list[dict]):
+    """Preference pairs (prompt, chosen, rejected) as the trainers take them, each with its length (the
+    prompt's characters and its longer answer's) for BY_LENGTH."""
+    from datasets import Dataset
+
+    def size(value) -> int:
+        return len(value if isinstance(value, str) else json.dumps(value))
+
+    return Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"],
+                               "length": size(p["prompt"]) + max(size(p["chosen"]), size(p["rejected"]))} for p in pairs])
+
+
 def lora_config(config, task_type: str, **extra):
     """The PEFT LoraConfig of a config's LoRA fields, or None in full mode."""
     if config.mode == "full":

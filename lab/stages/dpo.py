@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
 from lab.stages import Stage, alignment_prompts, check_parent, preference_splits, sampler, world_of
-from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
+from lab.stages.base import BY_LENGTH, LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, pairs_dataset, prepare, save_model, trainer_arguments
 
 STAGE = Stage(label="DPO", page="Align", data="preference", produces="chat", curves=("loss", "margin", "accuracy", "kl"))
 
@@ -62,7 +62,6 @@ def check(config: Config) -> None:
 
 
 def run(config: Config, run) -> dict:
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
@@ -80,6 +79,7 @@ def run(config: Config, run) -> dict:
 
     args = DPOConfig(
         **trainer_arguments(config, device, run.path / "trainer"),
+        **BY_LENGTH,
         beta=config.beta,
         # DPO alone only widens the gap between chosen and rejected, and can lower both; the "sft" term
         # keeps the chosen answers (the correct, polite ones) likely in absolute terms.
@@ -90,13 +90,12 @@ def run(config: Config, run) -> dict:
     )
     callback = telemetry.LabCallback(run, sample=sampler(tokenizer, alignment_prompts(config.data, train_pairs), world),
                                      sample_every=config.sample_every, max_minutes=config.max_minutes, cross_entropy=False)
-    fields = ("prompt", "chosen", "rejected")
     trainer = DPOTrainer(
         model=model,
         ref_model=reference,
         args=args,
-        train_dataset=Dataset.from_list([{k: p[k] for k in fields} for p in train_pairs]),
-        eval_dataset=Dataset.from_list([{k: p[k] for k in fields} for p in heldout_pairs]) if heldout_pairs else None,
+        train_dataset=pairs_dataset(train_pairs),
+        eval_dataset=pairs_dataset(heldout_pairs) if heldout_pairs else None,
         processing_class=tokenizer,
         peft_config=lora_config(config, "CAUSAL_LM"),
         callbacks=[callback],
