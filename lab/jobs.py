@@ -1,5 +1,6 @@
 """Jobs: every stage runs in its own process, `python -m lab train <stage> --config <run>/config.json
---run-id <id>`, so a UI (or a terminal) that closes never takes training down with it.
+--run-id <id>` (or the same forked from a server that has imported the stages, for a process that starts many:
+`start_from_fork_server`), so a UI (or a terminal) that closes never takes training down with it.
 
 The queue lives in the run store, not in any long-lived process, so it survives restarts: a job is a
 `queued` run folder with no process until its turn (`start_waiting` starts the oldest while fewer than
@@ -289,9 +290,13 @@ def submit(stage: str, config, name: str | None = None, owner: str | None = None
 def _spawn(run: Run) -> Run:
     argv = ["train", run.stage, "--config", str(run.path / "config.json"), "--run-id", run.id]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LAB_CHECKPOINTS": str(runs.root())}
+    proc = None
     if _fork_server is not None:
-        proc = _Forked(_fork_server, argv, env, run.path / "log.txt")
-    else:
+        try:
+            proc = _Forked(_fork_server, argv, env, run.path / "log.txt")
+        except Exception as e:  # a server that died or could not start: the job starts the slow way
+            print(f"[lab] the fork server could not start run {run.id} ({type(e).__name__}: {e}): starting it as a new process", flush=True)
+    if proc is None:
         with open(run.path / "log.txt", "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "lab", *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True,  # the job outlives the app and ignores the app's Ctrl-C
@@ -325,6 +330,16 @@ def start_from_fork_server() -> None:
 
         forkserver.ensure_running()
         _fork_server = ctx
+
+
+def stop_fork_server() -> None:
+    """Jobs start as new processes again, and the server (the memory of its imports) is gone."""
+    global _fork_server
+    if _fork_server is not None:
+        from multiprocessing import forkserver
+
+        forkserver._forkserver._stop()
+        _fork_server = None
 
 
 class _Forked:

@@ -130,6 +130,7 @@ def run(config: Config, run) -> dict:
         if status != "completed":
             raise UserError(f"the {step} step failed: {child.info.get('error') or 'see its log.txt'} (run {child.id}); "
                             f"fix what it says, then carry on ({hint(cli=f'llm-lab quickstart --continue {run.id}', page='Continue on Home')})")
+    jobs.stop_fork_server()  # the evaluations run here: the server's memory is better spent on them
     _set_step(run, "evals", status="queued")
     from lab import evals
 
