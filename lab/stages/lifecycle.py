@@ -68,12 +68,12 @@ SCALES = {
         "ppo": {"max_steps": 30},
     },
 }
-# Seconds per step alone on the reference machine (2 CPU cores, bench/lifecycle.py; bench/RESULTS.md): what the
-# ETA assumes for a step until this store has finished a lifecycle of that scale, whose own times it then uses.
-# Each with its job's start-up (about 8 s).
+# Seconds per step alone on the reference machine (2 CPU cores, bench/lifecycle.py; bench/RESULTS.md, 2026-12-02): what
+# the ETA assumes for a step until this store has finished a lifecycle of that scale, whose own times it then uses.
+# The tokenizer's includes the fork server's start (the other steps start from it in under a second).
 REFERENCE_SECONDS = {
-    "nano": {"tokenizer": 9, "pretrain": 64, "sft": 15, "reward": 20, "dpo": 31, "ppo": 12, "grpo": 20, "evals": 45},
-    "default": {"tokenizer": 9, "pretrain": 213, "sft": 55, "reward": 143, "dpo": 156, "ppo": 187, "grpo": 120, "evals": 75},
+    "nano": {"tokenizer": 12, "pretrain": 64, "sft": 10, "reward": 11, "dpo": 18, "ppo": 7, "grpo": 20, "evals": 37},
+    "default": {"tokenizer": 12, "pretrain": 318, "sft": 61, "reward": 73, "dpo": 84, "ppo": 230, "grpo": 120, "evals": 77},
 }
 
 
