@@ -240,7 +240,7 @@ class StagePage:
             return f"Run `{state['run']}`: stopping (it saves what it has learnt, then ends `stopped`)"
         if state["status"] in runs.ACTIVE:  # it ended as the stop came, or was queued and never starts now
             return f"Run `{state['run']}`: {said}"
-        return f"Run `{state['run']}` has ended `{said}` already: nothing to stop"
+        return f"Run `{state['run']}` is `{said}` already: there is nothing to stop"
 
     def poll(self, state) -> None:
         """Read what is new since the last poll into the session's `state`, in place, and note in
