@@ -23,7 +23,7 @@ from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage, check_parent, preference_splits, world_of
-from lab.stages.base import BY_LENGTH, LoraArgs, TrainerArgs, check_training, fit, lora_config, pairs_dataset, prepare, save_model, trainer_arguments
+from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, lora_config, pairs_dataset, prepare, save_model, trainer_arguments
 
 STAGE = Stage(label="Reward model", page="Align", data="preference", produces="reward", curves=("loss", "accuracy", "margin"))
 
@@ -108,7 +108,8 @@ def run(config: Config, run) -> dict:
     peft_config = lora_config(config, "SEQ_CLS", modules_to_save=["score"])
     args = RewardConfig(
         **trainer_arguments(config, device, run.path / "trainer"),
-        **BY_LENGTH,
+        # no BY_LENGTH: a reward model trained on length-grouped batches had half the margin, and PPO on it
+        # refused 84% of harmful requests against 98.7% (bench/RESULTS.md, 2026-12-02)
         max_length=config.max_length,
         center_rewards_coefficient=config.center_rewards_coefficient or None,
     )
