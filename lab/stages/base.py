@@ -127,7 +127,7 @@ def trainer_arguments(config, device: str, output_dir) -> dict:
 
 
 # Batches of preference pairs of about the same length (the Trainer's length-grouped sampler: shuffled groups of
-# 50 batches, sorted within), for the DPO and reward trainers. A batch pads every chosen and rejected answer to
+# 50 batches, sorted within), for the DPO trainer (not the reward model: stages/reward.py). A batch pads every chosen and rejected answer to
 # its longest, and the toy world's rambling answers are 5-8 times as long as the rest: drawn at random, nearly
 # every batch of 16 holds one and pads to it (bench/RESULTS.md). The length column must reach the sampler.
 BY_LENGTH = {"train_sampling_strategy": "group_by_length", "remove_unused_columns": False}
