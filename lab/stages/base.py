@@ -134,7 +134,7 @@ BY_LENGTH = {"train_sampling_strategy": "group_by_length", "remove_unused_column
 
 
 def pairs_dataset(pairs: list[dict]):
-    """Preference pairs (prompt, chosen, rejected) as the trainers take them, each with its length (the
+    """Preference pairs (prompt, chosen, rejected) as the DPO trainer takes them, each with its length (the
     prompt's characters and its longer answer's) for BY_LENGTH."""
     from datasets import Dataset
 

@@ -23,7 +23,7 @@ from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage, check_parent, preference_splits, world_of
-from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, lora_config, pairs_dataset, prepare, save_model, trainer_arguments
+from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, lora_config, prepare, save_model, trainer_arguments
 
 STAGE = Stage(label="Reward model", page="Align", data="preference", produces="reward", curves=("loss", "accuracy", "margin"))
 
@@ -97,6 +97,7 @@ def heldout_accuracy(model, tokenizer, pairs: list[dict]) -> dict:
 
 
 def run(config: Config, run) -> dict:
+    from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
@@ -117,7 +118,7 @@ def run(config: Config, run) -> dict:
     trainer = RewardTrainer(
         model=model,
         args=args,
-        train_dataset=pairs_dataset(train_pairs),
+        train_dataset=Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in train_pairs]),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[callback],
