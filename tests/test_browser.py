@@ -88,7 +88,7 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             browser.close()
 
 
-def test_a_mistake_shows_as_a_message_not_a_traceback(lab_app):
+def test_a_mistake_shows_as_a_message_not_a_traceback(lab_app, nano_run):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
@@ -96,6 +96,9 @@ def test_a_mistake_shows_as_a_message_not_a_traceback(lab_app):
             page.goto(lab_app)
             page.get_by_role("tab", name="SFT").click()
             parent = page.locator("#sft-field-parent input")
+            # The page load pre-selects the newest pretraining run (nano_run); on a loaded machine that can land after a value
+            # typed at once and replace it, so type once it has
+            wait_for(lambda: parent.input_value(), 60, "the parent picker's pre-selection")
             parent.fill("no-such-run")  # a model that is not there
             parent.press("Enter")
             page.locator("#sft-start").click()
