@@ -5,6 +5,9 @@ against TRL 1.12's PPOTrainer (the last TRL with one) on the same models and set
     python bench/ppo_throughput.py --presets tiny --steps 8 --threads 2
     python bench/ppo_throughput.py --trl-python /tmp/trl112/bin/python   # the TRL 1.12 comparison rows
 
+Both loops run with the environment this script is started with; the lab's job sets its own OpenMP spin
+(lab/__init__.py). A ratio is printed only when the load average stayed under the number of cores.
+
 TRL 1.12 cannot live in the lab's environment (the lab needs TRL ≥ 1.16), so it runs from its own venv:
     python3 -m venv /tmp/trl112 && /tmp/trl112/bin/pip install torch==2.13.0 trl==1.12.0
 and is skipped with a note when that interpreter is missing.
@@ -158,7 +161,12 @@ def main():
     print("| preset (params) | run | peak RSS (MiB) | rollout samples/s | update samples/s | samples/s | lab / TRL |")
     print("|---|---|---:|---:|---:|---:|---:|")
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+    busy = max(os.getloadavg()[:2]) > (os.cpu_count() or 1)
+    if busy:  # the two loops then ran on cores shared with someone else, each to its own degree
+        notes.append(f"no ratio: the load average ({' '.join(f'{x:.1f}' for x in os.getloadavg())}) was above the {os.cpu_count()} cores, "
+                     "so other processes shared the cores with these runs; rerun on a quiet machine")
     for preset, n, name, mem, roll, upd, total, ratio in results:
+        ratio = None if busy else ratio
         print(f"| {preset} ({n / 1e6:.2f}M) | {name} | {mem:,.0f} | {fmt(roll, '.2f')} | {fmt(upd, '.2f')} | {total:.2f} | {fmt(ratio, '.2f')} |")
     for note in notes:
         print(note)
