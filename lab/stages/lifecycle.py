@@ -72,7 +72,7 @@ SCALES = {
 # the ETA assumes for a step until this store has finished a lifecycle of that scale, whose own times it then uses.
 # The tokenizer's includes the fork server's start (the other steps start from it in under a second).
 REFERENCE_SECONDS = {
-    "nano": {"tokenizer": 12, "pretrain": 64, "sft": 10, "reward": 20, "dpo": 18, "ppo": 7, "grpo": 20, "evals": 37},
+    "nano": {"tokenizer": 12, "pretrain": 52, "sft": 8, "reward": 18, "dpo": 16, "ppo": 3, "grpo": 20, "evals": 26},
     "default": {"tokenizer": 12, "pretrain": 318, "sft": 61, "reward": 145, "dpo": 84, "ppo": 230, "grpo": 120, "evals": 77},
 }
 
