@@ -73,7 +73,7 @@ SCALES = {
 # The tokenizer's includes the fork server's start (the other steps start from it in under a second).
 REFERENCE_SECONDS = {
     "nano": {"tokenizer": 12, "pretrain": 52, "sft": 8, "reward": 18, "dpo": 16, "ppo": 3, "grpo": 20, "evals": 26},
-    "default": {"tokenizer": 12, "pretrain": 318, "sft": 61, "reward": 145, "dpo": 84, "ppo": 230, "grpo": 120, "evals": 77},
+    "default": {"tokenizer": 12, "pretrain": 238, "sft": 43, "reward": 175, "dpo": 78, "ppo": 131, "grpo": 120, "evals": 67},
 }
 
 
