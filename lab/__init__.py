@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if sys.argv[1:2] in (["train"], ["quickstart"], ["eval"], ["seed"]):
     # A training job, though, runs op after op on its own threads, and with no spin at all its worker thread
     # went to sleep between every two of them: PPO's updates took 1.5-2 times as long, pretraining a quarter longer
-    # (bench/RESULTS.md, "PPO against TRL 1.12 on a quiet machine"). A spin of 10,000 (under a millisecond)
+    # (bench/RESULTS.md, "PPO against TRL 1.12 on a quiet machine"). A spin of 10,000
     # bridges the gap between ops and yields the core to another process within about a third of a millisecond.
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
