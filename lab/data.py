@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import DataError, UserError
+from lab.errors import DataError, UserError, flag
 
 FORMATS = ("text", "messages", "prompt_completion", "preference")
 
@@ -29,6 +29,7 @@ class Loaded:
     format: str  # one of FORMATS
     source: str  # what the user passed
     detected_from: str  # how the format was recognised, e.g. "jsonl alpaca" or "txt paragraphs"
+    how: str = ""  # how its columns became the canonical records, in words (Shape.how, and the user's column mapping)
 
     def __len__(self):
         return len(self.records)
@@ -45,23 +46,50 @@ EXAMPLES = {
 }
 SHAREGPT = [{"from": "human", "value": "What is 2+2?"}, {"from": "gpt", "value": "4"}]
 
-# Shapes in detection order: (name, format, the keys that identify it, an example record).
-# Preference comes first because preference sets (UltraFeedback, HH) often also carry 'messages' or 'prompt';
-# Alpaca comes before input/output because Alpaca rows have an 'input' too.
+@dataclass(frozen=True)
+class Shape:
+    name: str  # how detected_from names it, e.g. "alpaca"
+    format: str  # the canonical format it maps onto, one of FORMATS
+    keys: tuple[str, ...]  # the columns that identify it
+    example: dict  # a record of it, for the messages
+    how: str  # the mapping in words a user recognises, shown by the data preview
+
+
+def _pair(p: str, c: str, style: str = "") -> Shape:
+    return Shape(f"{p}/{c}", "prompt_completion", (p, c), {p: "What is 2+2?", c: "4"},
+                 f"{style}{p} → the user's turn, {c} → the assistant's answer")
+
+
+HH_EXAMPLE = {"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4", "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 5"}
+# Shapes in detection order. Preference comes first because preference sets (UltraFeedback, HH) often also carry
+# 'messages' or 'prompt'; Alpaca and Dolly come before the prompt/completion pairs because their rows have an
+# 'input' or a 'response' too. HH-RLHF transcripts are recognised by their content, not their columns (_shapes).
 SHAPES = [
-    ("preference", "preference", ("chosen", "rejected"), EXAMPLES["preference"]),
-    ("messages", "messages", ("messages",), EXAMPLES["messages"]),
-    ("sharegpt", "messages", ("conversations",), {"conversations": SHAREGPT}),
-    ("sharegpt", "messages", ("conversation",), {"conversation": SHAREGPT}),
-    ("alpaca", "messages", ("instruction", "output"), {"instruction": "Add the numbers.", "input": "2, 2", "output": "4"}),
-    *[(f"{p}/{c}", "prompt_completion", (p, c), {p: "What is 2+2?", c: "4"})
-      for p, c in [("prompt", "completion"), ("prompt", "response"), ("question", "answer"), ("query", "response"), ("input", "output")]],
-    ("text", "text", ("text",), EXAMPLES["text"]),
-    ("content", "text", ("content",), {"content": EXAMPLES["text"]["text"]}),
+    Shape("preference", "preference", ("chosen", "rejected"), EXAMPLES["preference"], "prompt + chosen + rejected → a preference pair"),
+    Shape("messages", "messages", ("messages",), EXAMPLES["messages"], "messages → the conversation's turns"),
+    *[Shape("sharegpt", "messages", (k,), {k: SHAREGPT}, f"ShareGPT-style: {k} (from/value) → turns, human → user, gpt → assistant")
+      for k in ("conversations", "conversation")],
+    Shape("alpaca", "messages", ("instruction", "output"), {"instruction": "Add the numbers.", "input": "2, 2", "output": "4"},
+          "Alpaca-style: instruction + input → user, output → assistant"),
+    # Dolly's context is reference text the instruction is about (a passage to summarise or answer from): it
+    # follows the instruction in the user's turn after a blank line, as Alpaca's input does.
+    Shape("dolly", "messages", ("instruction", "response"),
+          {"instruction": "How many legs does a spider have?", "context": "Spiders are arachnids with eight legs.", "response": "Eight."},
+          "Dolly-style: instruction + context → user, response → assistant"),
+    *[_pair(p, c) for p, c in [("prompt", "completion"), ("prompt", "response"), ("question", "answer"), ("query", "response")]],
+    _pair("inputs", "targets", "FLAN-style: "),
+    _pair("input", "target", "FLAN-style: "),
+    _pair("input", "output"),
+    Shape("text", "text", ("text",), EXAMPLES["text"], "text → one document per record"),
+    Shape("content", "text", ("content",), {"content": EXAMPLES["text"]["text"]}, "content → one document per record"),
 ]
-ACCEPTED_SHAPES = ("text | messages | prompt+completion | prompt+chosen+rejected | instruction+output (Alpaca) "
+HH_PREFERENCE = Shape("hh-rlhf", "preference", ("chosen", "rejected"), HH_EXAMPLE,
+                      "HH-RLHF transcripts: Human → user, Assistant → assistant; the shared history → the prompt, "
+                      "each side's last Assistant turn → its answer")
+ACCEPTED_SHAPES = ("text | messages | prompt+completion (or question+answer, inputs+targets, ...) | prompt+chosen+rejected "
+                   "| chosen+rejected HH-RLHF transcripts | instruction+output (Alpaca) | instruction+response, with a context (Dolly) "
                    "| conversations with from/value (ShareGPT)")
-KNOWN_KEYS = {k for shape in SHAPES for k in shape[2]} | {"prompt", "system"}
+KNOWN_KEYS = {k for shape in SHAPES for k in shape.keys} | {"prompt", "system", "context"}
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
          "bot": "assistant", "model": "assistant", "chatgpt": "assistant"}
 EXTENSIONS = (".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
@@ -186,7 +214,7 @@ def _read_json(path, label, limit, example=TEXT):
     return data, [f"{label} record {i}" for i in range(1, len(data) + 1)], kind
 
 
-def _cell(key, value, label, n):
+def _cell(key, value, at):
     # Spreadsheets can only hold conversations as JSON text in a cell.
     if key not in ("messages", "conversations", "conversation", "prompt", "chosen", "rejected") or not value.lstrip().startswith("["):
         return value
@@ -195,7 +223,7 @@ def _cell(key, value, label, n):
     except json.JSONDecodeError as e:
         if key in ("prompt", "chosen", "rejected"):  # plain text that happens to start with '['
             return value
-        raise DataError(f"{label} row {n}: the {key!r} cell is not a valid JSON list ({e.msg} at column {e.colno}). "
+        raise DataError(f"{at}: the {key!r} cell is not a valid JSON list ({e.msg} at column {e.colno}). "
                         f"Write the conversation as JSON, e.g. {_dumps(EXAMPLES['messages']['messages'])}") from None
     is_turns = isinstance(parsed, list) and all(isinstance(t, dict) for t in parsed)
     return parsed if is_turns or key not in ("prompt", "chosen", "rejected") else value
@@ -217,7 +245,7 @@ def _read_csv(path, label, limit):
                                 f"{len(reader.fieldnames)} columns ({', '.join(reader.fieldnames)}). "
                                 f"Quote cells that contain a '{sep}', e.g. \"a{sep} b\".")
             # A short row leaves its missing cells as None: treat them as absent keys.
-            rows.append({k: _cell(k, v, label, n) for k, v in row.items() if v is not None})
+            rows.append({k: _cell(k, v, f"{label} row {n}") for k, v in row.items() if v is not None})
             where.append(f"{label} row {n}")
     except csv.Error as e:
         raise DataError(f"{label} row {len(rows) + 1}: not valid CSV ({e}). "
@@ -364,17 +392,53 @@ def _wanted(want):
     return wanted
 
 
-def _detect(rows, label, wanted=()):
+def _first_values(rows) -> dict:
+    """Each column's first non-null value, in first-seen order (a column only some rows fill is still there)."""
+    first: dict = {}
+    for row in rows:
+        for k, v in row.items():
+            if first.get(k) is None:
+                first[k] = v
+    return first
+
+
+def _shapes(rows) -> list[Shape]:
+    """The shapes `rows` match, in detection order. HH-RLHF transcripts are known by their content: a
+    chosen/rejected pair of transcripts (or a transcript prompt, as in the HH variants that keep the history
+    apart) is HH's preference shape; a column of transcripts can be chats for SFT (after the shapes that read
+    it as text, so that pretraining on transcripts keeps them as written)."""
+    first = _first_values(rows)
+    transcripts = [k for k, v in first.items() if _is_transcript(v)]
+    matches = []
+    for s in SHAPES:
+        if not all(k in first for k in s.keys):
+            continue
+        if s.format == "preference" and {"chosen", "rejected", "prompt"} & set(transcripts):
+            s = HH_PREFERENCE
+        elif s.format == "messages" and s.keys[0] in transcripts:  # a transcript where turns were expected
+            continue
+        matches.append(s)
+    chats = [k for k in ("chosen", *transcripts) if k in transcripts and k not in ("prompt", "rejected")]
+    if chats:
+        matches.append(Shape("hh-rlhf transcript", "messages", (chats[0],), {chats[0]: HH_EXAMPLE["chosen"]},
+                             f"HH-RLHF transcripts: {chats[0]}'s Human turns → user, Assistant turns → assistant"))
+    return matches
+
+
+def _detect(rows, label, wanted=(), mapped=()):
     if not rows:
         raise DataError(f"{label} is empty: no records found.")
-    keys = dict.fromkeys(k for row in rows for k in row)  # union, in first-seen order
-    matches = [s for s in SHAPES if all(k in keys for k in s[2])]
+    matches = _shapes(rows)
     if not matches:
-        found = ", ".join(map(str, list(keys)[:20])) + (", …" if len(keys) > 20 else "")
-        raise DataError(f"{label}: no known columns (found: {found or 'none'}). Accepted shapes: {ACCEPTED_SHAPES}")
+        keys = list(_first_values(rows))
+        found = ", ".join(map(str, keys[:20])) + (", …" if len(keys) > 20 else "")
+        raise DataError(f"{label}: no known columns (found: {found or 'none'}). Accepted shapes: {ACCEPTED_SHAPES}. "
+                        f"Other column names: map them with {flag('columns')}, e.g. {COLUMNS_EXAMPLE}")
+    # The columns a user mapped say which shape they mean, past others the file also holds.
+    matches = [s for s in matches if set(s.keys) & set(mapped)] or matches
     # Data holding several shapes (UltraFeedback has chosen/rejected and messages) serves the stage that asks.
-    shape = next((s for s in matches if s[1] in wanted), matches[0])
-    name, first = shape[0], next((row for row in rows if all(k in row for k in shape[2])), rows[0])
+    shape = next((s for s in matches if s.format in wanted), matches[0])
+    name, first = shape.name, next((row for row in rows if all(k in row for k in shape.keys)), rows[0])
     if name == "preference":
         name = ("implicit-prompt " if first.get("prompt") is None else "") + \
                ("conversational preference" if isinstance(first.get("chosen"), list) else "preference")
@@ -387,7 +451,131 @@ def _detect(rows, label, wanted=()):
 def detect_format(rows: list[dict], source: str = "", want: str | Sequence[str] | None = None) -> tuple[str, str]:
     """-> (format, detected_from), e.g. ("messages", "alpaca"). `want` breaks ties when rows hold several shapes."""
     shape, name = _detect(rows, source or "the data", _wanted(want))
-    return shape[1], name
+    return shape.format, name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HH-RLHF transcripts: "\n\nHuman: …\n\nAssistant: …", one string per side of a pair
+
+
+HH_TURN = re.compile(r"(?:\A\s*|\n\n)(Human|Assistant):[^\S\n]?")
+HH_EXPECTED = ("An HH-style transcript alternates turns that each start on a new paragraph with 'Human:' or 'Assistant:', "
+               f"e.g. {_dumps(HH_EXAMPLE['chosen'])}, starting with Human and ending with the Assistant's answer.")
+
+
+def _is_transcript(value) -> bool:
+    return isinstance(value, str) and re.match(r"\s*Human:", value) is not None and "\n\nAssistant:" in value
+
+
+def _hh_turns(value, where, key, open_end=False) -> list[dict]:
+    """One transcript -> its turns. open_end: a prompt that ends where the answer would start ("…\n\nAssistant:")."""
+    if not isinstance(value, str) or "Human:" not in value or "\n\nAssistant:" not in value:
+        raise DataError(f"{where}: {key!r} is not an HH-style transcript (found {_kind(value)}: {_dumps(value, 60)}). {HH_EXPECTED}")
+    pieces = HH_TURN.split(value)
+    if pieces[0].strip():
+        raise DataError(f"{where}: {key!r} has text before its first 'Human:' turn ({_dumps(pieces[0].strip(), 40)}). {HH_EXPECTED}")
+    said = list(zip(pieces[1::2], pieces[2::2]))
+    turns = []
+    for i, (speaker, text) in enumerate(said, 1):
+        if not text.strip():
+            if open_end and i == len(said) and speaker == "Assistant":
+                break
+            raise DataError(f"{where}: {key!r} turn {i} ({speaker}) is empty. {HH_EXPECTED}")
+        turns.append({"role": "user" if speaker == "Human" else "assistant", "content": text.strip()})
+    last = "user" if open_end else "assistant"
+    if turns[-1]["role"] != last:
+        raise DataError(f"{where}: {key!r} ends with a {turns[-1]['role']} turn; "
+                        f"{'a prompt ends with the Human turn the answer replies to' if open_end else 'it must end with the Assistant answer'}. {HH_EXPECTED}")
+    return turns
+
+
+def _hh_pair(row, where, hint) -> tuple[list, list, list]:
+    """(the shared history, chosen's last answer, rejected's last answer) of an HH-RLHF pair."""
+    prompt = row.get("prompt")
+    if _is_transcript(prompt):  # the history apart, each side its answer (or its whole transcript)
+        history = _hh_turns(prompt, where, "prompt", open_end=True)
+        sides = []
+        for key in ("chosen", "rejected"):
+            if _is_transcript(row.get(key)):
+                turns = _hh_turns(row[key], where, key)
+                sides.append(turns[len(history):] if turns[: len(history)] == history else turns)
+            else:
+                sides.append([{"role": "assistant", "content": _filled(row, key, where, hint).strip()}])
+        return history, *sides
+    chosen, rejected = (_hh_turns(_require(row, k, where, hint), where, k) for k in ("chosen", "rejected"))
+    if chosen[:-1] != rejected[:-1]:
+        turn = next(i for i, (a, b) in enumerate(zip(chosen + [None], rejected + [None]), 1) if a != b)
+        raise DataError(f"{where}: the 'chosen' and 'rejected' transcripts differ at turn {turn}, before their last Assistant "
+                        "turns: an HH pair shares its history and differs only in the last answer. " + HH_EXPECTED)
+    return chosen[:-1], chosen[-1:], rejected[-1:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a user's column mapping: the lab's names for the columns of a file of another shape
+
+
+COLUMN_NAMES = ("text", "prompt", "completion", "messages", "chosen", "rejected", "system")
+TURN_KEYS = ("role", "content")  # the keys of each turn in a list of turns
+COLUMNS_EXAMPLE = "prompt=question,completion=answer"
+
+
+def parse_columns(spec: str) -> dict[str, str]:
+    """'prompt=question,completion=answer' -> {"prompt": "question", "completion": "answer"}: each of the lab's
+    names (COLUMN_NAMES, or TURN_KEYS for the keys inside chat turns) -> the user's column or key."""
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in (spec or "").split(",")):
+        if not item:
+            continue
+        ours, eq, theirs = (x.strip() for x in item.partition("="))
+        if not eq or not ours or not theirs:
+            raise UserError(f"{flag('columns')} {spec!r}: {item!r} is not NAME=COLUMN. Write the lab's name, '=', then your "
+                            f"column, comma-separated, e.g. {COLUMNS_EXAMPLE}")
+        if ours not in COLUMN_NAMES + TURN_KEYS:
+            close = difflib.get_close_matches(ours, COLUMN_NAMES + TURN_KEYS, n=1)
+            raise UserError(f"{flag('columns')} {spec!r}: {ours!r} is not one of the lab's names"
+                            + (f" (did you mean {close[0]}?)" if close else "")
+                            + f"; the names are {', '.join(COLUMN_NAMES)}, and {' and '.join(TURN_KEYS)} for the keys inside chat turns; "
+                            f"e.g. {COLUMNS_EXAMPLE}")
+        if ours in mapping:
+            raise UserError(f"{flag('columns')} {spec!r}: {ours} is mapped twice ({mapping[ours]} and {theirs}); map each name once")
+        mapping[ours] = theirs
+    return mapping
+
+
+def _map_columns(rows, where, mapping: dict[str, str], label: str) -> list[dict]:
+    """Rows with the user's columns renamed to the lab's (and the keys inside chat turns); checks that every
+    mapped column and turn key exists, naming those found instead."""
+    columns = {ours: theirs for ours, theirs in mapping.items() if ours in COLUMN_NAMES}
+    keys = {theirs: ours for ours, theirs in mapping.items() if ours in TURN_KEYS}
+    found = list(_first_values(rows))
+    missing = [f"{ours}={theirs}" for ours, theirs in columns.items() if theirs not in found]
+    if missing:
+        shown = ", ".join(map(str, found[:30])) + (", …" if len(found) > 30 else "")
+        raise DataError(f"{label}: {flag('columns')} names {'columns' if len(missing) > 1 else 'a column'} it does not have "
+                        f"({', '.join(missing)}). Its columns are: {shown or 'none'}.")
+    renamed = set(columns.values())
+    out = []
+    for row, at in zip(rows, where):
+        new = {k: v for k, v in row.items() if k not in renamed and k not in columns}
+        for ours, theirs in columns.items():
+            if theirs not in row:
+                raise DataError(f"{at}: no {theirs!r}, the column {flag('columns')} maps to {ours} (found keys: {_keys(row)})")
+            value = row[theirs]
+            if isinstance(value, str) and ours in ("messages", "prompt", "chosen", "rejected"):
+                value = _cell(ours, value, at)  # a list of turns written as JSON text
+            new[ours] = value
+        out.append(new)
+    if keys:
+        turn_keys = dict.fromkeys(k for row in out for v in row.values() if isinstance(v, list) for t in v if isinstance(t, dict) for k in t)
+        if not turn_keys:
+            raise DataError(f"{label}: {flag('columns')} maps keys inside chat turns ({', '.join(f'{o}={t}' for t, o in keys.items())}) "
+                            "but no column holds a list of turns. Map the column that does, e.g. messages=dialog")
+        if absent := [f"{o}={t}" for t, o in keys.items() if t not in turn_keys]:
+            raise DataError(f"{label}: {flag('columns')} names turn keys its chat turns do not have ({', '.join(absent)}). "
+                            f"The turns' keys are: {', '.join(map(str, turn_keys))}.")
+        out = [{k: [{keys.get(tk, tk): tv for tk, tv in t.items()} if isinstance(t, dict) else t for t in v] if isinstance(v, list) else v
+                for k, v in row.items()} for row in out]
+    return out
 
 
 def _require(row, key, where, hint):
@@ -497,32 +685,17 @@ def _shared_prefix(chosen, rejected, where, hint):
     return prompt, chosen, rejected
 
 
-def _preference(row, where, hint):
+def _preference(row, where, hint, hh=False):
     for key in ("chosen", "rejected"):
         _require(row, key, where, hint)
-    if isinstance(row["chosen"], list) or isinstance(row["rejected"], list):
+    if hh or isinstance(row["chosen"], list) or isinstance(row["rejected"], list):
         # TRL's conversational shape; stays conversational because TRL applies the chat template itself.
-        chosen = _turns(row["chosen"], where, "chosen", hint)
-        rejected = _turns(row["rejected"], where, "rejected", hint)
-        prompt = row.get("prompt")
-        if isinstance(prompt, list):
-            prompt = _turns(prompt, where, "prompt", hint)
+        if hh:
+            prompt, chosen, rejected = _hh_pair(row, where, hint)
+            if chosen == rejected:
+                raise DataError(f"{where}: 'chosen' and 'rejected' end with the same answer; a pair needs two different answers. {hint}")
         else:
-            # Implicit prompt: full conversations that share their opening turns. UltraFeedback-style rows
-            # also carry the prompt as a string, which those shared turns already hold.
-            n = 0
-            while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
-                n += 1
-            if n:
-                prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
-            elif isinstance(prompt, str) and prompt.strip():
-                prompt = [{"role": "user", "content": prompt}]
-            else:
-                raise DataError(f"{where}: 'chosen' and 'rejected' share no opening turns to use as the prompt, and "
-                                "there is no 'prompt' field. Add a 'prompt' with the conversation so far, e.g. "
-                                f'{{"prompt": [{{"role": "user", "content": "What is 2+2?"}}], '
-                                f'"chosen": [{{"role": "assistant", "content": "4"}}], '
-                                f'"rejected": [{{"role": "assistant", "content": "5"}}]}}')
+            prompt, chosen, rejected = _conversational_pair(row, where, hint)
         if "user" not in {t["role"] for t in prompt}:
             raise DataError(f"{where}: the prompt has no user turn (roles: {', '.join(t['role'] for t in prompt) or 'none'}). {hint}")
         for key, turns in (("chosen", chosen), ("rejected", rejected)):
@@ -538,60 +711,93 @@ def _preference(row, where, hint):
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def _canonical(row, shape, where):
+def _conversational_pair(row, where, hint) -> tuple[list, list, list]:
+    chosen = _turns(row["chosen"], where, "chosen", hint)
+    rejected = _turns(row["rejected"], where, "rejected", hint)
+    prompt = row.get("prompt")
+    if isinstance(prompt, list):
+        return _turns(prompt, where, "prompt", hint), chosen, rejected
+    # Implicit prompt: full conversations that share their opening turns. UltraFeedback-style rows
+    # also carry the prompt as a string, which those shared turns already hold.
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    if n:
+        return chosen[:n], chosen[n:], rejected[n:]
+    if isinstance(prompt, str) and prompt.strip():
+        return [{"role": "user", "content": prompt}], chosen, rejected
+    raise DataError(f"{where}: 'chosen' and 'rejected' share no opening turns to use as the prompt, and "
+                    "there is no 'prompt' field. Add a 'prompt' with the conversation so far, e.g. "
+                    f'{{"prompt": [{{"role": "user", "content": "What is 2+2?"}}], '
+                    f'"chosen": [{{"role": "assistant", "content": "4"}}], '
+                    f'"rejected": [{{"role": "assistant", "content": "5"}}]}}')
+
+
+def _canonical(row, shape: Shape, where):
     """One raw row -> its canonical record (None for a blank text row); raises DataError naming `where`."""
-    name, fmt, keys, example = shape
-    hint = f"Every record must look like {_dumps(example)} (detected shape: {name})."
-    if fmt == "text":
+    keys = shape.keys
+    hint = f"Every record must look like {_dumps(shape.example)} (detected shape: {shape.name})."
+    if shape.format == "text":
         text = _string(row, keys[0], where, hint)
         return {"text": text} if text.strip() else None  # hub corpora (wikitext) use empty rows as separators
-    if fmt == "prompt_completion":
+    if shape.format == "prompt_completion":
         return {"prompt": _filled(row, keys[0], where, hint), "completion": _filled(row, keys[1], where, hint)}
-    if fmt == "preference":
-        return _preference(row, where, hint)
-    if name == "alpaca":
+    if shape.format == "preference":
+        return _preference(row, where, hint, hh=shape is HH_PREFERENCE)
+    if shape.name in ("alpaca", "dolly"):
         user = _filled(row, "instruction", where, hint)
-        extra, system = _string(row, "input", where, hint, optional=True), _string(row, "system", where, hint, optional=True)
+        extra = _string(row, "input" if shape.name == "alpaca" else "context", where, hint, optional=True)
+        system = _string(row, "system", where, hint, optional=True)
         turns = [{"role": "system", "content": system}] if system.strip() else []
         turns += [{"role": "user", "content": user + ("\n\n" + extra if extra.strip() else "")},
-                  {"role": "assistant", "content": _filled(row, "output", where, hint)}]
+                  {"role": "assistant", "content": _filled(row, keys[1], where, hint)}]
         return {"messages": turns}
+    if shape.name == "hh-rlhf transcript":
+        return {"messages": _hh_turns(_require(row, keys[0], where, hint), where, keys[0])}
     return {"messages": _messages(_require(row, keys[0], where, hint), where, keys[0], hint)}
 
 
 def load(source: str | os.PathLike, want: str | Sequence[str] | None = None, split: str = "train",
-         limit: int | None = None) -> Loaded:
+         limit: int | None = None, columns: str = "") -> Loaded:
     """Read `source` (file, folder or hub id), detect its shape, map it onto a canonical format and validate it.
 
     want: the format(s) the calling stage accepts; other data raises a DataError saying what it holds.
-    limit: read at most this many rows (for previews of big data)."""
+    limit: read at most this many rows (for previews of big data).
+    columns: the user's column mapping onto the lab's names, e.g. "prompt=question,completion=answer" (parse_columns)."""
     from lab import demo
 
     demo.check_data(str(source))
     wanted = _wanted(want)
+    mapping = parse_columns(columns)
     rows, where, kind, label = _read(source, split, limit, _dumps(EXAMPLES[wanted[0]]) if wanted else TEXT)
-    shape, name = _detect(rows, label, wanted)
-    fmt = shape[1]
+    if mapping:
+        rows = _map_columns(rows, where, mapping, label)
+    shape, name = _detect(rows, label, wanted, mapped=mapping)
+    fmt = shape.format
     detected = kind if kind.startswith("txt") else f"{kind} {name}"
+    how = shape.how
+    if mapping:
+        how = f"your columns {', '.join(f'{theirs} → {ours}' for ours, theirs in mapping.items())}; then {how}"
     if wanted and fmt not in wanted:
         raise DataError(f"{label} holds {fmt} records (detected: {detected}); this stage needs "
-                        f"{' or '.join(wanted)} — e.g. {_dumps(EXAMPLES[wanted[0]])}")
-    records = [r for row, at in zip(rows, where) if (r := _canonical(row, shape, at)) is not None]
-    if not records:
-        raise DataError(f"{label} is empty: every {shape[2][0]!r} is blank. Give at least one record with text in it.")
+                        f"{' or '.join(wanted)} — e.g. {_dumps(EXAMPLES[wanted[0]])}"
+                        + ("" if mapping else f". Other column names: map them with {flag('columns')}, e.g. {COLUMNS_EXAMPLE}"))
+    kept = [(r, at) for row, at in zip(rows, where) if (r := _canonical(row, shape, at)) is not None]
+    if not kept:
+        raise DataError(f"{label} is empty: every {shape.keys[0]!r} is blank. Give at least one record with text in it.")
     longest = max_document_chars()
-    for r, at in zip(records, where):
+    for r, at in kept:
         if (n := _chars(r)) > longest:  # one huge document would go whole into the tokenizer (and its memory)
             raise DataError(f"{at}: a record of {n:,} characters, over the limit of {longest:,} (LAB_MAX_DOCUMENT_CHARS): "
                             "split it into several (in a .txt, a blank line ends a document)")
     if fmt == "preference":  # trainers batch records together, so one file must not mix the two shapes
-        conversational = isinstance(records[0]["prompt"], list)
-        for r, at in zip(records, where):
+        conversational = isinstance(kept[0][0]["prompt"], list)
+        for r, at in kept:
             if isinstance(r["prompt"], list) != conversational:
                 raise DataError(f"{at}: mixes conversational (lists of turns) and plain-text preference records; "
                                 f"the first record is {'conversational' if conversational else 'plain text'}. "
                                 "Keep one shape per file.")
-    return Loaded(records, fmt, str(source), detected)
+    return Loaded([r for r, _ in kept], fmt, str(source), detected, how)
 
 
 def max_document_chars() -> int:

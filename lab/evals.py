@@ -318,7 +318,7 @@ def evaluate(ref: str, against: str | None = None, reward: str | None = None, de
     metrics: dict = {}
     extra: dict = {}
     if kind == "base":
-        heldout = world.pretrain_corpus()["heldout"] if world else stages.text_splits(run.config.get("data", ""))[1]
+        heldout = world.pretrain_corpus()["heldout"] if world else stages.text_splits(run.config.get("data", ""), columns=run.config.get("columns", ""))[1]
         if getattr(model.config, "is_decoder", True) or "CausalLM" in str(model.config.architectures):
             metrics.update(perplexity(model, tokenizer, heldout))
         if world is not None:
@@ -326,7 +326,8 @@ def evaluate(ref: str, against: str | None = None, reward: str | None = None, de
     elif kind == "reward":
         from lab.stages.reward import heldout_accuracy
 
-        pairs = stages.preference_splits(run.config.get("data", "world"), run.config.get("heldout_fraction", 0.05), run.config.get("seed", 0))[1]
+        pairs = stages.preference_splits(run.config.get("data", "world"), run.config.get("heldout_fraction", 0.05), run.config.get("seed", 0),
+                                       run.config.get("columns", ""))[1]
         metrics.update(heldout_accuracy(model, tokenizer, pairs))
     elif world is None:
         extra["note"] = "not a toy-world model: the chat evals need the world's questions and its gold judge"

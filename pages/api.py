@@ -262,17 +262,17 @@ def _shorten(value):
 
 
 @user_errors
-def preview_data(stage: str, source: str = "world", n: int = 5) -> dict:
-    """What `stage` reads from `source`, as it will read it: {"source", "format", "detected_from", "records", "more", "bytes", "preview": the first n (at most 20) records, long texts cut}. `records` counts up to 10,000 (`more`: there are more). `source` is "world" (the toy world), "world:SEED", a file or folder path, or a hub id."""
+def preview_data(stage: str, source: str = "world", n: int = 5, columns: str = "") -> dict:
+    """What `stage` reads from `source`, as it will read it: {"source", "format", "detected_from", "how" (how the columns became the lab's records, in words), "records", "more", "bytes", "preview": the first n (at most 20) records, long texts cut}. `records` counts up to 10,000 (`more`: there are more). `source` is "world" (the toy world), "world:SEED", a file or folder path, or a hub id; `columns` maps a file's columns onto the lab's names, e.g. "prompt=question,completion=answer"."""
     source = (source or "world").strip()
     stages.get(stage)  # an unknown stage is named before the data is read
-    records, fmt, detected = stages.read(stage, source, limit=PREVIEW_READ + 1)
+    records, fmt, detected, how = stages.read(stage, source, limit=PREVIEW_READ + 1, columns=columns or "")
     size = None
     if stages.world_of(source) is None:
         path = Path(source).expanduser()
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else None
     shown = [_shorten(r) for r in records[: _whole(n, "n", 0, PREVIEW_SHOW)]]
-    return {"source": source, "format": fmt, "detected_from": detected, "records": min(len(records), PREVIEW_READ),
+    return {"source": source, "format": fmt, "detected_from": detected, "how": how, "records": min(len(records), PREVIEW_READ),
             "more": len(records) > PREVIEW_READ, "bytes": size, "preview": shown}
 
 

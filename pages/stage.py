@@ -154,13 +154,14 @@ def samples_table(rows: list[dict]) -> gr.Dataframe:
     return gr.Dataframe(table, label=f"samples at step {step}")
 
 
-def preview(stage: str, source: str) -> tuple[str, list]:
+def preview(stage: str, source: str, columns: str = "") -> tuple[str, list]:
     try:
-        p = api.preview_data(stage, source)
+        p = api.preview_data(stage, source, columns=columns)
     except gr.Error as e:
         return f"⚠️ {e.message}", []
     size = f"{p['records']:,} records" + (f", {p['bytes']:,} bytes" if p["bytes"] else "")
-    return f"**{size}** · format **{p['format']}** (detected: {p['detected_from']})", p["preview"]
+    how = f"\n\n{p['how']}" if p["how"] else ""  # e.g. "Dolly-style: instruction + context → user, response → assistant"
+    return f"**{size}** · format **{p['format']}** (detected: {p['detected_from']}){how}", p["preview"]
 
 
 def warn(e: gr.Error) -> str:
@@ -423,23 +424,25 @@ class StagePage:
         can be opened and a value typed. The rest of the form waits for the page's first opening (on_open)."""
         return self.picker_values({name: v for name, v in (saved or {}).items() if name in self.pickers})
 
-    def preview(self, source):
-        return preview(self.stage, source)
+    def preview(self, source, columns=""):
+        return preview(self.stage, source, columns)
 
     def on_upload(self, file):
         return gr.Dropdown(choices=data_choices(self.stage), value=api.keep_upload(file))
 
 
-def data_field(stage: str, f) -> tuple[gr.Dropdown, gr.UploadButton, gr.Markdown, gr.JSON]:
-    """The data picker, with an upload button, what the data holds and a preview of it."""
+def data_field(stage: str, f, columns=None) -> tuple[gr.Dropdown, gr.UploadButton, gr.Markdown, gr.JSON, gr.Textbox | None]:
+    """The data picker, with an upload button, the column mapping (`columns`: its field, if the stage has one),
+    what the data holds and a preview of it."""
     with gr.Group():
         data = gr.Dropdown(choices=data_choices(stage), value=f.default, allow_custom_value=True, label="data",
                            info=(f.metadata.get("help") or "") + "; or upload a file", elem_id=f"{stage}-field-data")
         upload = gr.UploadButton("Upload a file", size="sm", elem_id=f"{stage}-upload", file_types=[".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"])
+        mapping = field_component(stage, columns, str) if columns is not None else None
         summary = gr.Markdown(elem_id=f"{stage}-data-summary")
         with gr.Accordion("Data preview", open=False):
             shown = gr.JSON(show_label=False)
-    return data, upload, summary, shown
+    return data, upload, summary, shown, mapping
 
 
 def kept_forms(pages: tuple[str, ...] = ()) -> dict[str, gr.BrowserState]:
@@ -462,7 +465,11 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, at_load: list
         with gr.Column(scale=2):
             for f in [f for f in page.fields if not f.metadata.get("advanced")]:
                 if f.name == "data":
-                    inputs["data"], upload, data_summary, data_preview = data_field(stage, f)
+                    inputs["data"], upload, data_summary, data_preview, mapping = data_field(stage, f, page.by_name.get("columns"))
+                    if mapping is not None:
+                        inputs["columns"] = mapping
+                elif f.name == "columns":  # in the data's group, above
+                    continue
                 else:
                     inputs[f.name] = field_component(stage, f, page.types[f.name])
             with gr.Accordion("Advanced", open=False):
@@ -519,7 +526,8 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, at_load: list
     for opened in (tab, page_tab) if page_tab else (tab,):
         opened.select(page.on_open, inputs=[kept, restored, watched, smoothing], outputs=[*choice_outputs, *watch_outputs, *rest, restored], **HIDDEN)
     if page.has_data:
-        gr.on([restored.change, inputs["data"].change], page.preview, inputs=inputs["data"], outputs=[data_summary, data_preview],
+        read_with = [inputs["data"], *([inputs["columns"]] if "columns" in inputs else [])]
+        gr.on([restored.change, *[c.change for c in read_with]], page.preview, inputs=read_with, outputs=[data_summary, data_preview],
               trigger_mode="always_last", **HIDDEN)
         upload.upload(page.on_upload, inputs=upload, outputs=inputs["data"], **HIDDEN)
     if page.pickers:

@@ -4,6 +4,7 @@ nano models, and what they save loaded back with plain transformers / PEFT."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -77,6 +78,41 @@ def test_lora_dpo_on_a_lora_sft_run_saves_an_adapter_on_the_merged_sft_model(nan
     assert base == str(Run.open(lora_sft).path / "adapter-merged")  # the SFT adapter folded in once, then the reference
     assert [r for r in read_jsonl(run.path / "metrics.jsonl") if "kl" in r]
     AutoPeftModelForCausalLM.from_pretrained(run.path / "adapter")
+
+
+HH_PAIRS = "".join(json.dumps({
+    "chosen": f"\n\nHuman: Hi, I am {i}.\n\nAssistant: Hello {i}.\n\nHuman: What is {i} plus one?\n\nAssistant: {i + 1}.",
+    "rejected": f"\n\nHuman: Hi, I am {i}.\n\nAssistant: Hello {i}.\n\nHuman: What is {i} plus one?\n\nAssistant: Go away."}) + "\n" for i in range(16))
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+def test_hh_rlhf_transcripts_train_the_reward_model_and_dpo(sft_run, store, tmp_path, stage):
+    path = tmp_path / "hh.jsonl"
+    path.write_text(HH_PAIRS)
+    extra = ("--kl-every", "0", "--sample-every", "2") if stage == "dpo" else ()
+    run = Run.open(last_line(llm_lab("train", stage, "--parent", sft_run, "--data", str(path), "--max-steps", "2", "--batch-size", "4", *extra, *FEW)))
+    assert run.status == "completed" and [r for r in read_jsonl(run.path / "metrics.jsonl") if "loss" in r]
+    if stage == "dpo":  # it answered the transcripts' last questions, asked in a chat of their own turns
+        assert re.fullmatch(r"What is \d+ plus one\?", read_jsonl(run.path / "samples.jsonl")[0]["prompt"])
+
+
+def test_a_preference_pair_from_a_transcript_is_learnt_on_its_last_answer_only(sft_run, tmp_path):
+    """TRL's preference trainers learn the tokens after the prompt (the chat up to the answer, rendered with the
+    generation prompt): from an HH pair that is the last Assistant turn, not the history's earlier one."""
+    from transformers import AutoTokenizer
+
+    from lab import data
+
+    path = tmp_path / "hh.jsonl"
+    path.write_text(HH_PAIRS)
+    pair = data.load(path, want="preference").records[3]
+    assert [t["role"] for t in pair["prompt"]] == ["user", "assistant", "user"]
+    tokenizer = AutoTokenizer.from_pretrained(Run.open(sft_run).path / "model")
+    prompt = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    whole = tokenizer.apply_chat_template(pair["prompt"] + pair["chosen"], tokenize=True, return_dict=True)["input_ids"]
+    assert whole[: len(prompt)] == prompt
+    learnt = tokenizer.decode(whole[len(prompt):])
+    assert "4." in learnt and "Hello" not in learnt
 
 
 def test_grpo_with_a_reward_model_logs_reward_kl_and_the_gold_judge(sft_run, reward_run, store):

@@ -169,6 +169,21 @@ def test_a_bad_file_is_named_with_its_line(client, tmp_path):
     assert shown["format"] == "prompt_completion" and shown["records"] == 3 and len(shown["preview"]) == 3
 
 
+def test_the_preview_says_how_a_shape_was_mapped_and_reads_a_column_mapping(client, tmp_path):
+    dolly = tmp_path / "dolly.jsonl"
+    dolly.write_text(json.dumps({"instruction": "Summarise.", "context": "Cats nap.", "response": "Naps."}) + "\n")
+    shown = call(client, "preview_data", "sft", str(dolly))
+    assert shown["how"] == "Dolly-style: instruction + context → user, response → assistant"
+    assert shown["preview"][0]["messages"][0] == {"role": "user", "content": "Summarise.\n\nCats nap."}
+    odd = tmp_path / "odd.csv"
+    odd.write_text("question,answer\n2+2?,4\n")
+    shown = call(client, "preview_data", "sft", str(odd), 5, "prompt=question,completion=answer")
+    assert shown["preview"] == [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}]
+    assert shown["how"].startswith("your columns question → prompt, answer → completion")
+    with pytest.raises(Exception, match=r"names a column it does not have \(prompt=q\)\. Its columns are: question, answer"):
+        call(client, "preview_data", "sft", str(odd), 5, "prompt=q")
+
+
 def test_tokenize_cuts_a_text_by_each_tokenizer_with_its_figures(client):
     text = "Pirena is the capital of Desur. Ωmega!"
     bpe, wordpiece = call(client, "tokenize", text, ["bpe", "wordpiece"])

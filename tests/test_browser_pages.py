@@ -193,3 +193,23 @@ def test_the_tokenizer_page_cuts_a_text_with_two_tokenizers_side_by_side(page):
     assert "unknown 0%" in columns[0].inner_text()
     assert "unknown 0%" not in columns[1].inner_text()
     assert columns[1].locator(".token[style*=line-through]").count() >= 1
+
+
+def test_the_data_preview_names_the_shape_and_follows_a_column_mapping(page, nano_run, tmp_path):
+    odd = tmp_path / "qa.jsonl"
+    odd.write_text("".join(json.dumps({"ask": f"What is {i} plus one?", "reply": str(i + 1)}) + "\n" for i in range(3)))
+    page.get_by_role("tab", name="SFT").click()
+    data = page.locator("#sft-field-data input")
+    wait_for(lambda: "toy world" in text(page, "#sft-data-summary"), 60, "the toy world's preview")
+    data.fill(str(odd))
+    data.press("Enter")
+    # Columns the lab does not know: the preview says so, and how to map them.
+    wait_for(lambda: "no known columns" in text(page, "#sft-data-summary"), 60, "the refusal", shown=lambda: text(page, "#sft-data-summary"))
+    assert "'columns'" in text(page, "#sft-data-summary") and "Traceback" not in text(page, "#sft-data-summary")
+    columns = page.locator("#sft-field-columns textarea")
+    columns.fill("prompt=ask,completion=reply")
+    columns.press("Enter")
+    wait_for(lambda: "your columns ask → prompt" in text(page, "#sft-data-summary"), 60, "the mapped preview",
+             shown=lambda: text(page, "#sft-data-summary"))
+    assert "3 records" in text(page, "#sft-data-summary")
+    wait_for(lambda: "--columns prompt=ask,completion=reply" in text(page, "#sft-cli"), 30, "the command to carry the mapping")

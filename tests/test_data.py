@@ -109,11 +109,10 @@ def test_preference_shapes(tmp_path):
     assert d.detected_from == "jsonl implicit-prompt conversational preference"
     assert d.records == [{"prompt": user, "chosen": good, "rejected": bad}]
 
-    # implicit prompt, strings (Anthropic HH style): the space before the answer goes with the answer
-    hh = "\n\nHuman: What is the capital of France?\n\nAssistant:"
-    d = load(jsonl(tmp_path / "hh.jsonl", [{"chosen": hh + " Paris.", "rejected": hh + " Pizza."}]))
-    assert d.records == [{"prompt": hh, "chosen": " Paris.", "rejected": " Pizza."}]
-    assert to_text(d) == [hh + " Paris."]
+    # implicit prompt, strings: the space before the answer goes with the answer
+    d = load(jsonl(tmp_path / "imp.jsonl", [{"chosen": "Q: capital of France? A: Paris.", "rejected": "Q: capital of France? A: Pizza."}]))
+    assert d.records == [{"prompt": "Q: capital of France? A:", "chosen": " Paris.", "rejected": " Pizza."}]
+    assert to_text(d) == ["Q: capital of France? A: Paris."]
     # answers that differ mid-word keep the whole word
     d = load(jsonl(tmp_path / "word.jsonl", [{"chosen": "The answer is four", "rejected": "The answer is five"}]))
     assert d.records == [{"prompt": "The answer is", "chosen": " four", "rejected": " five"}]
@@ -155,6 +154,92 @@ def test_folder_of_files(tmp_path):
     jsonl(hub / "data" / "train-0.jsonl", [{"text": "tr"}])
     jsonl(hub / "data" / "test-0.jsonl", [{"text": "te"}])
     assert load(hub).records == [{"text": "tr"}] and load(hub, split="test").records == [{"text": "te"}]
+
+
+def test_dolly_keeps_its_context_in_the_user_turn(tmp_path):
+    rows = [{"instruction": "Summarise this.", "context": "Cats sleep sixteen hours a day.", "response": "Cats sleep a lot.", "category": "summarization"},
+            {"instruction": "Say hi.", "context": "", "response": "Hi!", "category": "open_qa"}]
+    d = load(jsonl(tmp_path / "dolly.jsonl", rows), want="messages")
+    assert (d.format, d.detected_from) == ("messages", "jsonl dolly")
+    assert d.how == "Dolly-style: instruction + context → user, response → assistant"
+    assert d.records == [
+        {"messages": [{"role": "user", "content": "Summarise this.\n\nCats sleep sixteen hours a day."}, {"role": "assistant", "content": "Cats sleep a lot."}]},
+        {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}]}]
+
+
+@pytest.mark.parametrize("prompt,completion", [("inputs", "targets"), ("input", "target"), ("question", "answer"), ("query", "response")])
+def test_flan_style_pairs(tmp_path, prompt, completion):
+    d = load(jsonl(tmp_path / "flan.jsonl", [{prompt: "Translate to English: chat", completion: "cat", "task": "wmt"}]))
+    assert (d.format, d.records) == ("prompt_completion", [{"prompt": "Translate to English: chat", "completion": "cat"}])
+    assert f"{prompt} → the user's turn, {completion} → the assistant's answer" in d.how
+
+
+HH = "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: What is 2+2?\n\nAssistant:"
+HH_TURNS = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello! How can I help?"},
+            {"role": "user", "content": "What is 2+2?"}]
+
+
+def test_hh_transcripts_become_turns_with_the_shared_history_as_prompt(tmp_path):
+    path = jsonl(tmp_path / "hh.jsonl", [{"chosen": HH + " 4", "rejected": HH + " 5"}])
+    d = load(path, want="preference")
+    assert (d.format, d.detected_from) == ("preference", "jsonl hh-rlhf")
+    assert "HH-RLHF" in d.how and "Human → user" in d.how
+    assert d.records == [{"prompt": HH_TURNS, "chosen": [{"role": "assistant", "content": "4"}],
+                          "rejected": [{"role": "assistant", "content": "5"}]}]
+    # SFT reads the chosen transcript, every turn of it
+    chats = load(path, want=("messages", "prompt_completion"))
+    assert chats.records == [{"messages": HH_TURNS + [{"role": "assistant", "content": "4"}]}]
+    # a single column of transcripts is chats for SFT, and stays text for pretraining
+    text = jsonl(tmp_path / "t.jsonl", [{"text": HH + " 4"}])
+    assert load(text, want="messages").records == chats.records
+    assert load(text).records == [{"text": HH + " 4"}]
+    # the history apart (prompt ends with "Assistant:"), each side its answer
+    d = load(jsonl(tmp_path / "split.jsonl", [{"prompt": HH, "chosen": " 4", "rejected": " 5"}]), want="preference")
+    assert d.records[0]["prompt"] == HH_TURNS and d.records[0]["chosen"] == [{"role": "assistant", "content": "4"}]
+
+
+@pytest.mark.parametrize("chosen,rejected,message", [
+    (HH + " 4", "\n\nHuman: Bye\n\nAssistant: Hello! How can I help?\n\nHuman: What is 2+2?\n\nAssistant: 5", "differ at turn 1"),
+    (HH + " ", HH + " 5", "'chosen' turn 4 (Assistant) is empty"),
+    ("Intro\n\nHuman: Hi\n\nAssistant: 4", HH + " 5", "text before its first 'Human:' turn"),
+    (HH + " 4\n\nHuman: and?", HH + " 5", "'chosen' ends with a user turn"),
+    (HH + " 4", HH + " 4", "the same answer"),
+])
+def test_a_bad_hh_transcript_is_refused_with_its_line(tmp_path, chosen, rejected, message):
+    good = {"chosen": HH + " 4", "rejected": HH + " 5"}
+    msg = error(jsonl(tmp_path / "hh.jsonl", [good, {"chosen": chosen, "rejected": rejected}]), want="preference")
+    assert msg.startswith("hh.jsonl line 2: ") and message in msg and "Human:" in msg
+
+
+def test_a_column_mapping_reads_unusual_names(tmp_path):
+    rows = [{"q": "2+2?", "a": "4", "id": 1}]
+    d = load(jsonl(tmp_path / "qa.jsonl", rows), want=("messages", "prompt_completion"), columns="prompt=q, completion=a")
+    assert (d.format, d.records) == ("prompt_completion", [{"prompt": "2+2?", "completion": "4"}])
+    assert d.how.startswith("your columns q → prompt, a → completion")
+    dialog = [{"speaker": "user", "text": "hi"}, {"speaker": "assistant", "text": "hello"}]
+    d = load(jsonl(tmp_path / "chat.jsonl", [{"dialog": dialog}]), want="messages", columns="messages=dialog,role=speaker,content=text")
+    assert d.records == [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    # a CSV cell holding the turns as JSON, and a preference file, mapped
+    csv_path = write(tmp_path / "p.csv", 'question,good,bad\n"2+2?",4,5\n')
+    d = load(csv_path, want="preference", columns="prompt=question,chosen=good,rejected=bad")
+    assert d.records == [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}]
+    # the mapped columns win over other shapes the file also holds
+    both = jsonl(tmp_path / "both.jsonl", [{"text": "a document", "q": "2+2?", "a": "4"}])
+    assert load(both, columns="prompt=q,completion=a").format == "prompt_completion"
+
+
+def test_a_mapping_naming_a_missing_column_is_refused_with_the_columns_found(tmp_path):
+    path = jsonl(tmp_path / "qa.jsonl", [{"q": "2+2?", "a": "4"}])
+    msg = error(path, columns="prompt=question,completion=a")
+    assert msg == "qa.jsonl: --columns names a column it does not have (prompt=question). Its columns are: q, a."
+    msg = error(jsonl(tmp_path / "chat.jsonl", [{"dialog": [{"who": "user", "text": "hi"}]}]), columns="messages=dialog,role=speaker,content=text")
+    assert "role=speaker" in msg and "who, text" in msg
+    with pytest.raises(data.UserError, match="'promt' is not one of the lab's names .did you mean prompt"):
+        load(path, columns="promt=q")
+    with pytest.raises(data.UserError, match="'completion' is not NAME=COLUMN"):
+        load(path, columns="prompt=q,completion")
+    # without a mapping, the refusal says how to map
+    assert "--columns" in error(path) and "prompt=question,completion=answer" in error(path)
 
 
 def test_want_prefers_matching_shape_and_detect_format():

@@ -97,6 +97,11 @@ SHAPES = {
     "pairs.csv": "prompt,completion\n" + "\n".join(f"Say {i}.,{i}" for i in range(12)),
     "alpaca.json": json.dumps([{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)} for i in range(12)]),
     "sharegpt.jsonl": "\n".join(json.dumps({"conversations": [{"from": "human", "value": f"Hi {i}"}, {"from": "gpt", "value": "Hello."}]}) for i in range(12)),
+    "dolly.jsonl": "\n".join(json.dumps({"instruction": f"How old is Ann {i}?", "context": f"Ann {i} is {i} years old." if i % 2 else "",
+                                         "response": f"{i}.", "category": "closed_qa"}) for i in range(12)),
+    "flan.jsonl": "\n".join(json.dumps({"inputs": f"Add one to {i}.", "targets": str(i + 1), "task": "math"}) for i in range(12)),
+    # HH-RLHF's chosen side: a multi-turn transcript per line
+    "hh.jsonl": "\n".join(json.dumps({"chosen": f"\n\nHuman: Hi {i}\n\nAssistant: Hello.\n\nHuman: Say {i}.\n\nAssistant: {i}."}) for i in range(12)),
 }
 
 
@@ -108,6 +113,36 @@ def test_user_chat_files_of_every_shape_train(nano_run, store, tmp_path, name):
     info = json.loads((store / run_id / "run.json").read_text())
     assert info["status"] == "completed"
     assert read_jsonl(store / run_id / "samples.jsonl")  # it answered the data's own first prompts
+
+
+def test_a_column_mapping_trains_a_file_with_unusual_column_names(nano_run, store, tmp_path):
+    path = tmp_path / "dialogs.jsonl"
+    path.write_text("\n".join(json.dumps({"dialog": [{"speaker": "user", "text": f"Hi {i}"}, {"speaker": "assistant", "text": "Hello."}]}) for i in range(12)))
+    run_id = last_line(llm_lab("train", "sft", "--parent", nano_run.name, "--data", str(path), "--columns", "messages=dialog,role=speaker,content=text",
+                               "--max-steps", "2", "--batch-size", "4", "--kl-every", "0", "--sample-every", "2"))
+    info = json.loads((store / run_id / "run.json").read_text())
+    assert info["status"] == "completed" and info["config"]["columns"] == "messages=dialog,role=speaker,content=text"
+    assert read_jsonl(store / run_id / "samples.jsonl")[0]["prompt"] == "Hi 0"
+    # a mapping that names a column the file lacks is refused before a run exists, with the columns found
+    message = refused("train", "sft", "--parent", nano_run.name, "--data", str(path), "--columns", "messages=turns")
+    assert "messages=turns" in message and "Its columns are: dialog" in message
+    # and a mapping with the toy world, whose records have the lab's columns already
+    assert "--columns" in refused("train", "sft", "--parent", nano_run.name, "--columns", "prompt=q")
+
+
+def test_every_assistant_turn_of_a_multi_turn_chat_is_trained_on(nano_run, tmp_path):
+    """SFT trains on the assistant's tokens (TRL's assistant_only_loss reads the chat template's assistant mask):
+    a transcript's turns stay turns, and both of its answers are learnt."""
+    from lab import data
+
+    path = tmp_path / "hh.jsonl"
+    path.write_text(json.dumps({"chosen": "\n\nHuman: Hi\n\nAssistant: Hello there.\n\nHuman: Name a colour.\n\nAssistant: Blue."}) + "\n")
+    chat = data.as_messages(data.load(path, want=("messages", "prompt_completion")))[0]["messages"]
+    assert [t["role"] for t in chat] == ["user", "assistant", "user", "assistant"]
+    tokenizer = AutoTokenizer.from_pretrained(nano_run / "model")
+    enc = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    learnt = tokenizer.decode([t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m])
+    assert "Hello there." in learnt and "Blue." in learnt and "Hi" not in learnt and "colour" not in learnt
 
 
 def test_records_lacking_fields_are_refused_with_line_and_shapes(nano_run, store, tmp_path):

@@ -19,7 +19,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from lab.errors import UserError
+from lab.errors import UserError, flag
 
 REGISTRY = {
     "tokenizer": "lab.stages.tokenizer",
@@ -97,40 +97,45 @@ def parent_of(stage: str, config) -> str | None:
     return None
 
 
-def read(stage: str, source: str, limit: int | None = None) -> tuple[list[dict], str, str]:
+def read(stage: str, source: str, limit: int | None = None, columns: str = "") -> tuple[list[dict], str, str, str]:
     """What `stage` reads from `source`, as it will read it: (records, the source's format, what it was detected
-    from). The data preview shows exactly these records, so what it shows is what the stage trains on, and a
-    file the stage would refuse is refused here too. `limit`: read at most that many records of a user's file."""
+    from, how its columns were mapped, in words). The data preview shows exactly these records, so what it shows
+    is what the stage trains on, and a file the stage would refuse is refused here too. `limit`: read at most
+    that many records of a user's file. `columns`: the user's column mapping (lab.data.parse_columns)."""
     kind = spec(stage).data
-    world = world_of(source)
+    world = world_of(source, columns)
     if world is not None:
         if kind == "text":
             corpus = world.pretrain_corpus()
-            return [{"text": d} for d in corpus["train"]], "text", f"toy world pretraining corpus (+{len(corpus['heldout'])} held-out documents)"
+            return [{"text": d} for d in corpus["train"]], "text", f"toy world pretraining corpus (+{len(corpus['heldout'])} held-out documents)", ""
         if kind == "chats":
-            return world.sft_chats(), "messages", "toy world SFT chats"
+            return world.sft_chats(), "messages", "toy world SFT chats", ""
         if kind == "preference":
-            return world.preference_pairs(), "preference", "toy world preference pairs"
-        return [{"prompt": p} for p in prompt_set(source)], "prompts", "toy world prompts (of its preference pairs)"
+            return world.preference_pairs(), "preference", "toy world preference pairs", ""
+        return [{"prompt": p} for p in prompt_set(source)], "prompts", "toy world prompts (of its preference pairs)", ""
     from lab import data
 
-    loaded = data.load(source, want=DATA_FORMATS[kind], limit=limit)
-    fmt, detected = loaded.format, loaded.detected_from
+    loaded = data.load(source, want=DATA_FORMATS[kind], limit=limit, columns=columns)
+    fmt, detected, how = loaded.format, loaded.detected_from, loaded.how
     if kind == "text":
-        return [{"text": t} for t in data.to_text(loaded)], fmt, detected
+        return [{"text": t} for t in data.to_text(loaded)], fmt, detected, how
     if kind == "chats":
-        return data.as_messages(loaded), fmt, detected
+        return data.as_messages(loaded), fmt, detected, how
     if kind == "preference":
-        return loaded.records, fmt, detected
-    return [{"prompt": p} for p in prompt_set(source, limit)], fmt, detected
+        return loaded.records, fmt, detected, how
+    return [{"prompt": p} for p in prompt_set(source, limit, columns)], fmt, detected, how
 
 
-def world_of(source: str):
-    """The toy world a data source names ("world", or "world:SEED"), or None for user data."""
+def world_of(source: str, columns: str = ""):
+    """The toy world a data source names ("world", or "world:SEED"), or None for user data. `columns`, a column
+    mapping, is refused with the toy world, whose records have the lab's columns already."""
     if source != "world" and not source.startswith("world:"):
         return None
     from lab.world import WorldConfig, build_world
 
+    if columns.strip():
+        raise UserError(f"{flag('columns')} {columns!r} maps the columns of your own file; the toy world's records have the lab's "
+                        f"columns already: clear {flag('columns')}, or set {flag('data')} to your file")
     seed = source.partition(":")[2]
     if seed and not seed.isdigit():
         raise UserError(f"data '{source}': the toy world takes an integer seed, e.g. world:1")
@@ -149,16 +154,16 @@ def world_of_lineage(run):
     return None
 
 
-def text_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0) -> tuple[list[str], list[str]]:
+def text_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0, columns: str = "") -> tuple[list[str], list[str]]:
     """(train, held-out) documents from the toy world ("world", or "world:SEED") or from any file
-    `lab.data` reads; user data of any format is flattened to text and split at random."""
-    world = world_of(source)
+    `lab.data` reads (its columns mapped by `columns`); user data of any format is flattened to text and split at random."""
+    world = world_of(source, columns)
     if world is not None:
         corpus = world.pretrain_corpus()
         return corpus["train"], corpus["heldout"]
     from lab import data
 
-    texts = data.to_text(data.load(source))
+    texts = data.to_text(data.load(source, columns=columns))
     rng = random.Random(seed)
     order = list(range(len(texts)))
     rng.shuffle(order)
@@ -168,17 +173,17 @@ def text_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0) -> t
     return train, heldout
 
 
-def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0, columns: str = "") -> tuple[list[dict], list[dict]]:
     """(train, held-out) preference pairs in TRL's conversational shape (prompt turns, chosen turn(s),
     rejected turn(s)), so the trainers render them with the chat template the model was tuned on. The toy
     world has its own split (disjoint by prompt); user data is split at random."""
-    world = world_of(source)
+    world = world_of(source, columns)
     if world is not None:
         train, heldout = world.preference_pairs("train"), world.preference_pairs("heldout")
     else:
         from lab import data
 
-        records = data.load(source, want="preference").records
+        records = data.load(source, want="preference", columns=columns).records
         records = random.Random(seed).sample(records, len(records))
         n = round(len(records) * heldout_fraction) if len(records) >= 20 else 0
         heldout, train = records[:n], records[n:]
@@ -194,17 +199,17 @@ def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0
     return [turns(r) for r in train], [turns(r) for r in heldout]
 
 
-def prompt_set(source: str, limit: int | None = None) -> list[list[dict]]:
+def prompt_set(source: str, limit: int | None = None, columns: str = "") -> list[list[dict]]:
     """Prompts for online alignment (PPO, GRPO) as chat turns ending with the user's: on the toy world
     every prompt of its training preference pairs (fact questions, tasks, harmful requests); else the
     prompts of the user's file (preference, prompt/completion, or chats cut before the last answer)."""
-    world = world_of(source)
+    world = world_of(source, columns)
     if world is not None:
         texts = dict.fromkeys(p["prompt"] for p in world.preference_pairs("train"))
         return [[{"role": "user", "content": t}] for t in texts]
     from lab import data
 
-    loaded = data.load(source, want=("preference", "prompt_completion", "messages"), limit=limit)
+    loaded = data.load(source, want=("preference", "prompt_completion", "messages"), limit=limit, columns=columns)
     prompts = []
     for r in loaded.records:
         if loaded.format == "messages":

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab import models
-from lab.configs import LORA, MODEL, RUN, SCHEDULE, TRAINING, option
+from lab.configs import DATA, LORA, MODEL, RUN, SCHEDULE, TRAINING, option
 from lab.errors import UserError, flag
 
 MODES = ("full", "lora", "lora-8bit", "lora-4bit")
@@ -29,6 +29,14 @@ SCHEDULES = ("cosine", "linear", "constant_with_warmup")
 @dataclass
 class RunArgs:
     name: str = option("", "a name for the run (default: its id)", advanced=True, order=RUN)
+
+
+@dataclass
+class DataArgs:
+    """The stages that read a user's data file: its columns, when they are not names the lab knows."""
+
+    columns: str = option("", "your file's columns, if the lab does not know their names: LAB_NAME=YOUR_COLUMN, comma-separated, "
+                              "e.g. prompt=question,completion=answer or messages=dialog,role=speaker,content=text", order=DATA + 1)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
 from lab.stages import Stage, alignment_prompts, check_parent, preference_splits, sampler, world_of
-from lab.stages.base import BY_LENGTH, LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, pairs_dataset, prepare, save_model, trainer_arguments
+from lab.stages.base import BY_LENGTH, DataArgs, LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, pairs_dataset, prepare, save_model, trainer_arguments
 
 STAGE = Stage(label="DPO", page="Align", data="preference", produces="chat", curves=("loss", "margin", "accuracy", "kl"))
 
@@ -36,7 +36,7 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca
 
 
 @dataclass
-class Config(LoraArgs, TrainerArgs):
+class Config(DataArgs, LoraArgs, TrainerArgs):
     parent: str = option("", "the SFT model: an SFT run, a local model folder, or a hub id", order=MODEL, runs=("sft",))
     data: str = option("world", "preference pairs: 'world' (the toy world's gold-rule pairs) or a file/folder of prompt/chosen/rejected records", order=DATA)
     beta: float = option(0.1, "β: the strength of the implicit KL penalty (higher stays closer to the reference)", within="(0, 100]")
@@ -57,8 +57,8 @@ class Config(LoraArgs, TrainerArgs):
 def check(config: Config) -> None:
     check_training(config)
     check_parent(config.parent)
-    if world_of(config.data) is None:
-        preference_splits(config.data, config.heldout_fraction, config.seed)
+    if world_of(config.data, config.columns) is None:
+        preference_splits(config.data, config.heldout_fraction, config.seed, config.columns)
 
 
 def run(config: Config, run) -> dict:
@@ -66,7 +66,7 @@ def run(config: Config, run) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     device = prepare(config, run)
-    train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed)
+    train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns)
     world = world_of(config.data)
     judged = world if config.world_evals else None  # the world whose evals end the run
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForCausalLM, config.mode, device)

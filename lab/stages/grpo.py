@@ -21,14 +21,14 @@ from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, prompt_set, sampler, world_of
-from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
+from lab.stages.base import DataArgs, LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 from lab.stages.reward import GOLD, check_usable
 
 STAGE = Stage(label="GRPO", page="Align", data="prompts", produces="chat", curves=("reward", "kl", "loss"))
 
 
 @dataclass
-class Config(LoraArgs, TrainerArgs):
+class Config(DataArgs, LoraArgs, TrainerArgs):
     parent: str = option("", "the SFT model: an SFT run, a local model folder, or a hub id", order=MODEL, runs=("sft",))
     reward: str = option("", "the reward: a reward run or a reward-model folder, or 'gold' (the toy world's gold judge)", order=MODEL, runs=("reward",), offers=GOLD)
     algorithm: str = option("grpo", "grpo (group-relative advantages) or rloo (REINFORCE leave-one-out)", choices=("grpo", "rloo"), order=MODEL)
@@ -58,8 +58,8 @@ def check(config: Config) -> None:
                         f"(e.g. {config.num_generations * max(1, config.batch_size // config.num_generations)})")
     check_parent(config.parent)
     check_usable(config.reward, config.data)
-    if world_of(config.data) is None:
-        prompt_set(config.data)
+    if world_of(config.data, config.columns) is None:
+        prompt_set(config.data, columns=config.columns)
 
 
 def gold_reward(world):
@@ -76,7 +76,7 @@ def run(config: Config, run) -> dict:
 
     device = prepare(config, run)
     world = world_of(config.data)
-    prompts = prompt_set(config.data)
+    prompts = prompt_set(config.data, columns=config.columns)
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForCausalLM, config.mode, device)
     print(f"{len(prompts)} prompts; parent {parent_path}; reward {config.reward}; {config.algorithm}, mode {config.mode}, beta {config.beta} on {device}", flush=True)
     baseline = evals.chat(model, tokenizer, evals.comparison_prompts(world), max_new_tokens=48, temperature=config.eval_temperature, seed=config.seed) if world and config.world_evals else None

@@ -34,7 +34,7 @@ from lab import evals, jobs, models, runs, telemetry
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, prompt_set, world_of
-from lab.stages.base import LoraArgs, TrainArgs, check_training, for_kbit_training, lora_config, prepare, save_model
+from lab.stages.base import DataArgs, LoraArgs, TrainArgs, check_training, for_kbit_training, lora_config, prepare, save_model
 from lab.stages.reward import GOLD, check_usable
 from lab.tokenizers import end_of_turn_id
 
@@ -42,7 +42,7 @@ STAGE = Stage(label="PPO", page="Align", data="prompts", produces="chat", curves
 
 
 @dataclass
-class Config(LoraArgs, TrainArgs):
+class Config(DataArgs, LoraArgs, TrainArgs):
     parent: str = option("", "the policy to start from: an SFT run (model/ or LoRA adapter/), a local model folder, or a hub id", order=MODEL, runs=("sft",))
     reward: str = option("", "a reward run or reward-model folder (…ForSequenceClassification, one output), or 'gold': the toy world's gold judge", order=MODEL, runs=("reward",), offers=GOLD)
     mode: str = inherit(LoraArgs, "mode", "full", choices=("full", "lora", "lora-8bit"), help="train the whole policy and critic, or LoRA adapters on a full or 8-bit base")
@@ -545,8 +545,8 @@ def check(config: Config) -> None:
     check_training(config)
     check_parent(config.parent)
     check_usable(config.reward, config.data)
-    if world_of(config.data) is None:
-        prompt_set(config.data)
+    if world_of(config.data, config.columns) is None:
+        prompt_set(config.data, columns=config.columns)
 
 
 def _lora(model, config: Config, task_type: str):
@@ -560,7 +560,7 @@ def run(config: Config, run) -> dict:
 
     device = prepare(config, run)
     world = world_of(config.data)
-    prompts = prompt_set(config.data)
+    prompts = prompt_set(config.data, columns=config.columns)
     lora = config.mode != "full"
 
     def load(ref, auto_cls, mode, **kwargs):  # a quantized model is placed on its device as it loads

@@ -23,7 +23,7 @@ from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, SCHEDULE, TRAINING, inherit, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage, text_splits, world_of
-from lab.stages.base import TrainerArgs, check_training, fit, prepare, save_model, trainer_arguments
+from lab.stages.base import DataArgs, TrainerArgs, check_training, fit, prepare, save_model, trainer_arguments
 
 STAGE = Stage(
     label="Pretrain", data="text", produces="base", lineage=("init_from", "tokenizer"), resume_from="init_from", curves=("loss", "perplexity"),
@@ -32,7 +32,7 @@ STAGE = Stage(
 
 
 @dataclass
-class Config(TrainerArgs):
+class Config(DataArgs, TrainerArgs):
     preset: str = option("tiny", "model size for a model trained from scratch", choices=tuple(models.PRESETS), order=MODEL)
     objective: str = option("clm", "clm: causal LM (decoder); mlm: masked LM (encoder)", choices=("clm", "mlm"), order=MODEL)
     data: str = option("world", "training text: 'world' (the built-in toy world) or a file/folder path", order=DATA)
@@ -63,10 +63,10 @@ def check(config: Config) -> None:
         path, _ = models.resolve(config.init_from)
         if Path(path).is_dir() and not (Path(path) / "config.json").exists():
             raise UserError(f"{flag('init_from')} {config.init_from}: {path} holds no model (no config.json); a tokenizer run goes in {flag('tokenizer')}")
-    if world_of(config.data) is None:
+    if world_of(config.data, config.columns) is None:
         from lab import data
 
-        data.load(config.data)  # a bad file is named, with its line, now rather than minutes into a job
+        data.load(config.data, columns=config.columns)  # a bad file is named, with its line, now rather than minutes into a job
 
 
 def load_tokenizer(config: Config, train: list[str], trained: Path | None = None):
@@ -153,7 +153,7 @@ def run(config: Config, run) -> dict:
 
     device = prepare(config, run)
 
-    train_texts, heldout_texts = text_splits(config.data, seed=config.seed)
+    train_texts, heldout_texts = text_splits(config.data, seed=config.seed, columns=config.columns)
     resumed = run.last_checkpoint()
     tokenizer = load_tokenizer(config, train_texts, trained=resumed[1] if resumed else None)
     parent_path = models.resolve(config.init_from)[0] if config.init_from else None

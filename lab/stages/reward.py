@@ -23,13 +23,13 @@ from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage, check_parent, preference_splits, world_of
-from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, lora_config, prepare, save_model, trainer_arguments
+from lab.stages.base import DataArgs, LoraArgs, TrainerArgs, check_training, fit, lora_config, prepare, save_model, trainer_arguments
 
 STAGE = Stage(label="Reward model", page="Align", data="preference", produces="reward", curves=("loss", "accuracy", "margin"))
 
 
 @dataclass
-class Config(LoraArgs, TrainerArgs):
+class Config(DataArgs, LoraArgs, TrainerArgs):
     parent: str = option("", "the model to start from: an SFT run, a local model folder, or a hub id", order=MODEL, runs=("sft", "pretrain"))
     mode: str = inherit(LoraArgs, "mode", "full", choices=("full", "lora"), help="train every weight, or LoRA adapters on the backbone (the score head is trained fully)")
     data: str = option("world", "preference pairs: 'world' (the toy world's gold-rule pairs) or a file/folder of prompt/chosen/rejected records", order=DATA)
@@ -44,8 +44,8 @@ class Config(LoraArgs, TrainerArgs):
 def check(config: Config) -> None:
     check_training(config)
     check_parent(config.parent)
-    if world_of(config.data) is None:
-        preference_splits(config.data, config.heldout_fraction, config.seed)
+    if world_of(config.data, config.columns) is None:
+        preference_splits(config.data, config.heldout_fraction, config.seed, config.columns)
 
 
 # What online RL takes as a reward besides a reward model: the toy world's judge, offered by the pages' pickers.
@@ -102,7 +102,7 @@ def run(config: Config, run) -> dict:
     from trl import RewardConfig, RewardTrainer
 
     device = prepare(config, run)
-    train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed)
+    train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns)
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForSequenceClassification, "full", device, num_labels=1)
     print(f"{len(train_pairs)} pairs ({len(heldout_pairs)} held out); parent {parent_path}; mode {config.mode} on {device}", flush=True)
     # the head is new: it must be trained in full, not through a low-rank update

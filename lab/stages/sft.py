@@ -24,13 +24,13 @@ from lab import evals, models, telemetry
 from lab.configs import DATA, MODEL, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, sampler, world_of
-from lab.stages.base import LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
+from lab.stages.base import DataArgs, LoraArgs, TrainerArgs, check_training, fit, for_kbit_training, lora_config, prepare, save_model, trainer_arguments
 
 STAGE = Stage(label="SFT", data="chats", produces="chat", resume_from="parent", curves=("loss", "kl", "reward"))
 
 
 @dataclass
-class Config(LoraArgs, TrainerArgs):
+class Config(DataArgs, LoraArgs, TrainerArgs):
     parent: str = option("", "the base model: a pretrain run, a local model folder, or a hub id", order=MODEL, runs=("pretrain",))
     data: str = option("world", "chats: 'world' (the toy world's SFT chats) or a file/folder of messages or prompt/completion records", order=DATA)
     max_steps: int = inherit(TrainerArgs, "max_steps", 150)
@@ -50,7 +50,7 @@ def check(config: Config) -> None:
         raise UserError(f"SFT needs a parent model: set {flag('parent')} to a pretrain run, a local model folder or a hub id")
     check_training(config)
     check_parent(config.parent)
-    if world_of(config.data) is None:
+    if world_of(config.data, config.columns) is None:
         load_chats(config)
 
 
@@ -60,7 +60,7 @@ def load_chats(config: Config) -> list[dict]:
         return world.sft_chats()
     from lab import data
 
-    return data.as_messages(data.load(config.data, want=("messages", "prompt_completion")))
+    return data.as_messages(data.load(config.data, want=("messages", "prompt_completion"), columns=config.columns))
 
 
 def fixed_prompts(config: Config, chats: list[dict]) -> list[str]:
