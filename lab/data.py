@@ -1,5 +1,5 @@
-"""Load the user's data (a file, a folder or a hub id), map common community shapes onto the four canonical
-formats the stages consume, and validate every record.
+"""Load the user's data (a file, a folder or a hub id), map common community shapes (or the user's own column
+names) onto the canonical formats the stages consume (FORMATS), and validate every record.
 
 Every mistake a user can make surfaces as a DataError whose message names the file, the line or row, what was
 found, what was expected and what to do, because the UI shows that message as-is. Imports no gradio.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lab.errors import DataError, UserError, flag
 
-FORMATS = ("text", "messages", "prompt_completion", "preference")
+FORMATS = ("text", "messages", "prompt_completion", "preference", "prompt")
 
 
 @dataclass
@@ -43,6 +43,7 @@ EXAMPLES = {
     "messages": {"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]},
     "prompt_completion": {"prompt": "The capital of France is", "completion": " Paris."},
     "preference": {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"},
+    "prompt": {"prompt": "What is 2+2?"},  # prompts only (TRL's prompt-only shape): online RL samples its own answers
 }
 SHAREGPT = [{"from": "human", "value": "What is 2+2?"}, {"from": "gpt", "value": "4"}]
 
@@ -82,13 +83,14 @@ SHAPES = [
     _pair("input", "output"),
     Shape("text", "text", ("text",), EXAMPLES["text"], "text → one document per record"),
     Shape("content", "text", ("content",), {"content": EXAMPLES["text"]["text"]}, "content → one document per record"),
+    Shape("prompt", "prompt", ("prompt",), EXAMPLES["prompt"], "prompt → a prompt (the user's turn) for the policy to answer"),
 ]
 HH_PREFERENCE = Shape("hh-rlhf", "preference", ("chosen", "rejected"), HH_EXAMPLE,
                       "HH-RLHF transcripts: Human → user, Assistant → assistant; the shared history → the prompt, "
                       "each side's last Assistant turn → its answer")
 ACCEPTED_SHAPES = ("text | messages | prompt+completion (or question+answer, inputs+targets, ...) | prompt+chosen+rejected "
                    "| chosen+rejected HH-RLHF transcripts | instruction+output (Alpaca) | instruction+response, with a context (Dolly) "
-                   "| conversations with from/value (ShareGPT)")
+                   "| conversations with from/value (ShareGPT) | prompt alone (for PPO and GRPO)")
 KNOWN_KEYS = {k for shape in SHAPES for k in shape.keys} | {"prompt", "system", "context"}
 ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
          "bot": "assistant", "model": "assistant", "chatgpt": "assistant"}
@@ -744,6 +746,14 @@ def _canonical(row, shape: Shape, where):
         return {"prompt": _filled(row, keys[0], where, hint), "completion": _filled(row, keys[1], where, hint)}
     if shape.format == "preference":
         return _preference(row, where, hint, hh=shape is HH_PREFERENCE)
+    if shape.format == "prompt":
+        if isinstance(row.get("prompt"), list):  # the conversation so far, ending with the user's turn
+            turns = _turns(row["prompt"], where, "prompt", hint)
+            if not turns or turns[-1]["role"] != "user":
+                raise DataError(f"{where}: the prompt's last turn is {turns[-1]['role'] if turns else 'missing'}; a prompt ends "
+                                f"with the user's turn the policy answers. {hint}")
+            return {"prompt": turns}
+        return {"prompt": _filled(row, "prompt", where, hint)}
     if shape.name in ("alpaca", "dolly"):
         user = _filled(row, "instruction", where, hint)
         extra = _string(row, "input" if shape.name == "alpaca" else "context", where, hint, optional=True)
@@ -830,6 +840,8 @@ def to_text(loaded: Loaded) -> list[str]:
             out.append(_chat(r["messages"]))
         elif loaded.format == "prompt_completion":
             out.append(r["prompt"] + "\n" + r["completion"])
+        elif loaded.format == "prompt":
+            out.append(_chat(r["prompt"]) if isinstance(r["prompt"], list) else r["prompt"])
         elif isinstance(r["prompt"], list):
             out.append(_chat(r["prompt"] + r["chosen"]))
         else:  # an extracted prompt already ends where the answer's space begins; a separate one needs a break

@@ -371,3 +371,16 @@ def test_a_document_over_the_limit_is_refused_with_its_line(tmp_path, monkeypatc
     path.write_text(json.dumps({"text": "short"}) + "\n" + json.dumps({"text": "x" * 5000}) + "\n")
     with pytest.raises(DataError, match=r"corpus.jsonl line 2: a record of 5,000 characters, over the limit of 1,000 \(LAB_MAX_DOCUMENT_CHARS\)"):
         load(path)
+
+
+def test_a_file_of_prompts_alone_is_what_online_rl_reads(tmp_path):
+    from lab import stages
+
+    plain = jsonl(tmp_path / "prompts.jsonl", [{"prompt": "What is 2+2?"}, {"prompt": "Name a colour."}])
+    assert stages.prompt_set(str(plain)) == [[{"role": "user", "content": "What is 2+2?"}], [{"role": "user", "content": "Name a colour."}]]
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}]
+    assert stages.prompt_set(str(jsonl(tmp_path / "conv.jsonl", [{"prompt": turns}]))) == [turns]
+    assert stages.prompt_set(str(jsonl(tmp_path / "q.jsonl", [{"question": "2+2?"}])), columns="prompt=question") == [[turns[2]]]
+    assert to_text(load(plain)) == ["What is 2+2?", "Name a colour."]  # a tokenizer can read it too
+    assert "holds prompt records" in error(plain, want="messages")
+    assert "the prompt's last turn is assistant" in error(jsonl(tmp_path / "bad.jsonl", [{"prompt": turns[:2]}]), want="prompt")

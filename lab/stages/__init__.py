@@ -34,12 +34,12 @@ REGISTRY = {
 
 # What a stage reads from its `data` field, and how lab.data names the formats accepted for it:
 # text (any format, flattened), chats (SFT), preference pairs (reward model, DPO), prompts (online RL,
-# which samples its own answers: any record with a user turn).
+# which samples its own answers: prompts alone, or any record with a user turn).
 DATA_FORMATS = {
     "text": None,
     "chats": ("messages", "prompt_completion"),
     "preference": ("preference",),
-    "prompts": ("preference", "prompt_completion", "messages"),
+    "prompts": ("preference", "prompt_completion", "messages", "prompt"),
 }
 # What a stage's run leaves: a tokenizer, a base model that continues text, a model to chat with, a reward model,
 # a report card (of the runs it started).
@@ -209,7 +209,7 @@ def prompt_set(source: str, limit: int | None = None, columns: str = "") -> list
         return [[{"role": "user", "content": t}] for t in texts]
     from lab import data
 
-    loaded = data.load(source, want=("preference", "prompt_completion", "messages"), limit=limit, columns=columns)
+    loaded = data.load(source, want=DATA_FORMATS["prompts"], limit=limit, columns=columns)
     prompts = []
     for r in loaded.records:
         if loaded.format == "messages":
