@@ -521,23 +521,26 @@ TURN_KEYS = ("role", "content")  # the keys of each turn in a list of turns
 COLUMNS_EXAMPLE = "prompt=question,completion=answer"
 
 
-def parse_columns(spec: str) -> dict[str, str]:
-    """'prompt=question,completion=answer' -> {"prompt": "question", "completion": "answer"}: each of the lab's
-    names (COLUMN_NAMES, or TURN_KEYS for the keys inside chat turns) -> the user's column or key."""
+def parse_columns(spec: str | dict) -> dict[str, str]:
+    """'prompt=question,completion=answer' (or that dict) -> {"prompt": "question", "completion": "answer"}: each of
+    the lab's names (COLUMN_NAMES, any column a known shape reads, or TURN_KEYS for the keys inside chat turns) ->
+    the user's column or key."""
+    items = [f"{k}={v}" for k, v in spec.items()] if isinstance(spec, dict) else (spec or "").split(",")
+    names = COLUMN_NAMES + tuple(sorted(KNOWN_KEYS - set(COLUMN_NAMES))) + TURN_KEYS
     mapping: dict[str, str] = {}
-    for item in (part.strip() for part in (spec or "").split(",")):
+    for item in (part.strip() for part in items):
         if not item:
             continue
         ours, eq, theirs = (x.strip() for x in item.partition("="))
         if not eq or not ours or not theirs:
             raise UserError(f"{flag('columns')} {spec!r}: {item!r} is not NAME=COLUMN. Write the lab's name, '=', then your "
                             f"column, comma-separated, e.g. {COLUMNS_EXAMPLE}")
-        if ours not in COLUMN_NAMES + TURN_KEYS:
-            close = difflib.get_close_matches(ours, COLUMN_NAMES + TURN_KEYS, n=1)
+        if ours not in names:
+            close = difflib.get_close_matches(ours, names, n=1)
             raise UserError(f"{flag('columns')} {spec!r}: {ours!r} is not one of the lab's names"
                             + (f" (did you mean {close[0]}?)" if close else "")
-                            + f"; the names are {', '.join(COLUMN_NAMES)}, and {' and '.join(TURN_KEYS)} for the keys inside chat turns; "
-                            f"e.g. {COLUMNS_EXAMPLE}")
+                            + f"; the names are {', '.join(COLUMN_NAMES)} (or any column of a shape the lab knows, e.g. instruction, context, response), "
+                            f"and {' and '.join(TURN_KEYS)} for the keys inside chat turns; e.g. {COLUMNS_EXAMPLE}")
         if ours in mapping:
             raise UserError(f"{flag('columns')} {spec!r}: {ours} is mapped twice ({mapping[ours]} and {theirs}); map each name once")
         mapping[ours] = theirs
@@ -547,7 +550,7 @@ def parse_columns(spec: str) -> dict[str, str]:
 def _map_columns(rows, where, mapping: dict[str, str], label: str) -> list[dict]:
     """Rows with the user's columns renamed to the lab's (and the keys inside chat turns); checks that every
     mapped column and turn key exists, naming those found instead."""
-    columns = {ours: theirs for ours, theirs in mapping.items() if ours in COLUMN_NAMES}
+    columns = {ours: theirs for ours, theirs in mapping.items() if ours not in TURN_KEYS}
     keys = {theirs: ours for ours, theirs in mapping.items() if ours in TURN_KEYS}
     found = list(_first_values(rows))
     missing = [f"{ours}={theirs}" for ours, theirs in columns.items() if theirs not in found]
@@ -563,7 +566,7 @@ def _map_columns(rows, where, mapping: dict[str, str], label: str) -> list[dict]
             if theirs not in row:
                 raise DataError(f"{at}: no {theirs!r}, the column {flag('columns')} maps to {ours} (found keys: {_keys(row)})")
             value = row[theirs]
-            if isinstance(value, str) and ours in ("messages", "prompt", "chosen", "rejected"):
+            if isinstance(value, str) and ours in ("messages", "conversations", "conversation", "prompt", "chosen", "rejected"):
                 value = _cell(ours, value, at)  # a list of turns written as JSON text
             new[ours] = value
         out.append(new)
