@@ -55,6 +55,11 @@ def cmd_train(args, parser) -> int:
         status = jobs.execute(run)
         return 0 if status != "failed" else 1
     config = configs.from_args(module.Config, args, args.config)
+    if getattr(args, "machine_rank", 0):  # another machine of a multi-machine run: it joins machine 0's run
+        from lab import distributed
+
+        distributed.check(args.stage, config)
+        return distributed.join(args.stage, config, args.machine_rank)
     if args.detach:
         run = jobs.submit(args.stage, config)
         print(f"queued {args.stage} run; follow it with `llm-lab runs` or its log at {run.path / 'log.txt'}", file=sys.stderr)
@@ -319,6 +324,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sp.add_argument("--config", help="a JSON file of config fields (a run's run.json works too); flags override it")
         sp.add_argument("--detach", action="store_true", help="queue as a background job and return at once")
         sp.add_argument("--run-id", help=argparse.SUPPRESS)
+        if "nproc" in {f.name for f in configs.fields(module.Config)}:
+            sp.add_argument("--machine-rank", type=int, default=0, metavar="R",
+                            help="several machines: this machine's rank; machine 0 (the default) creates and writes the run, the others join it")
 
     p = sub.add_parser("quickstart", help="the whole lifecycle, measured: tokenizer → pretrain → SFT → reward model → DPO, PPO → evals → report card")
     p.add_argument("--scale", default="default", choices=("nano", "default"), help="nano: a few minutes on 2 CPU cores; default: the CPU default models, steps fitted to the toy world (default: %(default)s)")

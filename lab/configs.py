@@ -28,7 +28,7 @@ from lab.errors import ConfigError
 
 # Where a field stands in the form: what is trained and from what, on which data, for how long, then the
 # stage's own knobs; folded away: LoRA, the schedule, the run's housekeeping.
-MODEL, DATA, TRAINING, STAGE, LORA, SCHEDULE, RUN = 10, 20, 30, 40, 50, 60, 70
+MODEL, DATA, TRAINING, STAGE, LORA, SCHEDULE, RUN, SCALE = 10, 20, 30, 40, 50, 60, 70, 80
 
 
 def option(default, help: str, choices: tuple | None = None, advanced: bool = False, order: int = STAGE, runs: tuple | None = None,

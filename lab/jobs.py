@@ -35,6 +35,9 @@ from lab.runs import Run
 
 # -- the stop signal of this process (a job's) ------------------------------------------------------------------
 _stop = threading.Event()
+# A rank of a multi-process job: a signal is only asked for, until the ranks agree to stop at a step's end
+# (lab.distributed.agree), so that every rank stops at the same step.
+_asked = threading.Event()
 
 
 class StopRequested(Exception):
@@ -49,9 +52,16 @@ def stop_requested() -> bool:
     return _stop.is_set()
 
 
-def install_signal_handlers() -> None:
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+def stop_asked() -> bool:
+    """A stop this process was sent, agreed on by the ranks or not yet."""
+    return _stop.is_set() or _asked.is_set()
+
+
+def install_signal_handlers(agreed: bool = False) -> None:
+    """SIGTERM and SIGINT request a stop; `agreed` (a rank of several): they ask for one (`stop_asked`)."""
+    handler = (lambda *_: _asked.set()) if agreed else request_stop
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def max_jobs() -> int:
@@ -88,16 +98,27 @@ def start_waiting() -> list[Run]:
                 idle.append((info["created"], r.id, r))
             elif info["status"] in runs.ACTIVE and r.alive(info) and (info["status"] == "running" or info.get("started_by_queue")):
                 busy += _holds_slot(info)
-        for *_, run in sorted(idle, key=lambda t: t[:2])[: max(0, max_jobs() - busy)]:
+        for *_, run in sorted(idle, key=lambda t: t[:2]):
+            need = slots_of(run.info)
+            if busy + need > max_jobs():
+                break  # in order: a job of several processes is not overtaken by smaller ones behind it
             started.append(_spawn(run))
+            busy += need
     return started
 
 
-def _holds_slot(info: dict) -> bool:
-    """Whether a live job counts against LAB_MAX_JOBS: a stage that only starts other jobs (the lifecycle) does
-    not once it runs, or its own children would wait for it forever. run.json says so (`create` writes it), so
-    reading the queue imports no stage."""
-    return info["status"] != "running" or info.get("holds_slot", True)
+def _holds_slot(info: dict) -> int:
+    """How many of LAB_MAX_JOBS's slots a live job counts for: one per process (all of them for a job of as many
+    processes or more, which then runs alone); none for a stage that only starts other jobs (the lifecycle) once
+    it runs, or its own children would wait for it forever. run.json says so (`create` writes it), so reading the
+    queue imports no stage."""
+    if info["status"] == "running" and not info.get("holds_slot", True):
+        return 0
+    return slots_of(info)
+
+
+def slots_of(info: dict) -> int:
+    return min(max(1, int((info.get("config") or {}).get("nproc", 1) or 1)), max_jobs())
 
 
 def ahead_of(run: Run) -> int:
@@ -117,11 +138,12 @@ def queue_position(run: Run) -> int | None:
 
 @contextmanager
 def slot(run: Run, poll: float = 0.25):
-    """Wait for our turn and a free slot; hold it while the block runs."""
+    """Wait for our turn and free slots (one per process: `slots_of`); hold them while the block runs."""
     lock_dir = runs.root() / ".slots"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    held = None
-    while held is None:
+    need = slots_of(run.info)
+    held: list = []
+    while len(held) < need:
         if stop_requested():
             raise StopRequested()
         ahead = [r for r in queue() if r.id != run.id and (r.info["created"], r.id) < (run.info["created"], run.id)]
@@ -130,16 +152,21 @@ def slot(run: Run, poll: float = 0.25):
                 f = open(lock_dir / f"slot-{k}.lock", "w")
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    held = f
-                    break
+                    held.append(f)
+                    if len(held) == need:
+                        break
                 except BlockingIOError:
                     f.close()
-        if held is None:
+        if len(held) < need:
+            for f in held:  # all or none: two jobs each holding part of what they need would wait forever
+                f.close()
+            held = []
             time.sleep(poll)
     try:
         yield
     finally:
-        held.close()
+        for f in held:
+            f.close()
 
 
 def _versions() -> dict:
@@ -160,7 +187,7 @@ def execute(run: Run) -> str:
     """Run a created run's stage in this process, from the queue to its final status. Returns the status.
 
     Whatever happens, the run ends in completed, stopped or failed, never "running"."""
-    from lab import errors, stages
+    from lab import distributed, errors, stages
 
     errors.SURFACE = "job"  # its errors are read on a page and in a terminal
     install_signal_handlers()
@@ -174,7 +201,7 @@ def execute(run: Run) -> str:
         with slot(run) if module.STAGE.slot else nullcontext():
             run.update(status="running", started=time.time())
             print(f"[lab] run {run.id}: stage {run.stage} started", flush=True)
-            final = module.run(config, run) or {}
+            final = (distributed.launch if distributed.wanted(config) else module.run)(config, run) or {}
         status = "stopped" if stop_requested() else "completed"
         run.update(status=status, ended=time.time(), final_metrics=final)
     except StopRequested:
@@ -239,11 +266,12 @@ def _log_traceback(run: Run) -> None:
 def create(stage: str, config, name: str | None = None, owner: str | None = None) -> Run:
     """A run folder for a config that passed its stage's checks (and the demo's, in demo mode); `owner` is the
     visitor who started it (demo mode lets only them stop, delete or resume it)."""
-    from lab import demo, stages
+    from lab import demo, distributed, stages
 
     module = stages.get(stage)
     configs.validate(config, source=stage)
     demo.check_config(stage, config)
+    distributed.check(stage, config)
     if hasattr(module, "check"):
         module.check(config)  # refuse bad input before a run folder exists for it
     parent = stages.parent_of(stage, config)
@@ -480,7 +508,7 @@ def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:
         return run.status
     run.update(stop_requested=time.time())  # read by the job as it starts, and by `Run.status` if it dies of the signal
     try:
-        os.kill(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGTERM)
     except ProcessLookupError:
         return run.status
 
@@ -493,7 +521,7 @@ def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:
                 return
             time.sleep(0.2)
         try:
-            os.kill(pid, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         time.sleep(0.5)
@@ -507,6 +535,16 @@ def stop(run: Run, grace: float = 30.0, wait: bool = False) -> str:
 
     threading.Thread(target=escalate, daemon=True).start()
     return "stopping"
+
+
+def _signal(pid: int, sig: int) -> None:
+    """A job started by the queue leads its own process group (its session), which holds the ranks of a
+    multi-process job too: the signal goes to all of them. A foreground `llm-lab train` shares its terminal's
+    group, so it alone is signalled (its ranks follow it: lab.distributed.launch)."""
+    if os.getpgid(pid) == pid:
+        os.killpg(pid, sig)
+    else:
+        os.kill(pid, sig)
 
 
 def wait(run: Run, timeout: float | None = None, poll: float = 0.2) -> str:

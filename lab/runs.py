@@ -126,6 +126,8 @@ def new_run_dir(stage: str, name: str | None = None) -> Path:
 class Run:
     """A handle on one run folder. Cheap to create; reads run.json on demand."""
 
+    writes = True  # False: a ReadOnlyRun
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.id = self.path.name
@@ -330,6 +332,31 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.id!r})"
+
+
+class ReadOnlyRun(Run):
+    """A run as the ranks other than 0 of a multi-process job hold it (lab.distributed): they read it, and rank 0
+    alone writes its run.json, metrics, samples, checkpoints' bookkeeping and model."""
+
+    writes = False
+
+    def update(self, **fields) -> dict:
+        return self.info
+
+    def log_metrics(self, row: dict) -> None:
+        pass
+
+    def log_sample(self, row: dict) -> None:
+        pass
+
+    def keep_checkpoints(self, keep: int) -> None:
+        pass
+
+    def clear_leftovers(self) -> None:
+        pass
+
+    def rewind(self, step: int) -> None:
+        pass
 
 
 def mode_of(info: dict) -> str:

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from lab import distributed
 from lab.errors import Diverged
-from lab.jobs import StopRequested, stop_requested
+from lab.jobs import StopRequested, request_stop, stop_asked, stop_requested
 
 
 def check_finite(logs: dict, step: int) -> None:
@@ -43,7 +44,7 @@ class LabCallback(TrainerCallback):
         self._last_tokens = 0
 
     def _log_samples(self, model, step: int) -> None:
-        if not self.sample:
+        if not self.sample or not self.run.writes:  # rank 0 alone answers the fixed prompts
             return
         rows = self.sample(model)
         for row in rows:
@@ -79,10 +80,14 @@ class LabCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_step_end(self, args, state, control, model=None, **kw):
-        if stop_requested():
+        timed_out = bool(self.max_seconds) and time.time() - self._t0 >= self.max_seconds
+        # The ranks of a multi-process job stop at the same step, or those that go on wait for the others forever.
+        stop, timed_out = distributed.agree(stop_asked(), timed_out)
+        if stop:
+            request_stop()  # every rank's own checks (the checkpoint at a stop, the evaluations) now agree
             control.should_training_stop = True
             control.should_log = True  # the last partial window still reaches the curve
-        if self.max_seconds and time.time() - self._t0 >= self.max_seconds:
+        if timed_out:
             control.should_training_stop = True
             control.should_log = True
         if self.sample_every and state.global_step % self.sample_every == 0:
@@ -164,11 +169,11 @@ class KLToReference(TrainerCallback):
         return float((kl * mask).sum() / mask.sum().clamp(min=1))
 
     def on_train_begin(self, args, state, control, model=None, **kw):
-        if not state.global_step:  # a resumed run has its step-0 row
+        if not state.global_step and self.run.writes:  # a resumed run has its step-0 row; rank 0 alone measures
             self.run.log_metrics({"step": 0, "kl": self.measure(model)})
 
     def on_step_end(self, args, state, control, model=None, **kw):
-        if self.every and (state.global_step % self.every == 0 or control.should_training_stop):
+        if self.every and self.run.writes and (state.global_step % self.every == 0 or control.should_training_stop):
             self.run.log_metrics({"step": state.global_step, "kl": self.measure(model)})
 
 

@@ -18,8 +18,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab import models
-from lab.configs import DATA, LORA, MODEL, RUN, SCHEDULE, TRAINING, option
+from lab import distributed, models
+from lab.configs import DATA, LORA, MODEL, RUN, SCALE, SCHEDULE, TRAINING, option
 from lab.errors import UserError, flag
 
 MODES = ("full", "lora", "lora-8bit", "lora-4bit")
@@ -55,6 +55,12 @@ class TrainArgs(RunArgs):
     save_total_limit: int = option(1, "resumable checkpoints kept (the newest); all go when the run completes", advanced=True, order=SCHEDULE, within="[1, 1000]")
     # The lifecycle turns them off: it evaluates every model once, afterwards, with more (`llm-lab eval`).
     world_evals: bool = option(True, "on the toy world, end with its evaluations (eval/ keys: fact QA, refusals, win rate, ...)", advanced=True, order=RUN)
+    # Several processes (lab.distributed): `batch_size` is per process, so a step takes nproc times the examples.
+    nproc: int = option(1, "processes to train with, through accelerate launch (DDP; one per GPU, or CPU processes); each takes a job slot", advanced=True, order=SCALE, within="[1, 1024]")
+    accelerate_config: str = option("", "an accelerate config file (`accelerate config` writes one) for FSDP or DeepSpeed; empty: DDP", advanced=True, order=SCALE)
+    num_machines: int = option(1, "machines training this run; the others run the same command with --machine-rank R", advanced=True, order=SCALE, within="[1, 1024]")
+    main_process_ip: str = option("", "several machines: the address of machine rank 0", advanced=True, order=SCALE)
+    main_process_port: int = option(0, "several machines: a port machine rank 0 listens on (0: a free one, on one machine)", advanced=True, order=SCALE, within="[0, 65535]")
 
 
 @dataclass
@@ -97,6 +103,8 @@ def prepare(config, run) -> str:
         torch.set_num_threads(config.threads)
     set_seed(config.seed)
     device = models.pick_device(config.device)
+    if device == "cuda" and distributed.active():  # one GPU per rank, as accelerate set it
+        device = f"cuda:{torch.cuda.current_device()}"
     run.update(device=models.describe_device(device))
     return device
 
@@ -194,6 +202,7 @@ def fit(trainer, callback, run, evaluate=None) -> dict:
         final = {}
     callback.raise_if_diverged()
     final.update(steps=trainer.state.global_step, trainable_parameters=n_trainable)
+    # every rank: an evaluation may be a collective (the Trainer's held-out loss), where all ranks take part
     if evaluate is not None and not jobs.stop_requested():
         evaluated = evaluate(trainer.model)
         callback.raise_if_diverged()
@@ -216,6 +225,8 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
     from lab.runs import atomic_dir
     from lab.tokenizers import stop_ids
 
+    if not run.writes:  # a rank other than 0 of a multi-process job
+        return
     lora = isinstance(model, PeftModel)
     inner = model.get_base_model() if lora else model
     if inner.can_generate():

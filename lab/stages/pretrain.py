@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lab import evals, models, telemetry
+from lab import distributed, evals, models, telemetry
 from lab.configs import DATA, MODEL, SCHEDULE, TRAINING, inherit, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage, text_splits, world_of
@@ -181,7 +181,8 @@ def run(config: Config, run) -> dict:
     scratch = run.path / "trainer"
     args = TrainingArguments(
         **trainer_arguments(config, device, scratch),
-        per_device_eval_batch_size=eval_batch if eval_blocks is not None else config.batch_size,
+        # the held-out blocks split over the ranks of a multi-process run, each rank's share one batch
+        per_device_eval_batch_size=max(1, eval_batch // distributed.ranks()) if eval_blocks is not None else config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
         max_grad_norm=config.max_grad_norm,
         adam_beta2=0.95,
