@@ -105,11 +105,26 @@ def launch_command(config, machine_rank: int = 0, port: int | None = None) -> li
         cmd += ["--config_file", str(Path(config.accelerate_config).expanduser().resolve())]
     else:
         cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]  # DDP (torchrun), on GPUs or CPU cores
-    cmd += ["--num_processes", str(world_size(config)), "--num_machines", str(config.num_machines), "--machine_rank", str(machine_rank),
-            "--main_process_port", str(port or config.main_process_port)]
+    cmd += ["--num_processes", str(world_size(config)), "--num_machines", str(config.num_machines), "--machine_rank", str(machine_rank)]
+    if port or config.main_process_port:
+        cmd += ["--main_process_port", str(port or config.main_process_port)]
     if config.main_process_ip:
         cmd += ["--main_process_ip", config.main_process_ip]
     return [*cmd, "-m", "lab.distributed"]
+
+
+def explained(config) -> str:
+    """Comment lines for a command box: the accelerate launch a multi-process config runs, and what each other
+    machine runs. Empty for one process."""
+    if not wanted(config):
+        return ""
+    try:
+        kind = strategy(config)
+    except OSError:  # a config file that is not there (yet): the form says so when Start is pressed
+        kind = "?"
+    lines = [f"# launches {world_size(config)} processes ({kind}): accelerate launch {' '.join(launch_command(config)[3:])}"]
+    lines += [f"# on machine {r} (the same run store): the same command with --machine-rank {r}" for r in range(1, config.num_machines)]
+    return "\n" + "\n".join(lines)
 
 
 def _rank_errors(run) -> list[str]:
@@ -134,7 +149,7 @@ def launch(config, run) -> dict:
     run.update(world_size=world_size(config), launch_command=" ".join(cmd), strategy=strategy(config))
     print(f"[lab] launching {world_size(config)} processes ({strategy(config)}): {' '.join(cmd)}", flush=True)
     env = {**os.environ, **_rank_env(config), "LAB_RUN_ID": run.id, "LAB_CHECKPOINTS": str(runs.root())}
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     forwarded = False
     while proc.poll() is None:
         if jobs.stop_requested() and not forwarded:  # a stop sent to this process alone (a terminal's kill)
@@ -152,6 +167,17 @@ def launch(config, run) -> dict:
     if errors:
         raise UserError(errors[0])
     raise RuntimeError(f"the {world_size(config)} processes ended with exit code {proc.returncode} and no message (see log.txt)")
+
+
+def die_with_parent() -> None:
+    """This process gets SIGKILL when the one that started it dies (Linux): a job killed with -9 takes its
+    launcher, and the launcher's death its ranks, instead of leaving them to train a run nobody holds."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a killed job's ranks end at their next failed collective
+        pass
 
 
 def _signal_ranks(launcher_pid: int) -> None:
@@ -172,7 +198,7 @@ def join(stage: str, config, machine_rank: int) -> int:
                         "to those of machine rank 0")
     cmd = launch_command(config, machine_rank)
     print(f"[lab] machine {machine_rank} of {config.num_machines}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    return subprocess.call(cmd, env={**os.environ, **_rank_env(config)})
+    return subprocess.call(cmd, env={**os.environ, **_rank_env(config)}, preexec_fn=die_with_parent)
 
 
 def _rank_env(config) -> dict:
@@ -215,6 +241,61 @@ def agree(*local: bool) -> tuple[bool, ...]:
     return tuple(bool(f) for f in flags.tolist())
 
 
+def rank_index() -> int:
+    """This process's rank (0: the one that writes)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if active() else 0
+
+
+def broadcast(tensors) -> None:
+    """Rank 0's values of `tensors` in every process (weights that start random in each)."""
+    if not active():
+        return
+    import torch
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in tensors:
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(params) -> None:
+    """Each gradient averaged over the processes, so that every optimizer step is the same everywhere (what DDP
+    does for the Trainer's stages, for a loop of the lab's own: PPO)."""
+    if not active():
+        return
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective per update, not one per tensor
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def check_same(params, what: str) -> None:
+    """Raise if the processes' copies of `params` have drifted apart (a collective that went missing)."""
+    if not active():
+        return
+    import torch
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        total = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1)
+    low, high = total.clone(), total.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.allclose(low, high, rtol=1e-6, atol=1e-6):
+        raise RuntimeError(f"the processes' {what} differ ({low.item()} against {high.item()}): their updates went apart")
+
+
 def mean(values: dict[str, float]) -> dict[str, float]:
     """Each value averaged over the ranks (the same keys on every rank)."""
     if not active() or not values:
@@ -239,6 +320,7 @@ def main() -> int:
     from lab import errors, jobs
 
     jobs.install_signal_handlers(agreed=True)  # first, as in lab.__main__: a stop may come at any moment
+    die_with_parent()
     errors.SURFACE = "job"
     from accelerate import PartialState
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab import configs, demo, feedback, inference, jobs, runs, stages
+from lab import configs, demo, distributed, feedback, inference, jobs, runs, stages
 from lab.errors import UserError
 from lab.runs import Run
 
@@ -243,8 +243,10 @@ def config_fields(stage: str) -> list[dict]:
 
 @user_errors
 def cli_command(stage: str, config_json: str = "{}") -> str:
-    """The `llm-lab train` command that runs the same config from a terminal."""
-    return configs.cli_command(stage, _config(stage, config_json))
+    """The `llm-lab train` command that runs the same config from a terminal; for several processes, with what it
+    launches (and what the other machines run)."""
+    config = _config(stage, config_json)
+    return configs.cli_command(stage, config) + distributed.explained(config)
 
 
 # What a preview reads and shows: enough records to count a usual file, the first `n` of them, long texts cut.

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from lab import evals, jobs, models, runs, telemetry
+from lab import distributed, evals, jobs, models, runs, telemetry
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, prompt_set, world_of
@@ -294,6 +294,13 @@ class PPO:
                     if isinstance(module, torch.nn.Dropout):
                         module.p = 0.0
                 m.eval()
+        # Several processes (lab.distributed): each samples and scores its own share of the prompts, and the
+        # updates average the gradients of all, so the weights stay the same everywhere. The critic's value head
+        # starts random in each process: rank 0's goes to all.
+        self.ranks = distributed.ranks()
+        distributed.broadcast(self.params)
+        if self.ranks > 1:  # each process samples its own answers
+            torch.manual_seed(config.seed * 1000 + distributed.rank_index())
 
     def trainable(self) -> dict:
         """What the updates change, by name: the policy's and the critic's trainable weights (all of them, or
@@ -307,6 +314,8 @@ class PPO:
         state = {"step": step, "weights": {k: p.detach().cpu() for k, p in self.trainable().items()},
                  "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(), "kl_coef": self.kl_ctl.value,
                  **rng, "last": last}
+        if not run.writes:  # rank 0 writes it; the weights, optimizer and controller are the same in every process
+            return
         t0 = time.time()
         folder = run.path / "trainer" / f"checkpoint-{step}"
         with runs.atomic_dir(folder) as tmp:
@@ -331,7 +340,9 @@ class PPO:
         return state["step"], state["last"]
 
     def stop_now(self, step: int, where: str) -> bool:
-        if not self.stopped and jobs.stop_requested():
+        # every process asks at the same points, and they agree (one process: the stop as it was asked)
+        if not self.stopped and distributed.agree(jobs.stop_asked())[0]:
+            jobs.request_stop()
             self.stopped = True
             print(f"stop requested: rollout batch {step + 1} ends {where}; saving the policy of its last update", flush=True)
         return self.stopped
@@ -399,6 +410,7 @@ class PPO:
                                              "keep max_grad_norm on, or raise kl_coef")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.average_gradients(self.params)
                 if c.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
                 self.optimizer.step()
@@ -411,15 +423,14 @@ class PPO:
         return stats
 
     def end_batch(self, r: Rollout, stats: list[dict]) -> dict:
-        """Step the schedule and the KL controller; the batch's metrics under TRL's names."""
+        """Step the schedule and the KL controller; the batch's metrics under TRL's names (the means over all
+        processes' rollouts)."""
         lr = self.schedule.get_last_lr()[0]
         self.schedule.step()
-        mean_kl = r.kl.sum(1).mean().item()
         kl_coef = self.kl_ctl.value
-        self.kl_ctl.update(mean_kl, len(r.ids))
         non_score = r.non_score_reward.sum(1).mean().item()
-        return {
-            "objective/kl": mean_kl,
+        row = distributed.mean({
+            "objective/kl": r.kl.sum(1).mean().item(),
             "objective/entropy": (-r.logprobs * r.mask).sum(1).mean().item(),
             "objective/non_score_reward": non_score,
             "objective/rlhf_reward": non_score + r.scores.mean().item(),
@@ -428,8 +439,10 @@ class PPO:
             "val/num_eos_tokens": float(r.ended.sum().item()),
             "lr": lr,
             **({"gold/score": sum(r.gold) / len(r.gold)} if r.gold else {}),
-            **({"kl_coef": kl_coef} if self.config.kl_target > 0 else {}),
-        }
+        })
+        row["val/num_eos_tokens"] *= self.ranks  # a count, over all processes' rollouts
+        self.kl_ctl.update(row["objective/kl"], len(r.ids) * self.ranks)
+        return {**row, **({"kl_coef": kl_coef} if self.config.kl_target > 0 else {})}
 
 
 def random_state() -> dict:
@@ -470,11 +483,13 @@ class Log:
         if not self.window:
             return
         now = time.time()
-        logged = {"step": step, "episode": step * self.config.batch_size, **_mean(self.window),
-                  "samples_per_second": len(self.window) * self.config.batch_size / max(now - self.t_window, 1e-9), "elapsed": now - self.t_start}
+        batch = self.config.batch_size * distributed.ranks()  # every process's rollouts
+        logged = {"step": step, "episode": step * batch, **_mean(self.window),
+                  "samples_per_second": len(self.window) * batch / max(now - self.t_window, 1e-9), "elapsed": now - self.t_start}
         if self.run is not None:
             self.run.log_metrics(logged)
-        print(" ".join(f"{k}={v:.4g}" for k, v in logged.items() if k in ("step", "objective/scores", "objective/kl", "gold/score", "loss/value_avg")), flush=True)
+        if self.run is None or self.run.writes:
+            print(" ".join(f"{k}={v:.4g}" for k, v in logged.items() if k in ("step", "objective/scores", "objective/kl", "gold/score", "loss/value_avg")), flush=True)
         self.window, self.t_window = [], now
 
 
@@ -484,7 +499,8 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
     disabled. `reward_fn(prompts, answers) -> scores`; `judge(prompt, answer) -> float` (optional) adds
     gold/score. Logs to `run` (optional). Returns the per-rollout-batch history and how it ended."""
     ppo, log = PPO(policy, reference, critic, tokenizer, config), Log(run, config)
-    batches = prompt_batches(prompts, config.batch_size, config.seed)
+    # one order of the prompts for all processes, each taking its share of every batch
+    batches = (b[distributed.rank_index() :: ppo.ranks] for b in prompt_batches(prompts, config.batch_size * ppo.ranks, config.seed))
     history: list[dict] = []
     step, timed_out = 0, False
     # A checkpoint holds the state a whole batch left: a stop that comes in the middle of the next one has used
@@ -519,7 +535,7 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
         history.append(row)
         log.window.append(row)
         log.sample(step, rollout)
-        timed_out = bool(config.max_minutes) and time.time() - log.t_start >= config.max_minutes * 60
+        timed_out = distributed.agree(bool(config.max_minutes) and time.time() - log.t_start >= config.max_minutes * 60)[0]
         if step % config.logging_steps == 0 or step == config.max_steps or timed_out or ppo.stopped:
             log.flush(step)
         if saving and whole and step < config.max_steps and step % config.save_steps == 0:
@@ -527,9 +543,10 @@ def train(policy, reference, critic, tokenizer, reward_fn, prompts: list, config
         if timed_out or ppo.stopped:
             break
     log.flush(step)  # a stop ends the loop between logging steps: the last partial window still reaches the curve
+    distributed.check_same(ppo.params, "policy and critic weights")
     if saving and ppo.stopped and whole and 0 < step < config.max_steps and (run.last_checkpoint() or (0,))[0] != step:
         ppo.save(run, step, history[-1], rng)  # resume goes on from exactly where the stop came
-    return {"steps": step, "episodes": step * config.batch_size, "history": history, "stopped": ppo.stopped, "timed_out": timed_out, "kl_coef": ppo.kl_ctl.value}
+    return {"steps": step, "episodes": step * config.batch_size * ppo.ranks, "history": history, "stopped": ppo.stopped, "timed_out": timed_out, "kl_coef": ppo.kl_ctl.value}
 
 
 # ------------------------------------------------------------------------------------------------
