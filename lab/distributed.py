@@ -83,6 +83,9 @@ def check(stage: str, config) -> None:
         raise UserError(f"{flag('num_machines')} {config.num_machines}: set {flag('main_process_ip')} to the address of machine rank 0, "
                         f"and {flag('main_process_port')} to a port it can open, on every machine")
     device = models.pick_device(config.device)
+    if device == "cpu" and config.accelerate_config and strategy(config) in SHARDED:
+        raise UserError(f"{flag('accelerate_config')} {config.accelerate_config} asks for {strategy(config)}, which accelerate applies on GPUs only "
+                        "(on the CPU it would train unsharded under that name): on the CPU, leave it empty for DDP")
     if device.startswith("cuda"):
         import torch
 
@@ -294,6 +297,19 @@ def check_same(params, what: str) -> None:
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     if not torch.allclose(low, high, rtol=1e-6, atol=1e-6):
         raise RuntimeError(f"the processes' {what} differ ({low.item()} against {high.item()}): their updates went apart")
+
+
+def full_state_dict(model) -> dict | None:
+    """The whole weights of a model sharded over the ranks (FSDP2's DTensors), gathered in every process: a
+    collective, so every rank calls it before rank 0 saves. None for a model that is not sharded."""
+    if not active():
+        return None
+    from torch.distributed.tensor import DTensor
+
+    state = model.state_dict()
+    if not any(isinstance(v, DTensor) for v in state.values()):
+        return None
+    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu() for k, v in state.items()}
 
 
 def mean(values: dict[str, float]) -> dict[str, float]:

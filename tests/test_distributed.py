@@ -109,6 +109,7 @@ def test_a_rank_that_fails_fails_the_run_with_its_message(nano_run, store):
     (("--nproc", "2", "--num-machines", "2"), "set --main-process-ip"),
     (("--nproc", "2", "--accelerate-config", "/no/such.yaml"), "no such file"),
     (("--nproc", "2", "--mode", "lora-8bit", "--accelerate-config", "FSDP"), "cannot be sharded"),
+    (("--nproc", "2", "--accelerate-config", "FSDP"), "accelerate applies on GPUs only"),
     (("--nproc", "2", "--device", "cuda"), "--device 'cuda'"),
     (("--nproc", "0",), "--nproc 0 is out of range"),
 ])
@@ -136,3 +137,35 @@ def test_the_command_box_shows_the_launch(store):
     assert first.startswith("llm-lab train pretrain") and "--nproc 2" in first
     assert launch.startswith("# launches 4 processes (DDP): accelerate launch") and "--main_process_ip 10.0.0.1" in launch
     assert "--machine-rank 1" in other
+
+
+GATHER = """
+import torch, torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from lab import distributed
+
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.Linear(6, 4))
+whole = {k: v.clone() for k, v in model.state_dict().items()}
+assert distributed.full_state_dict(model) is None  # not sharded: nothing to gather
+mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+for layer in model:
+    fully_shard(layer, mesh=mesh)
+fully_shard(model, mesh=mesh)
+gathered = distributed.full_state_dict(model)
+assert gathered.keys() == whole.keys() and all(torch.equal(gathered[k], whole[k]) for k in whole), "not the whole weights"
+dist.destroy_process_group()
+print("whole", dist.is_initialized())
+"""
+
+
+def test_a_sharded_model_is_gathered_whole_before_rank_0_saves_it(tmp_path):
+    """FSDP shards the weights over the ranks (on GPUs; torch shards on the CPU too): save_model gathers them first."""
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), str(script)],
+                          capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("whole False") == 2

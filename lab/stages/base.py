@@ -225,6 +225,7 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
     from lab.runs import atomic_dir
     from lab.tokenizers import stop_ids
 
+    full = distributed.full_state_dict(model)  # FSDP: every rank takes part in gathering the weights
     if not run.writes:  # a rank other than 0 of a multi-process job
         return
     lora = isinstance(model, PeftModel)
@@ -235,7 +236,7 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
             inner.generation_config.pad_token_id = tokenizer.pad_token_id
     folder = "adapter" if lora else "model"
     with atomic_dir(run.path / folder) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": full} if full is not None else {}))
         tokenizer.save_pretrained(tmp)
         if lora:
             cfg = json.loads((tmp / "adapter_config.json").read_text())
