@@ -220,6 +220,9 @@ def execute(run: Run) -> str:
             run.update(status=status, ended=time.time(), error=str(e))
         else:  # a bug of ours
             run.update(status=status, ended=time.time(), error=f"{type(e).__name__}: {e} (see log.txt)")
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():  # what a GPU held at most, for bench/gpu.py
+        run.update(cuda_peak_memory_mb=round(torch.cuda.max_memory_allocated() / 2**20))
     print(f"[lab] run {run.id}: {status}", flush=True)
     try:
         start_waiting()  # this job's slot is free: the next waiting job's turn

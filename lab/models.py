@@ -232,9 +232,28 @@ def pick_device(preference: str = "auto") -> str:
     raise UserError(f"{flag('device')} {preference!r} was asked for but {what}: this machine has {', '.join(here)}")
 
 
-def use_bf16(device: str) -> bool:
-    """bf16 where the GPU does it natively; fp32 on CPU and MPS (bf16 autocast is slower there)."""
-    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+# From bench/cpu_bf16.py on a CPU with AMX: bf16 autocast trained a 26M-parameter model 1.5-1.7 times faster than
+# fp32 to the same loss, and a 3M one no faster (SFT 0.75 times).
+CPU_BF16_PARAMETERS = 10_000_000
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), rather than emulating it."""
+    try:
+        flags = set(open("/proc/cpuinfo", encoding="utf-8").read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def use_bf16(device: str, precision: str = "auto", parameters: int = 0) -> bool:
+    """bf16 where the GPU does it natively, and (autocast) on a CPU that does it natively for a model of
+    `parameters` ≥ CPU_BF16_PARAMETERS; `precision` bf16 or fp32 decides instead of auto."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return device == "cpu" and parameters >= CPU_BF16_PARAMETERS and cpu_has_bf16()
 
 
 def describe_device(device: str) -> str:

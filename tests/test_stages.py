@@ -128,3 +128,11 @@ def test_the_gold_judge_of_compare_knows_the_world_a_model_learnt(store):
     fact = build_world(WorldConfig(seed=3)).eval_sets()["fact_qa"][0]
     score, _ = inference.gold_score([{"role": "user", "content": fact["question"]}], fact["answer"], inference.world_of_model(instruct.id))
     assert score is not None and score > 0.5
+
+
+def test_precision_auto_takes_bf16_on_a_cpu_only_where_it_measured_faster():
+    from lab import models
+
+    assert models.use_bf16("cpu", "bf16") and not models.use_bf16("cpu", "fp32", 10**9)
+    assert not models.use_bf16("cpu", "auto", 3_000_000)  # tiny: autocast's casts cost more than AMX saves
+    assert models.use_bf16("cpu", "auto", 26_000_000) == models.cpu_has_bf16()  # small: 1.5-1.7 times faster with AMX

@@ -71,6 +71,8 @@ class TrainerArgs(TrainArgs):
     warmup_steps: int = option(10, "linear warm-up steps", advanced=True, order=SCHEDULE, within="[0, 10000000]")
     lr_scheduler: str = option("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES, advanced=True, order=SCHEDULE)
     weight_decay: float = option(0.0, "AdamW weight decay", advanced=True, order=SCHEDULE, within="[0, 10]")
+    precision: str = option("auto", "bf16 autocast or fp32; auto: bf16 on GPUs that have it, and on CPUs with AMX or AVX512-BF16 for models of 10M parameters or more",
+                            choices=("auto", "bf16", "fp32"), advanced=True, order=RUN)
 
 
 @dataclass
@@ -109,13 +111,14 @@ def prepare(config, run) -> str:
     return device
 
 
-def trainer_arguments(config, device: str, output_dir) -> dict:
+def trainer_arguments(config, device: str, output_dir, model=None) -> dict:
     """The keyword arguments every stage passes to its TrainingArguments / TRL config, so that the
     lab's policy holds everywhere: the model is saved once, atomically, at the end, and the Trainer's
     checkpoints (every `save_steps`, whole once `telemetry.Checkpoints` marks them) are only for resuming;
     NaN losses reach the callback instead of being averaged away; bf16 only where the GPU has it (TRL
     configs default to bf16); no activation checkpointing (TRL's default trades speed for memory the
-    lab's defaults never need); tokens counted for tokens/s."""
+    lab's defaults never need); tokens counted for tokens/s. `model`: what it trains, whose size decides bf16 on
+    a CPU (models.use_bf16)."""
     return dict(
         output_dir=str(output_dir),
         max_steps=config.max_steps if config.max_steps > 0 else -1,
@@ -135,7 +138,7 @@ def trainer_arguments(config, device: str, output_dir) -> dict:
         disable_tqdm=True,
         seed=config.seed,
         use_cpu=device == "cpu",
-        bf16=models.use_bf16(device),
+        bf16=models.use_bf16(device, getattr(config, "precision", "auto"), models.count_parameters(model) if model is not None else 0),
         activation_checkpointing=False,
         include_num_input_tokens_seen="all",
         dataloader_pin_memory=device.startswith("cuda"),

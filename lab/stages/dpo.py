@@ -78,7 +78,7 @@ def run(config: Config, run) -> dict:
     reference = copy.deepcopy(model).eval().requires_grad_(False) if config.mode == "full" else None
 
     args = DPOConfig(
-        **trainer_arguments(config, device, run.path / "trainer"),
+        **trainer_arguments(config, device, run.path / "trainer", model=model),
         **BY_LENGTH,
         beta=config.beta,
         # DPO alone only widens the gap between chosen and rejected, and can lower both; the "sft" term

@@ -96,7 +96,7 @@ def run(config: Config, run) -> dict:
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if config.algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     extra = {"loss_type": config.loss_type} if config.algorithm == "grpo" else {}
     args = config_cls(
-        **trainer_arguments(config, device, run.path / "trainer"),
+        **trainer_arguments(config, device, run.path / "trainer", model=model),
         beta=config.beta,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,

@@ -180,7 +180,7 @@ def run(config: Config, run) -> dict:
     collate = causal_collate if config.objective == "clm" else DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=config.mlm_probability)
     scratch = run.path / "trainer"
     args = TrainingArguments(
-        **trainer_arguments(config, device, scratch),
+        **trainer_arguments(config, device, scratch, model=model),
         # the held-out blocks split over the ranks of a multi-process run, each rank's share one batch
         per_device_eval_batch_size=max(1, eval_batch // distributed.ranks()) if eval_blocks is not None else config.batch_size,
         gradient_accumulation_steps=config.grad_accum,

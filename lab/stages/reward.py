@@ -108,7 +108,7 @@ def run(config: Config, run) -> dict:
     # the head is new: it must be trained in full, not through a low-rank update
     peft_config = lora_config(config, "SEQ_CLS", modules_to_save=["score"])
     args = RewardConfig(
-        **trainer_arguments(config, device, run.path / "trainer"),
+        **trainer_arguments(config, device, run.path / "trainer", model=model),
         # no BY_LENGTH: a reward model trained on length-grouped batches had half the margin, and PPO on it
         # refused 84% of harmful requests against 98.7% (bench/RESULTS.md, 2026-12-02)
         max_length=config.max_length,

@@ -95,7 +95,7 @@ def run(config: Config, run) -> dict:
     learning_rate = config.learning_rate or (1e-4 if config.mode == "full" else 1e-3)
     print(f"learning rate {learning_rate:g}", flush=True)
     args = SFTConfig(
-        **trainer_arguments(dataclasses.replace(config, learning_rate=learning_rate), device, run.path / "trainer"),
+        **trainer_arguments(dataclasses.replace(config, learning_rate=learning_rate), device, run.path / "trainer", model=model),
         assistant_only_loss=config.assistant_only_loss,
         packing=config.packing,
         max_length=config.max_length,
