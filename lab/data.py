@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lab.errors import DataError, UserError, flag
 
-FORMATS = ("text", "messages", "prompt_completion", "preference", "prompt")
+FORMATS = ("text", "messages", "prompt_completion", "preference", "prompt", "unpaired")
 
 
 @dataclass
@@ -44,6 +44,7 @@ EXAMPLES = {
     "prompt_completion": {"prompt": "The capital of France is", "completion": " Paris."},
     "preference": {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"},
     "prompt": {"prompt": "What is 2+2?"},  # prompts only (TRL's prompt-only shape): online RL samples its own answers
+    "unpaired": {"prompt": "What is 2+2?", "completion": "4", "label": True},  # an answer labelled good or bad (KTO)
 }
 SHAREGPT = [{"from": "human", "value": "What is 2+2?"}, {"from": "gpt", "value": "4"}]
 
@@ -74,6 +75,9 @@ SHAPES = [
           "Alpaca-style: instruction + input → user, output → assistant"),
     # Dolly's context is reference text the instruction is about (a passage to summarise or answer from): it
     # follows the instruction in the user's turn after a blank line, as Alpaca's input does.
+    # before prompt/completion: its rows have those two too
+    Shape("unpaired", "unpaired", ("prompt", "completion", "label"), EXAMPLES["unpaired"],
+          "prompt + completion + label → an answer labelled good (true) or bad (false)"),
     Shape("dolly", "messages", ("instruction", "response"),
           {"instruction": "How many legs does a spider have?", "context": "Spiders are arachnids with eight legs.", "response": "Eight."},
           "Dolly-style: instruction + context → user, response → assistant"),
@@ -738,6 +742,28 @@ def _conversational_pair(row, where, hint) -> tuple[list, list, list]:
                     f'"rejected": [{{"role": "assistant", "content": "5"}}]}}')
 
 
+LABELS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False,
+          "good": True, "bad": False, "up": True, "down": False}
+
+
+def _unpaired(row, where, hint) -> dict:
+    label = _require(row, "label", where, hint)
+    key = label.strip().lower() if isinstance(label, str) else label
+    if isinstance(key, float) and key.is_integer():
+        key = int(key)
+    if isinstance(key, (dict, list)) or key not in LABELS:
+        raise DataError(f"{where}: 'label' is {_dumps(label, 40)}; a label says whether the completion is a good answer: true or false "
+                        f"(also 1/0, yes/no, good/bad, up/down). {hint}")
+    prompt, completion = row["prompt"] if "prompt" in row else None, row.get("completion")
+    if isinstance(prompt, list) or isinstance(completion, list):  # TRL's conversational shape
+        prompt = _turns(_require(row, "prompt", where, hint), where, "prompt", hint)
+        completion = _turns(_require(row, "completion", where, hint), where, "completion", hint)
+        if not prompt or prompt[-1]["role"] != "user" or [t["role"] for t in completion] != ["assistant"] * len(completion):
+            raise DataError(f"{where}: a labelled answer is the prompt's turns ending with the user's, then the assistant's answer. {hint}")
+        return {"prompt": prompt, "completion": completion, "label": LABELS[key]}
+    return {"prompt": _filled(row, "prompt", where, hint), "completion": _filled(row, "completion", where, hint), "label": LABELS[key]}
+
+
 def _canonical(row, shape: Shape, where):
     """One raw row -> its canonical record (None for a blank text row); raises DataError naming `where`."""
     keys = shape.keys
@@ -749,6 +775,8 @@ def _canonical(row, shape: Shape, where):
         return {"prompt": _filled(row, keys[0], where, hint), "completion": _filled(row, keys[1], where, hint)}
     if shape.format == "preference":
         return _preference(row, where, hint, hh=shape is HH_PREFERENCE)
+    if shape.format == "unpaired":
+        return _unpaired(row, where, hint)
     if shape.format == "prompt":
         if isinstance(row.get("prompt"), list):  # the conversation so far, ending with the user's turn
             turns = _turns(row["prompt"], where, "prompt", hint)
@@ -845,6 +873,8 @@ def to_text(loaded: Loaded) -> list[str]:
             out.append(r["prompt"] + "\n" + r["completion"])
         elif loaded.format == "prompt":
             out.append(_chat(r["prompt"]) if isinstance(r["prompt"], list) else r["prompt"])
+        elif loaded.format == "unpaired":
+            out.append(_chat(r["prompt"] + r["completion"]) if isinstance(r["prompt"], list) else r["prompt"] + "\n" + r["completion"])
         elif isinstance(r["prompt"], list):
             out.append(_chat(r["prompt"] + r["chosen"]))
         else:  # an extracted prompt already ends where the answer's space begins; a separate one needs a break

@@ -213,10 +213,6 @@ def _rank_env(config) -> dict:
 # -- the ranks ------------------------------------------------------------------------------------------------
 
 
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
 def ranks() -> int:
     """The processes training this run (1: this one alone)."""
     import torch.distributed as dist

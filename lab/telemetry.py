@@ -33,8 +33,10 @@ class LabCallback(TrainerCallback):
     `sample(model) -> list[dict]` is called every `sample_every` steps (and before the first);
     its rows land in samples.jsonl with the step."""
 
-    def __init__(self, run, sample=None, sample_every: int = 0, max_minutes: float = 0.0, cross_entropy: bool = True):
+    def __init__(self, run, sample=None, sample_every: int = 0, max_minutes: float = 0.0, cross_entropy: bool = True,
+                 rename: dict[str, str] | None = None):
         self.run = run
+        self.rename = rename or {}  # a trainer's metric whose name means something else in the lab (KTO's `kl`)
         self.cross_entropy = cross_entropy  # the loss is a token cross-entropy, so exp(loss) is a perplexity
         self.sample = sample
         self.sample_every = sample_every
@@ -62,7 +64,7 @@ class LabCallback(TrainerCallback):
             self._log_samples(model, 0)
 
     def on_log(self, args, state, control, logs=None, model=None, **kw):
-        logs = dict(logs or {})
+        logs = {self.rename.get(k, k): v for k, v in (logs or {}).items()}
         now = time.time()
         tokens = getattr(state, "num_input_tokens_seen", 0) or 0
         if tokens > self._last_tokens and now > self._last_time and "loss" in logs:

@@ -90,7 +90,7 @@ def data_choices(stage: str) -> list[tuple[str, str]]:
     """The data picker's (label, value): the toy world, the feedback datasets for stages that learn from
     preferences, then uploaded files."""
     out = [("world", "world")]
-    if stages.spec(stage).data in ("preference", "prompts"):  # the pairs of Compare and Feedback, or their prompts
+    if stages.spec(stage).data in ("preference", "prompts", "labels"):  # the pairs of Compare and Feedback, or their prompts
         for path in feedback.files():
             pairs = feedback.count(path.stem)["pairs"]
             out.append((f"feedback: {path.stem} ({pairs} pairs)", str(path)))

@@ -156,3 +156,45 @@ def test_stop_ends_grpo_mid_rollout_and_keeps_the_policy(nano_run, store):
 def test_bad_alignment_input_is_refused_before_a_run_exists(sft_run, store, args, message):
     args = tuple(sft_run if a == "SFT" else a for a in args)
     assert message in refused("train", args[0], "--parent", sft_run, *args[1:])
+
+
+@pytest.mark.parametrize("loss_type", ["orpo", "simpo"])
+def test_reference_free_orpo_and_simpo_train_with_kl_and_gold_curves(sft_run, store, loss_type):
+    from transformers import AutoModelForCausalLM
+
+    run = Run.open(last_line(llm_lab("train", "dpo", "--parent", sft_run, "--loss-type", loss_type, "--max-steps", "2", "--batch-size", "4",
+                                     "--kl-every", "1", "--sample-every", "2", "--no-world-evals", *FEW)))
+    rows = read_jsonl(run.path / "metrics.jsonl")
+    keys = {k for r in rows for k in r}
+    assert run.status == "completed" and {"loss", "rewards/margins", "kl", "gold/score"} <= keys
+    assert ("log_odds_ratio" in keys) == (loss_type == "orpo")  # ORPO's own term
+    assert f"({loss_type.upper() if loss_type == 'orpo' else 'SimPO'})" in (run.path / "model" / "README.md").read_text()
+    AutoModelForCausalLM.from_pretrained(run.path / "model")
+
+
+LABELS = "".join(json.dumps({"prompt": f"What is {i} plus one?", "completion": str(i + 1) if i % 2 else "Go away.", "label": "yes" if i % 2 else "no"}) + "\n"
+                 for i in range(12))
+
+
+@pytest.mark.parametrize("data", ["world", "labels.jsonl"])
+def test_kto_learns_from_answers_labelled_good_or_bad(sft_run, store, tmp_path, data):
+    from transformers import AutoModelForCausalLM
+
+    if data != "world":
+        (tmp_path / data).write_text(LABELS)
+        data = str(tmp_path / data)
+    run = Run.open(last_line(llm_lab("train", "kto", "--parent", sft_run, "--data", data, "--max-steps", "2", "--batch-size", "4",
+                                     "--kl-every", "1", "--sample-every", "2", "--no-world-evals", *FEW)))
+    rows = read_jsonl(run.path / "metrics.jsonl")
+    keys = {k for r in rows for k in r}
+    assert run.status == "completed" and {"loss", "rewards/chosen", "rewards/rejected", "kl", "kto/reference_point"} <= keys
+    assert [r["step"] for r in rows if "kl" in r] == [0, 1, 2]  # the lab's KL on fixed chats, apart from KTO's own estimate
+    AutoModelForCausalLM.from_pretrained(run.path / "model")
+
+
+def test_kto_and_orpo_refuse_what_their_losses_cannot_take(sft_run, store, tmp_path):
+    same = tmp_path / "same.jsonl"
+    same.write_text("".join(json.dumps({"prompt": f"Q{i}?", "completion": "A.", "label": True}) + "\n" for i in range(4)))
+    assert "KTO learns from good and bad answers both" in refused("train", "kto", "--parent", sft_run, "--data", str(same))
+    assert "give it 2 or more" in refused("train", "kto", "--parent", sft_run, "--batch-size", "1")
+    assert "ORPO's loss holds its own NLL term" in refused("train", "dpo", "--parent", sft_run, "--loss-type", "orpo", "--sft-weight", "0")

@@ -384,3 +384,19 @@ def test_a_file_of_prompts_alone_is_what_online_rl_reads(tmp_path):
     assert to_text(load(plain)) == ["What is 2+2?", "Name a colour."]  # a tokenizer can read it too
     assert "holds prompt records" in error(plain, want="messages")
     assert "the prompt's last turn is assistant" in error(jsonl(tmp_path / "bad.jsonl", [{"prompt": turns[:2]}]), want="prompt")
+
+
+def test_answers_labelled_good_or_bad_for_kto(tmp_path):
+    rows = [{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": "false"}]
+    d = load(jsonl(tmp_path / "l.jsonl", rows), want="unpaired")
+    assert (d.format, d.records) == ("unpaired", [{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": False}])
+    csv_path = write(tmp_path / "l.csv", "prompt,completion,label\n2+2?,4,1\n2+2?,5,0\n")
+    assert [r["label"] for r in load(csv_path, want="unpaired").records] == [True, False]
+    msg = error(jsonl(tmp_path / "bad.jsonl", [{"prompt": "2+2?", "completion": "4", "label": "maybe"}]), want="unpaired")
+    assert msg.startswith("bad.jsonl line 1: 'label' is \"maybe\"") and "true or false" in msg
+    from lab import stages
+
+    pairs = jsonl(tmp_path / "p.jsonl", [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}] * 3)
+    train, _ = stages.labelled_splits(str(pairs))  # a pair is a good and a bad answer
+    assert sorted(r["label"] for r in train) == [False, False, False, True, True, True]
+    assert train[0]["prompt"] == [{"role": "user", "content": "2+2?"}]

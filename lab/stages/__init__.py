@@ -28,6 +28,7 @@ REGISTRY = {
     "reward": "lab.stages.reward",
     "ppo": "lab.stages.ppo",
     "dpo": "lab.stages.dpo",
+    "kto": "lab.stages.kto",
     "grpo": "lab.stages.grpo",
     "lifecycle": "lab.stages.lifecycle",  # the others in order, as one run (`llm-lab quickstart`)
 }
@@ -40,6 +41,7 @@ DATA_FORMATS = {
     "chats": ("messages", "prompt_completion"),
     "preference": ("preference",),
     "prompts": ("preference", "prompt_completion", "messages", "prompt"),
+    "labels": ("unpaired", "preference"),  # answers labelled good or bad (KTO); a pair is one of each
 }
 # What a stage's run leaves: a tokenizer, a base model that continues text, a model to chat with, a reward model,
 # a report card (of the runs it started).
@@ -112,6 +114,8 @@ def read(stage: str, source: str, limit: int | None = None, columns: str = "") -
             return world.sft_chats(), "messages", "toy world SFT chats", ""
         if kind == "preference":
             return world.preference_pairs(), "preference", "toy world preference pairs", ""
+        if kind == "labels":
+            return unpair(world.preference_pairs()), "preference", "toy world preference pairs, each as a good and a bad answer", ""
         return [{"prompt": p} for p in prompt_set(source)], "prompts", "toy world prompts (of its preference pairs)", ""
     from lab import data
 
@@ -123,6 +127,8 @@ def read(stage: str, source: str, limit: int | None = None, columns: str = "") -
         return data.as_messages(loaded), fmt, detected, how
     if kind == "preference":
         return loaded.records, fmt, detected, how
+    if kind == "labels":
+        return (loaded.records if fmt == "unpaired" else unpair(loaded.records)), fmt, detected, how
     return [{"prompt": p} for p in prompt_set(source, limit, columns)], fmt, detected, how
 
 
@@ -197,6 +203,40 @@ def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0
                 "rejected": [{"role": "assistant", "content": r["rejected"]}], **extra}
 
     return [turns(r) for r in train], [turns(r) for r in heldout]
+
+
+def unpair(pairs: list[dict]) -> list[dict]:
+    """Preference pairs as labelled answers (KTO's unpaired shape): the chosen answer good, the rejected one bad."""
+    return [{"prompt": p["prompt"], "completion": p[side], "label": side == "chosen", **({"criterion": p["criterion"]} if p.get("criterion") else {})}
+            for p in pairs for side in ("chosen", "rejected")]
+
+
+def labelled_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0, columns: str = "") -> tuple[list[dict], list[dict]]:
+    """(train, held-out) answers labelled good or bad, in TRL's conversational unpaired shape (prompt turns, the
+    answer's turn, label): a file of labelled answers, or preference pairs unpaired (the toy world's too)."""
+    world = world_of(source, columns)
+    if world is not None or data_format(source, ("unpaired", "preference"), columns) == "preference":
+        train, heldout = preference_splits(source, heldout_fraction, seed, columns)
+        return unpair(train), unpair(heldout)
+    from lab import data
+
+    records = data.load(source, want="unpaired", columns=columns).records
+    records = random.Random(seed).sample(records, len(records))
+    n = round(len(records) * heldout_fraction) if len(records) >= 20 else 0
+
+    def turns(r):
+        if isinstance(r["prompt"], list):
+            return dict(r)
+        return {"prompt": [{"role": "user", "content": r["prompt"]}], "completion": [{"role": "assistant", "content": r["completion"]}], "label": r["label"]}
+
+    return [turns(r) for r in records[n:]], [turns(r) for r in records[:n]]
+
+
+def data_format(source: str, want: tuple, columns: str = "") -> str:
+    """The format a user's file holds, of those `want` names (its first rows read)."""
+    from lab import data
+
+    return data.load(source, want=want, limit=50, columns=columns).format
 
 
 def prompt_set(source: str, limit: int | None = None, columns: str = "") -> list[list[dict]]:
