@@ -69,6 +69,19 @@ def test_a_two_process_ppo_completes_with_the_rollouts_of_both(nano_sft_run, sto
     assert info["final_metrics"]["episodes"] == 16 and (run.path / "model" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("stage, flags", [
+    ("reward", ()),
+    ("dpo", ("--kl-every", "0", "--sample-every", "0")),
+    ("grpo", ("--reward", "gold", "--num-generations", "2", "--sample-every", "0")),
+])
+def test_the_other_trainer_stages_take_two_processes(nano_sft_run, store, stage, flags):
+    run = Run.open(last_line(llm_lab("train", stage, "--parent", nano_sft_run.name, "--max-steps", "2", "--batch-size", "4", "--no-world-evals",
+                                     "--nproc", "2", *flags, *FEW)))
+    assert run.info["status"] == "completed" and run.info["world_size"] == 2
+    assert trained_steps(run) == {1: 1, 2: 1}
+    assert run.model_dir is not None
+
+
 def test_stop_ends_every_rank_and_the_run_reads_stopped(nano_sft_run, store):
     run = Run.open(last_line(llm_lab("train", "ppo", "--parent", nano_sft_run.name, "--reward", "gold", "--max-steps", "5000", "--batch-size", "4",
                                      "--mini-batch-size", "2", "--sample-every", "0", "--save-steps", "0", "--no-world-evals",
