@@ -73,11 +73,11 @@ SHAPES = [
       for k in ("conversations", "conversation")],
     Shape("alpaca", "messages", ("instruction", "output"), {"instruction": "Add the numbers.", "input": "2, 2", "output": "4"},
           "Alpaca-style: instruction + input → user, output → assistant"),
-    # Dolly's context is reference text the instruction is about (a passage to summarise or answer from): it
-    # follows the instruction in the user's turn after a blank line, as Alpaca's input does.
     # before prompt/completion: its rows have those two too
     Shape("unpaired", "unpaired", ("prompt", "completion", "label"), EXAMPLES["unpaired"],
           "prompt + completion + label → an answer labelled good (true) or bad (false)"),
+    # Dolly's context is reference text the instruction is about (a passage to summarise or answer from): it
+    # follows the instruction in the user's turn after a blank line, as Alpaca's input does.
     Shape("dolly", "messages", ("instruction", "response"),
           {"instruction": "How many legs does a spider have?", "context": "Spiders are arachnids with eight legs.", "response": "Eight."},
           "Dolly-style: instruction + context → user, response → assistant"),
