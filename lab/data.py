@@ -444,6 +444,10 @@ def _detect(rows, label, wanted=(), mapped=()):
     matches = [s for s in matches if set(s.keys) & set(mapped)] or matches
     # Data holding several shapes (UltraFeedback has chosen/rejected and messages) serves the stage that asks.
     shape = next((s for s in matches if s.format in wanted), matches[0])
+    if shape.format == "prompt_completion" and "prompt" not in wanted and any(s.format == "unpaired" for s in matches):
+        # chat training would learn the answers labelled bad as well as the good ones
+        raise DataError(f"{label} holds answers labelled good or bad (prompt, completion, label): train KTO on it "
+                        "(llm-lab train kto), or keep only the good answers (label true) for this stage")
     name, first = shape.name, next((row for row in rows if all(k in row for k in shape.keys)), rows[0])
     if name == "preference":
         name = ("implicit-prompt " if first.get("prompt") is None else "") + \

@@ -386,12 +386,21 @@ def test_a_file_of_prompts_alone_is_what_online_rl_reads(tmp_path):
     assert "the prompt's last turn is assistant" in error(jsonl(tmp_path / "bad.jsonl", [{"prompt": turns[:2]}]), want="prompt")
 
 
+def stages_prompts(path):
+    from lab import stages
+
+    return [{"prompt": p} for p in stages.prompt_set(str(path))]
+
+
 def test_answers_labelled_good_or_bad_for_kto(tmp_path):
     rows = [{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": "false"}]
     d = load(jsonl(tmp_path / "l.jsonl", rows), want="unpaired")
     assert (d.format, d.records) == ("unpaired", [{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": False}])
     csv_path = write(tmp_path / "l.csv", "prompt,completion,label\n2+2?,4,1\n2+2?,5,0\n")
     assert [r["label"] for r in load(csv_path, want="unpaired").records] == [True, False]
+    # chat training would learn the bad answers too: refused; online RL reads their prompts
+    assert "train KTO on it" in error(tmp_path / "l.jsonl", want=("messages", "prompt_completion"))
+    assert [r["prompt"] for r in stages_prompts(tmp_path / "l.jsonl")] == [[{"role": "user", "content": "2+2?"}]]
     msg = error(jsonl(tmp_path / "bad.jsonl", [{"prompt": "2+2?", "completion": "4", "label": "maybe"}]), want="unpaired")
     assert msg.startswith("bad.jsonl line 1: 'label' is \"maybe\"") and "true or false" in msg
     from lab import stages
