@@ -105,7 +105,7 @@ def launch_command(config, machine_rank: int = 0, port: int | None = None) -> li
     """The `accelerate launch` command line that runs the ranks of one machine."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if config.accelerate_config:
-        cmd += ["--config_file", str(Path(config.accelerate_config).expanduser().resolve())]
+        cmd += ["--config_file", str(Path(config.accelerate_config).expanduser().absolute())]
     else:
         cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]  # DDP (torchrun), on GPUs or CPU cores
     cmd += ["--num_processes", str(world_size(config)), "--num_machines", str(config.num_machines), "--machine_rank", str(machine_rank)]
@@ -121,10 +121,8 @@ def explained(config) -> str:
     machine runs. Empty for one process."""
     if not wanted(config):
         return ""
-    try:
-        kind = strategy(config)
-    except OSError:  # a config file that is not there (yet): the form says so when Start is pressed
-        kind = "?"
+    # The config file is not read here: the command box follows every keystroke, a public demo's too.
+    kind = f"as {Path(config.accelerate_config).name} says" if config.accelerate_config else "DDP"
     lines = [f"# launches {world_size(config)} processes ({kind}): accelerate launch {' '.join(launch_command(config)[3:])}"]
     lines += [f"# on machine {r} (the same run store): the same command with --machine-rank {r}" for r in range(1, config.num_machines)]
     return "\n" + "\n".join(lines)
