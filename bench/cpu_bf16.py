@@ -13,13 +13,12 @@ run of the same preset. CPUs without AVX512-BF16 or AMX run bf16 in emulation: t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+import lab_run  # bench/lab_run.py: this script's folder is on the path
 
 
 def cpu_flags() -> str:
@@ -31,16 +30,11 @@ def cpu_flags() -> str:
 
 
 def train(store: Path, *args: str) -> dict:
-    env = {**os.environ, "LAB_CHECKPOINTS": str(store), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "lab", "train", *args], capture_output=True, text=True, env=env, timeout=3600)
-    if proc.returncode:
-        raise SystemExit(f"llm-lab train {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    run_id = proc.stdout.strip().splitlines()[-1]
-    rows = [json.loads(line) for line in (store / run_id / "metrics.jsonl").read_text().splitlines()]
+    run_id, info, rows = lab_run.train(store, *args)
     trained = [r for r in rows if "loss" in r and r.get("tokens_per_second")]
     speeds = [r["tokens_per_second"] for r in trained[1:]] or [r["tokens_per_second"] for r in trained]
     return {"run": run_id, "tokens_per_second": sum(speeds) / len(speeds), "loss": trained[-1]["loss"],
-            "parameters": json.loads((store / run_id / "run.json").read_text())["final_metrics"].get("trainable_parameters")}
+            "parameters": info["final_metrics"].get("trainable_parameters")}
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+import lab_run  # bench/lab_run.py: this script's folder is on the path
 
 # Dense bf16 peak FLOP/s by device name (vendors' datasheets, without sparsity).
 PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12,
@@ -45,13 +45,7 @@ def device_name() -> tuple[str, float | None]:
 
 
 def train(store: Path, *args: str) -> dict:
-    env = {**os.environ, "LAB_CHECKPOINTS": str(store), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "lab", "train", *args], capture_output=True, text=True, env=env, timeout=3600)
-    if proc.returncode:
-        raise SystemExit(f"llm-lab train {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    run_id = proc.stdout.strip().splitlines()[-1]
-    info = json.loads((store / run_id / "run.json").read_text())
-    rows = [json.loads(line) for line in (store / run_id / "metrics.jsonl").read_text().splitlines()]
+    run_id, info, rows = lab_run.train(store, *args)
     speeds = [r["tokens_per_second"] for r in rows if r.get("tokens_per_second")]
     final = info["final_metrics"]
     return {"run": run_id, "path": store / run_id, "tokens_per_second": sum(speeds[1:]) / len(speeds[1:]) if len(speeds) > 1 else (speeds or [None])[0],

@@ -147,8 +147,9 @@ def launch(config, run) -> dict:
     if ranks.is_dir():  # a resumed run: the errors of its last attempt are not this one's
         for p in ranks.glob("*"):
             p.unlink()
-    run.update(world_size=world_size(config), launch_command=" ".join(cmd), strategy=strategy(config))
-    print(f"[lab] launching {world_size(config)} processes ({strategy(config)}): {' '.join(cmd)}", flush=True)
+    kind = strategy(config)
+    run.update(world_size=world_size(config), launch_command=" ".join(cmd), strategy=kind)
+    print(f"[lab] launching {world_size(config)} processes ({kind}): {' '.join(cmd)}", flush=True)
     env = {**os.environ, **_rank_env(config), "LAB_RUN_ID": run.id, "LAB_CHECKPOINTS": str(runs.root())}
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     forwarded = False
