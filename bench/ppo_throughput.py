@@ -75,7 +75,8 @@ TRL_112 = textwrap.dedent('''
 # `--profile`: run before either loop, in its process. It times the phases of a rollout batch where both loops
 # call the same library code: generate (sampling), the decoder forwards without gradients (the reference's
 # log-probs, the critic's values and the reward model's scores), the forwards with them and the backward passes
-# (the PPO epochs'; one phase, as the lab runs the policy's beside the critic's), and the optimizer's steps; what is left of a batch is each loop's own Python and tensor math.
+# (the PPO epochs'; one phase, as the lab runs the policy's beside the critic's), the optimizer's steps, and
+# explicit garbage collections (TRL's loop calls gc.collect() twice a batch); what is left of a batch is each loop's own Python and tensor math.
 # A nested call counts in the outer one (generate's own forwards are sampling). The window runs from the second
 # generate call to the last, so it holds whole batches after the first (warm-up) and none of the model's saving.
 PROFILE = textwrap.dedent('''
@@ -108,6 +109,8 @@ PROFILE = textwrap.dedent('''
     for cls in (modeling_llama.LlamaModel, modeling_llama.LlamaForCausalLM):
         cls.forward = timed(forwards, cls.forward)
     torch.Tensor.backward = timed(lambda: UPDATES, torch.Tensor.backward)
+    import gc
+    gc.collect = timed(lambda: "garbage collection (gc.collect)", gc.collect)
     if os.environ.get("PPO_PROFILE_LAB"):  # its policy's and critic's passes run side by side, in two threads: timed as one
         from lab.stages import ppo
         ppo.side_by_side = timed(lambda: UPDATES, ppo.side_by_side)

@@ -142,11 +142,13 @@ def cmd_delete(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from lab.world import WorldConfig, write_world
+    from lab import labeler
+    from lab.world import WorldConfig, build_world, write_world
 
     t0 = time.time()
     config = configs.from_args(WorldConfig, args)
     paths = write_world(args.out, config)
+    paths.update(labeler.write_judging(build_world(config), args.out))
     for path in paths.values():
         n = sum(1 for _ in open(path, encoding="utf-8")) if path.suffix == ".jsonl" else None
         print(f"{path}  ({n} records)" if n is not None else str(path))
@@ -269,6 +271,34 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_feedback(args) -> int:
+    from lab import inference, labeler
+
+    principles = labeler.read_constitution(args.constitution) if args.constitution else None
+    device, note = inference.pick_device(args.device)
+    if note:
+        print(note, file=sys.stderr)
+    out = labeler.ai_feedback(args.labeler, args.model, prompts=args.prompts, k=args.k, limit=args.limit, principles=principles,
+                              name=args.name, temperature=args.temperature, seed=args.seed, device=device)
+    pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731
+    print(f"{out['added']} pairs from {out['prompts']} prompts ({out['skipped_prompts']} with fewer than two different answers), "
+          f"labeled by {out['labeler']} under {', '.join(out['principles'])}")
+    print(f"agreement with the gold judge: {pct(out['gold_agreement'])} of {out['gold_pairs']} pairs it decides; "
+          f"with the people's pairs so far: {pct(out['human_agreement'])} of {out['human_pairs']}")
+    if args.heldout:
+        from lab import stages
+
+        world = stages.world_of(args.prompts)
+        if world is None:
+            raise UserError("--heldout measures the labeler on the toy world's held-out pairs: use it with --prompts world")
+        judge = inference.load(args.labeler, "causal", device)
+        held = labeler.agreement_with_gold(judge.model, judge.tokenizer, world, principles=principles or labeler.constitution())
+        per = ", ".join(f"{name} {v:.1%}" for name, v in held["by_principle"].items())
+        print(f"on the toy world's {held['pairs']} held-out pairs: {pct(held['agreement'])} as the gold rules ({per})")
+    print(f"saved to {out['file']} ({out['pairs']} pairs in all)", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args) -> int:
     from lab import evals
     from lab.runs import Run
@@ -343,6 +373,21 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--reward", metavar="RUN", help="a reward model to score the answers with (default: PPO's and GRPO's own)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps (default: %(default)s)")
 
+    p = sub.add_parser("feedback", help="AI feedback: a labeler model compares a model's answers under each principle of a constitution; "
+                                        "the pairs join the feedback store")
+    p.add_argument("--labeler", required=True, metavar="RUN", help="the judge: a run, folder or hub id of an instruct model")
+    p.add_argument("--model", required=True, metavar="RUN", help="the model whose answers are compared")
+    p.add_argument("--constitution", default="", metavar="FILE", help="principles: a JSON list of {name, text}, or `name: text` lines "
+                   "(default: the store's, as the Feedback page saved them, else the toy world's four)")
+    p.add_argument("--prompts", default="world", help="'world' (the toy world's prompts) or a file of prompts, pairs or chats (default: %(default)s)")
+    p.add_argument("-k", type=int, default=4, help="answers sampled per prompt; every two are compared (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="prompts at most (default: %(default)s)")
+    p.add_argument("--name", default="ai-feedback", help="the feedback dataset to add the pairs to (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the answers (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
+    p.add_argument("--heldout", action="store_true", help="also measure the labeler on the toy world's held-out preference pairs")
+
     p = sub.add_parser("report", help="a lifecycle's report card (written again from its models' eval.json)")
     p.add_argument("run")
 
@@ -387,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args, parser) -> int:
-    commands = {"quickstart": cmd_quickstart, "eval": cmd_eval, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "resume": cmd_resume, "delete": cmd_delete, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
+    commands = {"quickstart": cmd_quickstart, "eval": cmd_eval, "feedback": cmd_feedback, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "resume": cmd_resume, "delete": cmd_delete, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
     if args.command == "train":
         return cmd_train(args, parser)
     if args.command in commands:

@@ -1,9 +1,13 @@
-"""Human feedback as preference data: the Compare page's votes and the Feedback page's rankings, saved as
-prompt/chosen/rejected pairs in the run store, which the reward-model and DPO stages take as data.
+"""Feedback as preference data: the Compare page's votes, the Feedback page's rankings and an AI labeler's
+verdicts (lab.labeler), saved as prompt/chosen/rejected pairs in the run store, which the reward-model and DPO
+stages take as data.
 
     checkpoints/feedback/<name>.jsonl    one pair per line, in TRL's conversational shape:
         {"prompt": [{"role": "user", "content": "..."}, ...], "chosen": [{"role": "assistant", "content": "..."}],
-         "rejected": [{"role": "assistant", "content": "..."}], "ranking": "<id>", "source": "compare", ...}
+         "rejected": [{"role": "assistant", "content": "..."}], "ranking": "<id>", "source": "compare",
+         "labeled_by": "human", ...}
+    an AI labeler's pairs (lab.labeler) say which labeler and principle: "labeled_by": "<run or folder>",
+    "principle": "polite", "margin": <its log-odds for the chosen answer>
 
     llm-lab train reward --parent SFT_RUN --data checkpoints/feedback/feedback.jsonl
 
@@ -28,6 +32,7 @@ from lab import runs
 from lab.errors import UserError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+HUMAN = "human"  # `labeled_by` of a person's ranking; an AI labeler's pairs name the labeler (lab.labeler)
 
 
 def folder() -> Path:
@@ -81,7 +86,7 @@ def add_ranking(name: str, prompt: list[dict], answers: list[str], ranks: list[i
                 models: list[str] | None = None, owner: str | None = None) -> dict:
     """Save the pairs a ranking of `answers` to the conversation `prompt` implies, as `owner`'s (the visitor
     who ranked, where there is one). Returns count(name) with `added` and `skipped`."""
-    path = path_of(name)
+    path_of(name)  # a bad dataset name is refused first
     if len(answers) < 2:
         raise UserError(f"{len(answers)} answer(s): a preference needs at least two")
     if len(ranks) != len(answers):
@@ -98,14 +103,25 @@ def add_ranking(name: str, prompt: list[dict], answers: list[str], ranks: list[i
     if not pairs:
         why = "every answer has the same rank" if len(set(ranks)) == 1 else "the answers ranked apart are identical or empty"
         raise UserError(f"this ranking says nothing to learn from: {why}. Rank a better answer above a worse one (1 = best)")
+    records = [{"chosen": answers[better], "rejected": answers[worse],
+                **({"chosen_model": models[better], "rejected_model": models[worse]} if models else {})} for better, worse in pairs]
+    return {**add_pairs(name, prompt, records, source, labeled_by=HUMAN, owner=owner), "skipped": skipped}
+
+
+def add_pairs(name: str, prompt: list[dict], pairs: list[dict], source: str, labeled_by: str, model: str | None = None,
+              owner: str | None = None) -> dict:
+    """Save `pairs` ({"chosen": text, "rejected": text, and what else the labeler records}) of answers to the
+    conversation `prompt` as one ranking, labeled by `labeled_by` (HUMAN, or the labeler model's run or path).
+    Returns count(name) with `added`."""
+    path = path_of(name)
     ranking, now = uuid.uuid4().hex[:12], time.time()
     lines = []
-    for better, worse in pairs:
-        record = {"prompt": prompt, "chosen": [{"role": "assistant", "content": answers[better].strip()}],
-                  "rejected": [{"role": "assistant", "content": answers[worse].strip()}],
-                  "ranking": ranking, "source": source, "time": now, **({"owner": owner} if owner else {})}
-        if models:
-            record["chosen_model"], record["rejected_model"] = models[better], models[worse]
+    for pair in pairs:
+        chosen, rejected = pair["chosen"].strip(), pair["rejected"].strip()
+        record = {"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
+                  **{k: v for k, v in pair.items() if k not in ("chosen", "rejected")}, "ranking": ranking, "source": source,
+                  "labeled_by": labeled_by, "time": now, **({"chosen_model": model, "rejected_model": model} if model else {}),
+                  **({"owner": owner} if owner else {})}
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     with _locked(path):
         # One write of the whole ranking in append mode: a reader sees all of its pairs or none.
@@ -115,7 +131,14 @@ def add_ranking(name: str, prompt: list[dict], answers: list[str], ranks: list[i
             os.fsync(fd)
         finally:
             os.close(fd)
-    return {**count(name), "added": len(pairs), "skipped": skipped}
+    return {**count(name), "added": len(pairs)}
+
+
+def human_pairs() -> list[dict]:
+    """Every pair a person ranked or voted for, over the store's feedback datasets, oldest first (the pairs saved
+    before the labeled_by field existed were all people's)."""
+    rows = [r for path in files() for r in _read(path) if r.get("labeled_by", HUMAN) == HUMAN]
+    return sorted(rows, key=lambda r: r.get("time", 0))
 
 
 def count(name: str) -> dict:

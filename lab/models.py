@@ -286,3 +286,12 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
         if card.exists():
             (tmp / "README.md").write_text(card.read_text(encoding="utf-8").replace("library_name: peft", "library_name: transformers") + f"\nMerged from the adapter `{adapter_dir}` into `{base_ref}`.\n", encoding="utf-8")
     return Path(out_dir)
+
+
+def only_last_logits(model, keep: int) -> dict:
+    """The argument that has a causal LM compute logits at its last `keep` positions only (the LM head's product at
+    the others would be thrown away), where its forward takes one (transformers' do); none otherwise."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}

@@ -186,6 +186,27 @@ def test_a_stopped_ppo_run_resumes_from_the_batch_it_stopped_at(store, nano_sft_
     assert same_weights(run, whole) < 1e-6
 
 
+@pytest.mark.parametrize("stage, options", [("kto", {}), ("dpo", {"loss_type": "orpo"})], ids=["kto", "orpo"])
+def test_kill_9_then_resume_holds_for_the_later_preference_losses_too(store, nano_sft_run, stage, options):
+    """KTO's and ORPO's trainers resume like the first stages': killed part-way, the resumed run's losses and final
+    weights are the uninterrupted run's."""
+    config = stages.get(stage).Config(parent=nano_sft_run.name, max_steps=12, save_steps=4, batch_size=4, logging_steps=1, kl_every=0,
+                                      sample_every=0, world_evals=False, **options)
+    whole = jobs.submit(stage, config)
+    assert jobs.wait(whole, timeout=300) == "completed", whole.info.get("error")
+    run = jobs.submit(stage, config)
+    wait_for(lambda: any(r.get("step", 0) >= 6 and "loss" in r for r in run.metrics()[0]), 300, "step 6")
+    os.kill(run.info["pid"], signal.SIGKILL)
+    wait_for(lambda: run.status == "failed", 30, "the kill to read failed")
+    step, _ = run.last_checkpoint()
+    assert 4 <= step < 12
+    assert jobs.resume(run).id == run.id
+    assert jobs.wait(run, timeout=300) == "completed", run.info.get("error")
+    assert [s for s, _ in trained(run)] == list(range(1, 13))
+    assert trained(run)[step + 1:] == trained(whole)[step + 1:]  # the first row after the resume starts its loss window again
+    assert same_weights(run, whole) < 1e-6
+
+
 def test_a_run_without_a_checkpoint_resumes_as_a_new_run_from_its_saved_model(store, nano_run):
     run = jobs.submit("pretrain", stages.get("pretrain").Config(preset="nano", max_steps=5000, save_steps=0, logging_steps=2, sample_every=0, eval_every=0))
     wait_for(lambda: any("loss" in r for r in run.metrics()[0]), 180, "the first logged step")

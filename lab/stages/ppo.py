@@ -22,7 +22,6 @@ rate against the SFT model, as DPO and GRPO do.
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import threading
@@ -186,7 +185,7 @@ def token_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature:
     # Only the answer's logits: the LM head's product at the prompt's positions would be thrown away, and in
     # the updates differentiated too (a third of the head's work at the toy world's lengths).
     keep = input_ids.shape[1] - n_prompt + 1
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask), **_only_last(model, keep)).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask), **models.only_last_logits(model, keep)).logits
     logits = logits[:, -keep:-1].float() / temperature
     # the picked token's logit less the log-normaliser: the full [batch, tokens, vocabulary] log-softmax is
     # never kept for the backward pass
@@ -196,13 +195,6 @@ def token_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature:
     with torch.no_grad():  # a statistic, never a loss term
         logp = logits.log_softmax(-1)
         return picked, -(logp.exp() * logp).sum(-1)
-
-
-def _only_last(model, keep: int) -> dict:
-    """The argument that has the model compute logits at its last `keep` positions only, where its forward
-    takes one (transformers' causal LMs do); none otherwise."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
 
 
 def token_scores(model, input_ids, attention_mask):
