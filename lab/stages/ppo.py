@@ -491,9 +491,9 @@ def _backward_if_finite(loss: torch.Tensor) -> None:
 def side_by_side(device: torch.device, *parts):
     """Call `parts` (each a forward and backward of its own model) and return their results. On a CPU with two
     threads or more they run at once, in threads of their own, each with its share of torch's threads: at the
-    lab's CPU sizes two models on one thread each went 1.2-1.6 times as fast as one after the other on two
-    (a small model's matrices are too small for two threads to share well), and torch releases Python's lock in
-    its ops. Elsewhere (a GPU runs one kernel after the other anyway) one after the other."""
+    lab's CPU sizes two models on one thread each are faster than one after the other on two (a small model's
+    matrices are too small for two threads to share well; torch releases Python's lock in its ops; bench/RESULTS.md,
+    "PPO faster than TRL 1.12"). Elsewhere (a GPU runs one kernel after the other anyway) one after the other."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads < 2:
         return [part() for part in parts]
