@@ -283,7 +283,7 @@ def cmd_feedback(args) -> int:
     pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731
     print(f"{out['added']} pairs from {out['prompts']} prompts ({out['skipped_prompts']} with fewer than two different answers), "
           f"labeled by {out['labeler']} under {', '.join(out['principles'])}")
-    print(f"agreement with the gold judge: {pct(out['gold_agreement'])} of {out['gold_pairs']} pairs it decides; "
+    print(f"agreement with the gold judge: {pct(out['gold_agreement'])} of the {out['gold_pairs']} pairs it tells apart; "
           f"with the people's pairs so far: {pct(out['human_agreement'])} of {out['human_pairs']}")
     if args.heldout:
         from lab import stages

@@ -221,7 +221,7 @@ def gold_prefers(world, principle: Principle, prompt, x: str, y: str) -> int:
     gx, gy = world.judge(prompt, x), world.judge(prompt, y)
     criteria = [c for c in GOLD_CRITERIA.get(principle.name, ()) if c in gx.breakdown]
     if GOLD_CRITERIA.get(principle.name) and not criteria:
-        return 0  # a criterion this prompt is not judged on (conciseness aside, e.g. "harmless" for a fact question)
+        return 0  # the gold judge does not judge this prompt on it (e.g. "harmless" for a fact question)
     vx, vy = (sum(g.breakdown[c] for c in criteria) for g in (gx, gy)) if criteria else (gx.score, gy.score)
     return (vx > vy) - (vx < vy)
 
