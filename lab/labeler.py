@@ -87,12 +87,9 @@ def check_constitution(principles) -> list[Principle]:
     return out
 
 
-def read_constitution(path: str | Path) -> list[Principle]:
-    """A constitution file: JSON (a list of {"name", "text"}), or text with one `name: text` per line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"constitution {path}: no such file")
-    raw = path.read_text(encoding="utf-8")
+def parse_constitution(raw: str, where: str = "the constitution") -> list[Principle]:
+    """Principles written as JSON (a list of {"name", "text"}), or as text with one `name: text` per line (blank lines
+    and lines starting with # skipped)."""
     try:
         return check_constitution(json.loads(raw))
     except json.JSONDecodeError:
@@ -103,9 +100,17 @@ def read_constitution(path: str | Path) -> list[Principle]:
             continue
         name, sep, text = line.partition(":")
         if not sep:
-            raise UserError(f"{path}, line {n}: write each principle as `name: text`, e.g. `polite: Be polite.` (or give a JSON list)")
+            raise UserError(f"{where}, line {n}: write each principle as `name: text`, e.g. `polite: Be polite.` (or give a JSON list)")
         principles.append({"name": name.strip(), "text": text.strip()})
     return check_constitution(principles)
+
+
+def read_constitution(path: str | Path) -> list[Principle]:
+    """A constitution file (`parse_constitution`'s two forms)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"constitution {path}: no such file")
+    return parse_constitution(path.read_text(encoding="utf-8"), str(path))
 
 
 def constitution() -> list[Principle]:
@@ -274,13 +279,31 @@ def ai_feedback(labeler: str, model: str, prompts: str = "world", k: int = 4, li
         if len(answers) < 2:
             skipped += 1  # nothing to compare: every sample the same (or empty)
             continue
-        groups.append((prompt, answers))
+        groups.append((prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}], answers))
+    labeled = label(judge, groups, principles, name, "ai", model=policy.run or policy.path, owner=owner, world=world)
+    human = feedback.human_pairs()[-200:]
+    human_odds = log_odds(judge.model, judge.tokenizer, [(p.text, r["prompt"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
+                                                         for r in human for p in principles]) if human else []
+    n = len(principles)
+    human_agree = [sum(human_odds[i * n : (i + 1) * n]) > 0 for i in range(len(human))]
+    return {**labeled, "file": str(path), "prompts": len(groups), "skipped_prompts": skipped, "model": policy.run or policy.path,
+            "human_agreement": sum(human_agree) / len(human_agree) if human_agree else None, "human_pairs": len(human_agree)}
+
+
+def label(judge, groups: list[tuple[list[dict], list[str]]], principles: list[Principle], name: str, source: str, model: str | None = None,
+          owner: str | None = None, world=None) -> dict:
+    """Have the loaded labeler `judge` (an `inference.Loaded`) compare every two answers of each (conversation, answers)
+    group under each principle, and save each verdict as a pair of the feedback dataset `name`, one ranking per
+    group and principle, with the principle and the margin. Returns count(name) with `added`, the labeler, the
+    principles, and the agreement with the gold judge of `world` (None without one) over the pairs it tells apart."""
+    from lab import feedback
+
     items, where = [], []
-    for g, (prompt, answers) in enumerate(groups):
+    for g, (turns, answers) in enumerate(groups):
         for principle in principles:
             for i in range(len(answers)):
                 for j in range(i + 1, len(answers)):
-                    items.append((principle.text, prompt, answers[i], answers[j]))
+                    items.append((principle.text, turns, answers[i], answers[j]))
                     where.append((g, principle, i, j))
     odds = log_odds(judge.model, judge.tokenizer, items) if items else []
     verdicts: dict[tuple[int, str], list] = {}
@@ -288,25 +311,16 @@ def ai_feedback(labeler: str, model: str, prompts: str = "world", k: int = 4, li
         if o != 0:
             better, worse = (i, j) if o > 0 else (j, i)
             verdicts.setdefault((g, principle.name), []).append((principle, better, worse, abs(o)))
-    saved, agree, disagree = 0, 0, 0
+    added, agree, disagree = 0, 0, 0
     for (g, _), pairs in verdicts.items():
-        prompt, answers = groups[g]
-        turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        turns, answers = groups[g]
         records = [{"chosen": answers[b], "rejected": answers[w], "principle": p.name, "principle_text": p.text, "margin": round(m, 4)}
                    for p, b, w, m in pairs]
-        saved += feedback.add_pairs(name, turns, records, source="ai", labeled_by=judge.run or judge.path, model=policy.run or policy.path,
-                                    owner=owner)["added"]
+        added += feedback.add_pairs(name, turns, records, source=source, labeled_by=judge.run or judge.path, model=model, owner=owner)["added"]
         if world is not None:
             for p, b, w, _ in pairs:
                 gold = gold_prefers(world, p, turns, answers[b], answers[w])
                 agree, disagree = agree + (gold > 0), disagree + (gold < 0)
-    human = feedback.human_pairs()[-200:]
-    human_odds = log_odds(judge.model, judge.tokenizer, [(p.text, r["prompt"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
-                                                         for r in human for p in principles]) if human else []
-    n = len(principles)
-    human_agree = [sum(human_odds[i * n : (i + 1) * n]) > 0 for i in range(len(human))]
-    return {**feedback.count(name), "file": str(path), "added": saved, "prompts": len(groups), "skipped_prompts": skipped,
-            "labeler": judge.run or judge.path, "model": policy.run or policy.path, "principles": [p.name for p in principles],
-            "gold_agreement": agree / (agree + disagree) if agree + disagree else None, "gold_pairs": agree + disagree,
-            "human_agreement": sum(human_agree) / len(human_agree) if human_agree else None, "human_pairs": len(human_agree)}
+    return {**feedback.count(name), "added": added, "labeler": judge.run or judge.path, "principles": [p.name for p in principles],
+            "gold_agreement": agree / (agree + disagree) if agree + disagree else None, "gold_pairs": agree + disagree}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab import configs, demo, distributed, feedback, inference, jobs, runs, stages
+from lab import configs, demo, distributed, feedback, inference, jobs, labeler, models, runs, stages
 from lab.errors import UserError
 from lab.runs import Run
 
@@ -338,6 +338,37 @@ def rank(prompt: str, answers: list[str], ranks: list[int], history: list | None
 
 
 @user_errors
+def ai_rank(prompt: str, answers: list[str], history: list | None = None, dataset: str = "feedback", labeler_model: str = "", model: str = "",
+            request: gr.Request = None) -> dict:
+    """An AI labeler's ranking (Constitutional AI's feedback): `labeler_model` (a run, folder or hub id of an instruct model) compares every two of `answers` to one prompt under each principle of the store's constitution, by its probabilities of the verdict tokens "A" and "B" in both orders, and saves each verdict as a pair (with `labeled_by`, `principle` and `margin`) to checkpoints/feedback/<dataset>.jsonl. Returns {"file", "pairs", "rankings", "added", "labeler", "principles", "gold_agreement" (toy-world models: the share of the pairs the gold judge tells apart on which it agrees), "gold_pairs"}."""
+    answers = list(dict.fromkeys(a.strip() for a in answers or [] if a and a.strip()))
+    if len(answers) < 2:
+        raise UserError(f"{len(answers)} different answer(s): the labeler compares two or more; sample answers first")
+    if not (labeler_model or "").strip():
+        raise UserError("pick the labeler, an instruct model (an SFT run, or a judge trained on the toy world's judging chats), first")
+    turns = _prompt_turns(prompt, history)
+    feedback.path_of(dataset)  # a bad name is refused before a model loads
+    judge = inference.CACHE.get(labeler_model.strip(), "causal")
+    world = inference.world_of_model(models.resolve(model)[1]) if model else None
+    return labeler.label(judge, [(turns, answers)], labeler.constitution(), dataset, "feedback", model=model or None, owner=visitor(request), world=world)
+
+
+@user_errors
+def constitution() -> str:
+    """The store's constitution, one `name: text` line per principle (the toy world's four until one is saved)."""
+    return "\n".join(f"{p.name}: {p.text}" for p in labeler.constitution())
+
+
+@user_errors
+def save_constitution(text: str, request: gr.Request = None) -> str:
+    """Replace the store's constitution with `text`, one `name: text` line per principle. Returns it as saved. Refused in a public demo, where every visitor shares it."""
+    if demo.on():
+        raise UserError("in this public demo every visitor shares the constitution, so it cannot be edited here; run the lab yourself to edit it")
+    labeler.save_constitution(labeler.parse_constitution(text or ""))
+    return constitution()
+
+
+@user_errors
 def feedback_count(dataset: str = "feedback") -> dict:
     """How much a feedback dataset holds: {"file", "pairs", "rankings"} (0 and 0 before its first vote)."""
     return feedback.count(dataset)
@@ -429,13 +460,13 @@ def tokenize(text: str, tokenizers: list[str]) -> list[dict]:
 # Everything above that an API user may call, by its endpoint name.
 ENDPOINTS = {fn.__name__: fn for fn in (
     start_run, stop_run, resume_run, delete_run, export_run, list_runs, run_status, run_metrics, run_samples,
-    run_log, config_diff, config_fields, cli_command, preview_data, compare, vote, rank, feedback_count, undo_feedback, lifecycle,
-    quickstart, lifecycle_progress, report_card, tokenize,
+    run_log, config_diff, config_fields, cli_command, preview_data, compare, vote, rank, ai_rank, constitution, save_constitution,
+    feedback_count, undo_feedback, lifecycle, quickstart, lifecycle_progress, report_card, tokenize,
 )} | {"eval": eval_run}
 # Reads are cheap and safe side by side, so many browsers polling at once never queue behind each other;
 # actions keep gradio's default of one at a time.
 READ_ONLY = ("list_runs", "run_status", "run_metrics", "run_samples", "run_log", "config_diff", "config_fields", "cli_command", "preview_data",
-             "feedback_count", "lifecycle", "lifecycle_progress", "report_card", "tokenize")
+             "feedback_count", "constitution", "lifecycle", "lifecycle_progress", "report_card", "tokenize")
 READS = 16  # at once: enough for many polling browsers, not a thread per flood of requests
 # Generation runs in the app's own process and takes every core it gets: one request at a time, shared
 # with the Compare and Feedback pages' buttons (the same concurrency id), so that two browsers queue
@@ -446,7 +477,7 @@ GENERATION = dict(concurrency_limit=1, concurrency_id="generation")
 def register() -> None:
     """Wire every endpoint into the Blocks being built, with a stable api_name."""
     for name, fn in ENDPOINTS.items():
-        if name == "compare":
+        if name in ("compare", "ai_rank"):  # models run in the app's process
             gr.api(fn, api_name=name, **GENERATION)
         else:
             gr.api(fn, api_name=name, concurrency_limit=READS if name in READ_ONLY else "default")

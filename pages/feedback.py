@@ -30,6 +30,13 @@ every pair the ranking implies becomes a preference pair (3 answers → 3 pairs,
 **Train a reward model on these** queues a reward run on them, with the model as its parent."""
 
 
+AI_ABOUT = """Instead of you, a model can rank (Constitutional AI's feedback): shown the prompt, two answers and one
+principle, the labeler prefers one by its probabilities of answering "A" or "B", asked in both orders. Every two
+answers are compared under each principle, and each verdict is saved to the dataset as a pair that names its
+labeler, principle and margin. Any instruct model can judge; on the toy world the lab trains one: SFT on the
+judging chats `llm-lab world` writes (`llm-lab feedback` labels many prompts at once)."""
+
+
 def fresh() -> dict:
     return {"source": None, "prompts": [], "index": -1, "context": [], "answers": [], "model": None}
 
@@ -95,7 +102,7 @@ def on_sample(model, prompt, k, temperature, top_p, max_new, seed, mode, state):
     except gr.Error as e:
         yield quiet + [warn(e)]
         return
-    done = {**state, "answers": [p["answer"] for p in panes], "model": model, "prompt": prompt, "history": history}
+    done = {**state, "answers": [p["answer"] for p in panes], "model": model, "prompt": prompt, "history": history, "saved": []}
     yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [gr.skip()] * MAX_K + [done, "rank the answers (1 = best), then save"]
 
 
@@ -103,6 +110,8 @@ def on_save(request: gr.Request, browser_id: str, dataset, state, *given):
     answers = state["answers"]
     if not answers:
         return gr.skip(), gr.skip(), warn(gr.Error("nothing to rank yet: sample answers first")), gr.skip()
+    if "human" in state.get("saved", ()):
+        return gr.skip(), gr.skip(), warn(gr.Error("your ranking of these answers is saved already: press Next prompt, then Sample")), gr.skip()
     chosen = list(given[: len(answers)])
     if any(r is None for r in chosen):
         return gr.skip(), gr.skip(), warn(gr.Error("give every answer a rank (1 = best; equal ranks for no preference)")), gr.skip()
@@ -112,8 +121,8 @@ def on_save(request: gr.Request, browser_id: str, dataset, state, *given):
         return gr.skip(), gr.skip(), warn(e), gr.skip()
     text, file = summary(dataset)
     skipped = f"; {saved['skipped']} left out (identical or empty answers)" if saved["skipped"] else ""
-    # Saved: the answers are spent, so they cannot be saved twice by a second click.
-    return text, file, f"saved {saved['added']} pair(s){skipped}: press Next prompt, then Sample", {**state, "answers": []}
+    # Saved: a second click cannot save them twice (the AI labeler may still rank them, once)
+    return text, file, f"saved {saved['added']} pair(s){skipped}: press Next prompt, then Sample", {**state, "saved": [*state.get("saved", ()), "human"]}
 
 
 def on_undo(dataset, browser_id: str, request: gr.Request):
@@ -136,6 +145,31 @@ def on_train(model, dataset, browser_id: str, request: gr.Request):
     except gr.Error as e:
         return warn(e)
     return f"reward run `{run_id}` queued on {c['pairs']} pairs, from `{model}`: watch it on Align → Reward model"
+
+
+def on_ai_rank(request: gr.Request, browser_id: str, dataset, labeler_model, state):
+    """The labeler's verdicts on the answers sampled, saved like a ranking (each pair naming its labeler and principle)."""
+    answers = state["answers"]
+    if not answers:
+        return gr.skip(), gr.skip(), warn(gr.Error("nothing to rank yet: sample answers first")), gr.skip()
+    if labeler_model in state.get("saved", ()):
+        return gr.skip(), gr.skip(), warn(gr.Error("this labeler's verdicts on these answers are saved already: press Next prompt, then Sample")), gr.skip()
+    try:
+        out = api.ai_rank(state["prompt"], answers, state["history"], dataset, labeler_model, state["model"], visitor.of(browser_id, request))
+    except gr.Error as e:
+        return gr.skip(), gr.skip(), warn(e), gr.skip()
+    gold = (f"; of the {out['gold_pairs']} pair(s) the gold judge tells apart, it agrees on {out['gold_agreement']:.0%}"
+            if out["gold_agreement"] is not None else "")
+    return (*summary(dataset), f"the labeler `{out['labeler']}` saved {out['added']} pair(s) under {', '.join(out['principles'])}{gold}",
+            {**state, "saved": [*state.get("saved", ()), labeler_model]})
+
+
+def on_save_constitution(text):
+    try:
+        saved = api.save_constitution(text)
+    except gr.Error as e:
+        return gr.skip(), warn(e)
+    return saved, f"constitution saved: {len(saved.splitlines())} principle(s)"
 
 
 def on_upload(file):
@@ -180,6 +214,14 @@ def build(demo: gr.Blocks) -> None:
             dataset = gr.Textbox("feedback", label="preference dataset: checkpoints/feedback/NAME.jsonl", scale=2, elem_id="feedback-dataset")
             export = gr.File(label="export (jsonl)", interactive=False, height=90, scale=2, elem_id="feedback-export")
         counter = gr.Markdown(elem_id="feedback-counter")
+        with gr.Accordion("AI feedback: a labeler model ranks the answers under a constitution", open=False, elem_id="feedback-ai"):
+            gr.Markdown(AI_ABOUT)
+            with gr.Row(equal_height=True):
+                principles = gr.Textbox(label="constitution: one `name: text` per line", lines=4, scale=3, elem_id="feedback-constitution")
+                with gr.Column(scale=1, min_width=200):
+                    labeler_model = gr.Dropdown(label="labeler (an instruct model)", allow_custom_value=True, elem_id="feedback-labeler")
+                    ai_rank = gr.Button("AI ranks these answers", variant="primary", elem_id="feedback-ai-rank")
+                    save_principles = gr.Button("Save constitution", size="sm", elem_id="feedback-constitution-save")
         # inside the tab: a component placed in the Tabs between two tabs broke the tab bar (the next
         # tab's button showed the selected tab's label)
         state = gr.State(fresh())
@@ -194,8 +236,11 @@ def build(demo: gr.Blocks) -> None:
     train.click(on_train, inputs=[model, dataset, visitor.state()], outputs=message, api_visibility="private")
     dataset.blur(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
     upload.upload(on_upload, inputs=upload, outputs=source, **HIDDEN)
+    ai_rank.click(on_ai_rank, inputs=[visitor.state(), dataset, labeler_model, state], outputs=[counter, export, message, state],
+                  api_visibility="private", show_progress="minimal", **api.GENERATION)
+    save_principles.click(on_save_constitution, inputs=principles, outputs=[principles, message], **HIDDEN)
     # Read when the tab opens, not at the page load: each event costs the browser work (stage.HIDDEN).
-    tab.select(lambda: gr.Dropdown(choices=model_choices()), outputs=model, **HIDDEN)
+    tab.select(lambda: [gr.Dropdown(choices=model_choices())] * 2 + [api.constitution()], outputs=[model, labeler_model, principles], **HIDDEN)
     tab.select(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
     tab.select(lambda source, state: on_next(source, state) if state["source"] is None else [gr.skip()] * 4,
                inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)

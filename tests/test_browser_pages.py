@@ -1,5 +1,6 @@
 """The pages as a newcomer meets them, in a real browser (Debian's Chromium driven by Playwright): a stage's
-form starts on the run before it and survives a reload; Feedback's Save ranking counts what it saved;
+form starts on the run before it and survives a reload; Feedback's Save ranking counts what it saved, and so
+does its AI labeler, with the pairs' provenance;
 deleting a run that others build on is refused with them named; a Compare vote in a conversation pairs only
 answers to the same turns."""
 
@@ -107,6 +108,22 @@ def test_feedback_save_counts_the_ranking_and_offers_the_export(page, nano_sft_r
     # The dataset downloads from the page.
     wait_for(lambda: page.locator("#feedback-export a").count() > 0, 30, "the export's download link")
     assert f"{dataset}.jsonl" in page.locator("#feedback-export").inner_text().replace("\n", "")
+
+    # AI feedback: a labeler (any instruct model; here the same nano SFT model) ranks the same two answers under
+    # each principle of the constitution, and the pairs are counted with who labeled them.
+    page.locator("#feedback-ai").get_by_text("AI feedback").click()
+    principles = page.locator("#feedback-constitution textarea")
+    wait_for(lambda: principles.input_value().startswith("correct: "), 30, "the constitution", shown=principles.input_value)
+    page.locator("#feedback-labeler input").click()
+    page.get_by_role("option", name=f"{nano_sft_run.name} · sft").click()
+    page.locator("#feedback-ai-rank").click()
+    wait_for(lambda: "the labeler" in text(page, "#feedback-message"), 120, "the labeler's pairs", shown=lambda: text(page, "#feedback-message"))
+    assert "under correct, harmless, polite, concise" in text(page, "#feedback-message")
+    rows = read_jsonl(store / "feedback" / f"{dataset}.jsonl")
+    assert rows[0]["labeled_by"] == "human" and len(rows) == 1 + 4  # one pair per principle (the labeler never ties)
+    assert {r["principle"] for r in rows[1:]} == {"correct", "harmless", "polite", "concise"}
+    assert all(r["labeled_by"] == nano_sft_run.name and r["margin"] > 0 for r in rows[1:])
+    wait_for(lambda: "5 preference pairs from 5 rankings" in text(page, "#feedback-counter").replace("**", ""), 30, "the counter with the AI's pairs")
 
 
 def test_deleting_a_run_others_build_on_is_refused_with_them_named(page, nano_sft_run, nano_dpo_run):

@@ -115,3 +115,21 @@ def test_ai_feedback_refuses_what_it_cannot_do_in_one_line(store, nano_sft_run, 
         args = ["feedback", "--labeler", nano_sft_run.name, "--model", nano_sft_run.name, *argv]
         proc = llm_lab(*args, check=False)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_pages_constitution_is_saved_from_its_lines_and_shared_only_outside_a_demo(store, monkeypatch):
+    import gradio as gr
+
+    from pages import api
+
+    assert api.constitution().splitlines()[0].startswith("correct: ")
+    try:
+        assert api.save_constitution("# the lab's own\nkind: Be kind.\nbrief: Be brief.") == "kind: Be kind.\nbrief: Be brief."
+        assert [p.name for p in labeler.constitution()] == ["kind", "brief"]
+        with pytest.raises(gr.Error, match="line 2: write each principle as `name: text`"):
+            api.save_constitution("kind: Be kind.\nbrief")
+        monkeypatch.setenv("LAB_DEMO_MODE", "1")
+        with pytest.raises(gr.Error, match="every visitor shares the constitution"):
+            api.save_constitution("kind: Be kind.")
+    finally:
+        labeler.constitution_path().unlink(missing_ok=True)
