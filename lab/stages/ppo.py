@@ -183,7 +183,7 @@ def token_logprobs(model, input_ids, attention_mask, n_prompt: int, temperature:
     """Log-probabilities (and entropies) of the answer tokens under `model` at `temperature`, the
     distribution the rollouts were sampled from."""
     # Only the answer's logits: the LM head's product at the prompt's positions would be thrown away, and in
-    # the updates differentiated too (a third of the head's work at the toy world's lengths).
+    # the updates differentiated too.
     keep = input_ids.shape[1] - n_prompt + 1
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask), **models.only_last_logits(model, keep)).logits
     logits = logits[:, -keep:-1].float() / temperature
