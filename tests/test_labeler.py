@@ -88,9 +88,11 @@ def test_the_labelers_verdict_on_a_hand_made_pair(nano_judge_run):
 def test_ai_feedback_saves_pairs_with_provenance_that_the_reward_model_and_dpo_train_on(store, nano_judge_run, nano_sft_run):
     name = "ai-test"
     feedback.add_ranking("people", [{"role": "user", "content": "Hi"}], ["Hello! How can I help?", "What."], [1, 2], "feedback")
+    people = len(feedback.human_pairs())  # this one, and any other test's of the same store
     proc = llm_lab("feedback", "--labeler", nano_judge_run, "--model", nano_sft_run.name, "--limit", "6", "-k", "3", "--name", name,
                    "--temperature", "1.5", "--heldout", timeout=600)
-    assert "agreement with the gold judge:" in proc.stdout and "with the people's pairs so far:" in proc.stdout and "of 1" in proc.stdout
+    assert "agreement with the gold judge:" in proc.stdout and "with the people's pairs so far: " in proc.stdout
+    assert f" of {min(people, 200)}\n" in proc.stdout, proc.stdout
     assert "held-out pairs:" in proc.stdout
     rows = read_jsonl(feedback.path_of(name))
     assert rows, proc.stdout
