@@ -279,20 +279,14 @@ def cmd_feedback(args) -> int:
     if note:
         print(note, file=sys.stderr)
     out = labeler.ai_feedback(args.labeler, args.model, prompts=args.prompts, k=args.k, limit=args.limit, principles=principles,
-                              name=args.name, temperature=args.temperature, seed=args.seed, device=device)
+                              name=args.name, temperature=args.temperature, seed=args.seed, device=device, heldout=args.heldout)
     pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731
     print(f"{out['added']} pairs from {out['prompts']} prompts ({out['skipped_prompts']} with fewer than two different answers), "
           f"labeled by {out['labeler']} under {', '.join(out['principles'])}")
     print(f"agreement with the gold judge: {pct(out['gold_agreement'])} of the {out['gold_pairs']} pairs it tells apart; "
           f"with the people's pairs so far: {pct(out['human_agreement'])} of {out['human_pairs']}")
-    if args.heldout:
-        from lab import stages
-
-        world = stages.world_of(args.prompts)
-        if world is None:
-            raise UserError("--heldout measures the labeler on the toy world's held-out pairs: use it with --prompts world")
-        judge = inference.load(args.labeler, "causal", device)
-        held = labeler.agreement_with_gold(judge.model, judge.tokenizer, world, principles=principles or labeler.constitution())
+    if out["heldout"]:
+        held = out["heldout"]
         per = ", ".join(f"{name} {v:.1%}" for name, v in held["by_principle"].items())
         print(f"on the toy world's {held['pairs']} held-out pairs: {pct(held['agreement'])} as the gold rules ({per})")
     print(f"saved to {out['file']} ({out['pairs']} pairs in all)", file=sys.stderr)

@@ -251,10 +251,12 @@ def agreement_with_gold(model, tokenizer, world, split: str = "heldout", princip
 
 
 def ai_feedback(labeler: str, model: str, prompts: str = "world", k: int = 4, limit: int = 20, principles=None,
-                name: str = "ai-feedback", temperature: float = 1.0, seed: int = 0, device: str = "cpu", owner: str | None = None) -> dict:
+                name: str = "ai-feedback", temperature: float = 1.0, seed: int = 0, device: str = "cpu", owner: str | None = None,
+                heldout: bool = False) -> dict:
     """Sample `k` answers to each of `limit` prompts with `model`, have `labeler` compare every two under each
     principle, and save each verdict as a pair of the feedback dataset `name`. Returns what was saved and the
-    labeler's agreement with the gold judge (toy-world prompts) and with the human pairs of the store."""
+    labeler's agreement with the gold judge (toy-world prompts) and with the human pairs of the store; with
+    `heldout`, also `heldout`: its `agreement_with_gold` on the toy world's held-out pairs."""
     from lab import evals, feedback, inference, stages
 
     if not 2 <= k <= 16:
@@ -265,6 +267,8 @@ def ai_feedback(labeler: str, model: str, prompts: str = "world", k: int = 4, li
         raise UserError(f"--temperature {temperature}: give a temperature above 0 and at most 10 (the answers must differ)")
     principles = check_constitution(principles) if principles is not None else constitution()
     path = feedback.path_of(name)  # a bad name is refused before any model loads
+    if heldout and stages.world_of(prompts) is None:
+        raise UserError("--heldout measures the labeler on the toy world's held-out pairs: use it with --prompts world")
     chosen_prompts = stages.prompt_set(prompts)
     chosen_prompts = random.Random(seed).sample(chosen_prompts, min(limit, len(chosen_prompts)))
     policy = inference.load(model, "causal", device)
@@ -286,8 +290,9 @@ def ai_feedback(labeler: str, model: str, prompts: str = "world", k: int = 4, li
                                                          for r in human for p in principles]) if human else []
     n = len(principles)
     human_agree = [sum(human_odds[i * n : (i + 1) * n]) > 0 for i in range(len(human))]
+    held = agreement_with_gold(judge.model, judge.tokenizer, world, principles=principles) if heldout else None
     return {**labeled, "file": str(path), "prompts": len(groups), "skipped_prompts": skipped, "model": policy.run or policy.path,
-            "human_agreement": sum(human_agree) / len(human_agree) if human_agree else None, "human_pairs": len(human_agree)}
+            "human_agreement": sum(human_agree) / len(human_agree) if human_agree else None, "human_pairs": len(human_agree), "heldout": held}
 
 
 def label(judge, groups: list[tuple[list[dict], list[str]]], principles: list[Principle], name: str, source: str, model: str | None = None,
