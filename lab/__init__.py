@@ -9,7 +9,7 @@ import sys
 # spinning threads then steal each other's cores: on 2 cores with 3 busy processes, greedy generation of a
 # nano model ran over an order of magnitude slower with the default spin-wait.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-if sys.argv[1:2] in (["train"], ["quickstart"], ["eval"], ["seed"], ["feedback"]):
+if sys.argv[1:2] in (["train"], ["quickstart"], ["experiment"], ["eval"], ["seed"], ["feedback"]):
     # A training job, though, runs op after op on its own threads, and with no spin at all its worker thread
     # went to sleep between every two of them: PPO's updates took 1.5-2 times as long, pretraining a quarter longer
     # (bench/RESULTS.md, "PPO against TRL 1.12 on a quiet machine"). A spin of 10,000

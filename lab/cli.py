@@ -6,6 +6,7 @@
     llm-lab train STAGE ... --detach             queue it as a background job and print the run id at once
     llm-lab quickstart [--scale nano] [--with grpo]   the whole lifecycle, evaluated, with its report card
     llm-lab quickstart --continue RUN            carry on a stopped lifecycle from its first unfinished step
+    llm-lab experiment NAME [--scale nano]       one of the lifecycle's claims measured: child runs, result.json, a plot
     llm-lab eval RUN [--against RUN]             evaluate a model; writes the run's eval.json
     llm-lab report RUN                           a lifecycle's report card
     llm-lab runs [--json]                        every run: stage, status, parent, last metrics
@@ -214,15 +215,22 @@ def cmd_quickstart(args) -> int:
     return follow_lifecycle(run)
 
 
-def follow_lifecycle(run, poll: float = 1.0) -> int:
-    from lab import jobs, runs
+def follow_lifecycle(run) -> int:
     from lab.stages import lifecycle
+
+    return follow_steps(run, lifecycle.progress, "lifecycle", f"llm-lab quickstart --continue {run.id}", lambda: (run.path / "report.md").read_text(encoding="utf-8"))
+
+
+def follow_steps(run, progress, what: str, again: str, at_end, poll: float = 1.0) -> int:
+    """Follow a run made of other runs (a lifecycle, an experiment) step by step on stderr, and print its id last;
+    Ctrl-C stops it (it saves what it has, and `again` carries on). `at_end()`: what to print when it completed."""
+    from lab import jobs, runs
 
     shown = {}
     try:
         while True:
-            jobs.reap()  # the lifecycle job this process started: no zombie once it ends
-            p = lifecycle.progress(run)
+            jobs.reap()  # the job this process started: no zombie once it ends
+            p = progress(run)
             if run.status == "queued" and "queued" not in shown:
                 ahead = jobs.ahead_of(run)
                 print(f"waiting in the queue: {ahead} job(s) ahead" if ahead else "queued", file=sys.stderr, flush=True)
@@ -230,21 +238,49 @@ def follow_lifecycle(run, poll: float = 1.0) -> int:
             for row in p["steps"]:
                 if shown.get(row["step"]) != row["status"] and row["status"] not in ("waiting", "not started"):
                     took = f" in {row['seconds']:.0f} s" if row["seconds"] and row["status"] not in runs.ACTIVE else ""
-                    print(f"{row['step']:<10} {row['status']:<10} {row['run'] or ''}{took}", file=sys.stderr, flush=True)
+                    print(f"{row['step']:<10} {row['status']:<10} {row['run'] or ''}{took}{' (made before, reused)' if row.get('shared') else ''}", file=sys.stderr, flush=True)
                     shown[row["step"]] = row["status"]
             if p["status"] not in runs.ACTIVE:
                 break
             time.sleep(poll)
     except KeyboardInterrupt:
-        print(f"stopping the lifecycle (carry on later with `llm-lab quickstart --continue {run.id}`)", file=sys.stderr, flush=True)
+        print(f"stopping the {what} (carry on later with `{again}`)", file=sys.stderr, flush=True)
         jobs.stop(run, wait=True)
     status = run.status
     if status == "completed":
-        print((run.path / "report.md").read_text(encoding="utf-8"), file=sys.stderr)
+        print(at_end(), file=sys.stderr)
     elif status in ("failed", "stopped"):
-        print(f"lifecycle {status}: {run.info.get('error') or ''} (carry on with `llm-lab quickstart --continue {run.id}`)", file=sys.stderr)
+        print(f"{what} {status}: {run.info.get('error') or ''} (carry on with `{again}`)", file=sys.stderr)
     print(run.id)
     return 0 if status == "completed" else 1
+
+
+def cmd_experiment(args) -> int:
+    """An experiment as a background job, followed here; Ctrl-C stops it and `--continue` carries it on."""
+    from lab import experiments, jobs
+    from lab.errors import UserError
+    from lab.runs import Run
+    from lab.stages import experiment
+
+    if args.list:
+        for e in experiments.catalogue():
+            print(f"{e['name']:<18} {e['question']}\n{'':<18} runs: {e['runs']}; about {e['expected_seconds']['nano'] / 60:.0f} min at nano scale, "
+                  f"{e['expected_seconds']['default'] / 60:.0f} min at default\n")
+        return 0
+    if args.continue_run:
+        run = experiment.resume(Run.open(args.continue_run))
+    elif not args.name:
+        raise UserError(f"name an experiment: {', '.join(experiments.names())} (`llm-lab experiment --list` says what each answers)")
+    else:
+        experiments.get(args.name)  # the name, as the user typed it (a positional, not --experiment)
+        config = experiment.Config(experiment=args.name, scale=args.scale, seeds=args.seeds, seed=args.seed, device=args.device)
+        run = jobs.submit("experiment", config)
+    if args.detach:
+        print(f"experiment queued; follow it with `llm-lab runs` or on the Experiments page; stop it with `llm-lab stop {run.id}`", file=sys.stderr)
+        print(run.id)
+        return 0
+    return follow_steps(run, experiment.progress, "experiment", f"llm-lab experiment --continue {run.id}",
+                        lambda: f"{(experiment.result(run) or {}).get('conclusion', '')}\n(result.json and plot.html in {run.path})")
 
 
 def cmd_seed(args) -> int:
@@ -352,14 +388,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             sp.add_argument("--machine-rank", type=int, default=0, metavar="R",
                             help="several machines: this machine's rank; machine 0 (the default) creates and writes the run, the others join it")
 
-    p = sub.add_parser("quickstart", help="the whole lifecycle, measured: tokenizer → pretrain → SFT → reward model → DPO, PPO → evals → report card")
-    p.add_argument("--scale", default="default", choices=("nano", "default"), help="nano: a few minutes on 2 CPU cores; default: the CPU default models, steps fitted to the toy world (default: %(default)s)")
-    p.add_argument("--with", dest="with_stages", action="append", choices=("grpo",), help="an optional step to add")
-    p.add_argument("--continue", dest="continue_run", metavar="RUN", help="carry on a stopped or failed lifecycle from its first unfinished step")
-    p.add_argument("--name", help="a name for the lifecycle run")
-    p.add_argument("--seed", type=int, default=0, help="random seed of every step (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
-    p.add_argument("--detach", action="store_true", help="queue it as a background job and print its run id at once")
+    add_pipeline_commands(sub)
 
     p = sub.add_parser("eval", help="evaluate a run's model and write its eval.json")
     p.add_argument("run")
@@ -412,6 +441,28 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def add_pipeline_commands(sub) -> None:
+    """The commands that run other runs: the whole lifecycle and the experiments."""
+    p = sub.add_parser("quickstart", help="the whole lifecycle, measured: tokenizer → pretrain → SFT → reward model → DPO, PPO → evals → report card")
+    p.add_argument("--scale", default="default", choices=("nano", "default"), help="nano: a few minutes on 2 CPU cores; default: the CPU default models, steps fitted to the toy world (default: %(default)s)")
+    p.add_argument("--with", dest="with_stages", action="append", choices=("grpo",), help="an optional step to add")
+    p.add_argument("--continue", dest="continue_run", metavar="RUN", help="carry on a stopped or failed lifecycle from its first unfinished step")
+    p.add_argument("--name", help="a name for the lifecycle run")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every step (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
+    p.add_argument("--detach", action="store_true", help="queue it as a background job and print its run id at once")
+
+    p = sub.add_parser("experiment", help="an experiment that measures one of the lifecycle's claims, with a plot and a conclusion (--list: which)")
+    p.add_argument("name", nargs="?", help="the experiment (see --list)")
+    p.add_argument("--list", action="store_true", help="the experiments, the question each answers and its expected time")
+    p.add_argument("--scale", default="default", choices=("nano", "default"), help="nano: minutes on 2 CPU cores; default: the lifecycle's default models and steps (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=0, help="seeds per compared run (default: the experiment's own number)")
+    p.add_argument("--continue", dest="continue_run", metavar="RUN", help="carry on a stopped or failed experiment, reusing its finished runs")
+    p.add_argument("--seed", type=int, default=0, help="the first seed (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: %(default)s)")
+    p.add_argument("--detach", action="store_true", help="queue it as a background job and print its run id at once")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
@@ -426,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args, parser) -> int:
-    commands = {"quickstart": cmd_quickstart, "eval": cmd_eval, "feedback": cmd_feedback, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "resume": cmd_resume, "delete": cmd_delete, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
+    commands = {"quickstart": cmd_quickstart, "experiment": cmd_experiment, "eval": cmd_eval, "feedback": cmd_feedback, "report": cmd_report, "seed": cmd_seed, "runs": cmd_runs, "stop": cmd_stop, "resume": cmd_resume, "delete": cmd_delete, "world": cmd_world, "presets": cmd_presets, "export": cmd_export, "app": cmd_app}
     if args.command == "train":
         return cmd_train(args, parser)
     if args.command in commands:

@@ -438,6 +438,38 @@ def report_card(run_id: str) -> dict:
     return evals.report_card(run.id)
 
 
+# -- experiments -------------------------------------------------------------------------------------
+
+
+@user_errors
+def experiments() -> list[dict]:
+    """The experiments: [{"name", "question", "runs" (what it trains and measures), "seeds" (its default), "expected_seconds": {"nano", "default"}}]."""
+    from lab import experiments as catalogue
+
+    return catalogue.catalogue()
+
+
+@user_errors
+def run_experiment(name: str, scale: str = "nano", seeds: int = 0, request: gr.Request = None) -> str:
+    """Queue experiment `name` at `scale` ("nano" or "default") with `seeds` seeds per compared run (0: its own number). Returns its run id; follow it with experiment_result."""
+    return jobs.submit("experiment", _config("experiment", json.dumps({"experiment": name, "scale": scale, "seeds": int(seeds or 0)})), owner=visitor(request)).id
+
+
+@user_errors
+def experiment_result(run_id: str) -> dict:
+    """Where an experiment stands and what it found: status, each of its runs with its status (shared: made before and reused), elapsed and expected seconds, and once done "result": {"name", "question", "measured", "conclusion", "runs"}."""
+    from lab.stages import experiment
+
+    run = _run(run_id)
+    if run.stage != "experiment":
+        raise UserError(f"run {run.id} is a {run.stage} run, not an experiment: see run_status")
+    jobs.reap()
+    out = experiment.progress(run)
+    out["jobs_ahead"] = jobs.ahead_of(run) if out["status"] == "queued" else None
+    out["result"] = experiment.result(run)
+    return out
+
+
 # The longest text `tokenize` cuts: a page of text, not a corpus (that is the tokenizer stage's held-out statistics).
 MAX_TOKENIZE_CHARS = 20_000
 
@@ -461,12 +493,12 @@ def tokenize(text: str, tokenizers: list[str]) -> list[dict]:
 ENDPOINTS = {fn.__name__: fn for fn in (
     start_run, stop_run, resume_run, delete_run, export_run, list_runs, run_status, run_metrics, run_samples,
     run_log, config_diff, config_fields, cli_command, preview_data, compare, vote, rank, ai_rank, constitution, save_constitution,
-    feedback_count, undo_feedback, lifecycle, quickstart, lifecycle_progress, report_card, tokenize,
+    feedback_count, undo_feedback, lifecycle, quickstart, lifecycle_progress, report_card, experiments, run_experiment, experiment_result, tokenize,
 )} | {"eval": eval_run}
 # Reads are cheap and safe side by side, so many browsers polling at once never queue behind each other;
 # actions keep gradio's default of one at a time.
 READ_ONLY = ("list_runs", "run_status", "run_metrics", "run_samples", "run_log", "config_diff", "config_fields", "cli_command", "preview_data",
-             "feedback_count", "constitution", "lifecycle", "lifecycle_progress", "report_card", "tokenize")
+             "feedback_count", "constitution", "lifecycle", "lifecycle_progress", "report_card", "experiments", "experiment_result", "tokenize")
 READS = 16  # at once: enough for many polling browsers, not a thread per flood of requests
 # Generation runs in the app's own process and takes every core it gets: one request at a time, shared
 # with the Compare and Feedback pages' buttons (the same concurrency id), so that two browsers queue

@@ -15,9 +15,9 @@ import sys
 
 import gradio as gr
 
-from pages import api, compare, feedback, home, runs, stage, tokens, visitor
+from pages import api, compare, experiments, feedback, home, runs, stage, tokens, visitor
 
-PAGES = [feedback, compare, runs]
+PAGES = [feedback, compare, runs, experiments]
 
 HEADER = """# LLM Lifecycle Lab
 **tokenizer → pretraining → supervised fine-tuning → alignment.** Every run is a job in its own process and a

@@ -547,9 +547,9 @@ class Opened:
 
 
 def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], extras: dict | None = None,
-                own_pages: tuple[str, ...] = ("Home",)) -> dict[str, Opened]:
+                own_pages: tuple[str, ...] = ("Home", "Experiments")) -> dict[str, Opened]:
     """A tab per stage in lifecycle order; the stages that name the same page share its tab, a sub-tab each.
-    Stages whose page is one of `own_pages` (the lifecycle: Home) are shown by that page, not by a form here.
+    Stages whose page is one of `own_pages` (the lifecycle: Home; the experiments) are shown by that page, not by a form here.
     `extras` maps a page's title to a `build(demo, tab)` that adds a section under its stages."""
     pages: dict[str, list[str]] = {}
     for stage in stages.names():

@@ -31,6 +31,7 @@ REGISTRY = {
     "kto": "lab.stages.kto",
     "grpo": "lab.stages.grpo",
     "lifecycle": "lab.stages.lifecycle",  # the others in order, as one run (`llm-lab quickstart`)
+    "experiment": "lab.stages.experiment",  # runs of the others that measure one claim (`llm-lab experiment`)
 }
 
 # What a stage reads from its `data` field, and how lab.data names the formats accepted for it:
@@ -179,10 +180,11 @@ def text_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0, colu
     return train, heldout
 
 
-def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0, columns: str = "") -> tuple[list[dict], list[dict]]:
+def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0, columns: str = "", max_pairs: int = 0) -> tuple[list[dict], list[dict]]:
     """(train, held-out) preference pairs in TRL's conversational shape (prompt turns, chosen turn(s),
     rejected turn(s)), so the trainers render them with the chat template the model was tuned on. The toy
-    world has its own split (disjoint by prompt); user data is split at random."""
+    world has its own split (disjoint by prompt); user data is split at random. `max_pairs`: at most that many
+    training pairs, drawn at random from `seed` (0: all); the held-out pairs stay whole."""
     world = world_of(source, columns)
     if world is not None:
         train, heldout = world.preference_pairs("train"), world.preference_pairs("heldout")
@@ -202,6 +204,8 @@ def preference_splits(source: str, heldout_fraction: float = 0.05, seed: int = 0
                 "chosen": [{"role": "assistant", "content": r["chosen"]}],
                 "rejected": [{"role": "assistant", "content": r["rejected"]}], **extra}
 
+    if 0 < max_pairs < len(train):
+        train = random.Random(f"pairs/{seed}").sample(train, max_pairs)
     return [turns(r) for r in train], [turns(r) for r in heldout]
 
 

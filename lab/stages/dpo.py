@@ -57,6 +57,8 @@ class Config(DataArgs, LoraArgs, TrainerArgs):
     label_smoothing: float = option(0.0, "conservative DPO: the share of pairs assumed mislabelled", advanced=True, within="[0, 0.5)")
     max_length: int = option(256, "tokens per chat (prompt + answer); longer ones are truncated", advanced=True, within="[8, 1048576]")
     heldout_fraction: float = option(0.05, "share of your pairs held out (the toy world has its own split)", advanced=True, within="[0, 0.5]")
+    # what a budget of human labels buys: the preference-budget experiment (lab.experiments)
+    max_pairs: int = option(0, "train on at most this many pairs, drawn at random from the training pairs (0: all of them)", advanced=True, within="[0, 100000000]")
     logging_steps: int = inherit(TrainerArgs, "logging_steps", 5)
     kl_every: int = option(10, "measure KL(policy ‖ reference) every N steps (0: never)", advanced=True, within="[0, 10000000]")
     sample_every: int = option(25, "answer the fixed prompts every N steps (0: never)", advanced=True, within="[0, 10000000]")
@@ -73,7 +75,7 @@ def check(config: Config) -> None:
     check_training(config)
     check_parent(config.parent)
     if world_of(config.data, config.columns) is None:
-        preference_splits(config.data, config.heldout_fraction, config.seed, config.columns)
+        preference_splits(config.data, config.heldout_fraction, config.seed, config.columns, config.max_pairs)
 
 
 def run(config: Config, run) -> dict:
@@ -81,7 +83,7 @@ def run(config: Config, run) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     device = prepare(config, run)
-    train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns)
+    train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns, config.max_pairs)
     world = world_of(config.data)
     judged = world if config.world_evals else None  # the world whose evals end the run
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForCausalLM, config.mode, device)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from lab import configs, jobs, runs
+from lab import configs, jobs, pipeline, runs
 from lab.configs import DATA, MODEL, RUN, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage
@@ -119,11 +119,14 @@ def run(config: Config, run) -> dict:
     jobs.start_from_fork_server()  # the steps' jobs start in a fraction of a second, not after their imports
     made: dict[str, str] = {}
     for step, stage, values in plan:
-        child = _reusable(run, step)
+        child = pipeline.reusable(run, step, "lifecycle")
         if child is None:
-            child = _submit(run, step, stage, {k: v.format(**made) if isinstance(v, str) else v for k, v in values.items()})
+            fields = {k: v.format(**made) if isinstance(v, str) else v for k, v in values.items()}
+            config = pipeline.config_of(stage, fields, source=f"the lifecycle's {step} step")
+            base = run.info.get("name") if run.info.get("name") not in (None, run.id) else "lifecycle"
+            child = pipeline.submit(run, step, stage, config, name=f"{base} {step}", label="lifecycle")
         made[step] = child.id
-        status = _follow(run, step, child)
+        status = pipeline.follow(run, step, child, "lifecycle")
         if status == "stopped":  # asked of this run, or of the step's own run: this run ends stopped too
             jobs.request_stop()
             return {"stopped_at": step}
@@ -131,27 +134,27 @@ def run(config: Config, run) -> dict:
             raise UserError(f"the {step} step failed: {child.info.get('error') or 'see its log.txt'} (run {child.id}); "
                             f"fix what it says, then carry on ({hint(cli=f'llm-lab quickstart --continue {run.id}', page='Continue on Home')})")
     jobs.stop_fork_server()  # the evaluations run here: the server's memory is better spent on them
-    _set_step(run, "evals", status="queued")
+    pipeline.set_step(run, "evals", status="queued")
     from lab import evals
 
     try:
         with jobs.slot(run):  # the evaluations run models in this process: they take a job slot like any training
             run.update(holds_slot=True)  # so the queue counts it
-            _set_step(run, "evals", status="running", started=time.time())
+            pipeline.set_step(run, "evals", status="running", started=time.time())
             card = evals.lifecycle_report(run, on_model=lambda step: _evaluating(run, step))
     except jobs.StopRequested:
-        _set_step(run, "evals", status="stopped", ended=time.time())
+        pipeline.set_step(run, "evals", status="stopped", ended=time.time())
         raise
     finally:
         run.update(holds_slot=False)
-    _set_step(run, "evals", status="completed", ended=time.time())
+    pipeline.set_step(run, "evals", status="completed", ended=time.time())
     return card["summary"]
 
 
 def _evaluating(run, step: str) -> None:
     if jobs.stop_requested():  # between two models: what was measured stays in their eval.json
         raise jobs.StopRequested()
-    _set_step(run, "evals", evaluating=step)
+    pipeline.set_step(run, "evals", evaluating=step)
 
 
 def resume(run, owner: str | None = None):
@@ -161,71 +164,8 @@ def resume(run, owner: str | None = None):
         raise UserError(f"lifecycle {run.id} is {status}: it carries on by itself")
     if status == "completed":
         raise UserError(f"lifecycle {run.id} completed: start a new one ({hint(cli='llm-lab quickstart', page='Run the whole lifecycle on Home')})")
-    jobs.check_room(owner)
-    run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, error=None, ended=None, stop_requested=None)
-    jobs.start_waiting()
+    pipeline.requeue(run, owner)
     return run
-
-
-def _steps(run) -> dict:
-    return dict(run.info.get("steps") or {})
-
-
-def _set_step(lifecycle, step: str, **fields) -> None:
-    done = _steps(lifecycle)  # only the lifecycle's own process writes its steps
-    done[step] = {**done.get(step, {}), **fields}
-    lifecycle.update(steps=done)
-
-
-def _reusable(run, step: str):
-    """The run this lifecycle made for `step` before (a `--continue`), if it completed or is still going, or if it
-    stopped or failed with a checkpoint, from which it goes on (`jobs.resume`)."""
-    rid = _steps(run).get(step, {}).get("run")
-    if not rid:
-        return None
-    try:
-        child = runs.Run.open(rid)
-    except LookupError:  # deleted since: make it again
-        return None
-    if child.status in ("stopped", "failed") and child.last_checkpoint():
-        print(f"[lifecycle] {step}: run {child.id} goes on from its checkpoint of step {child.last_checkpoint()[0]}", flush=True)
-        return jobs.resume(child, owner=run.info.get("owner"))
-    return child if child.status in ("completed", *runs.ACTIVE) else None
-
-
-def _submit(run, step: str, stage: str, values: dict):
-    from lab import stages
-
-    module = stages.get(stage)
-    known = {f.name for f in configs.fields(module.Config)}  # the tokenizer has no seed, device or threads
-    config = configs.from_dict(module.Config, {k: v for k, v in values.items() if k in known}, source=f"the lifecycle's {step} step")
-    base = run.info.get("name") if run.info.get("name") not in (None, run.id) else "lifecycle"
-    child = jobs.submit(stage, config, name=f"{base} {step}", owner=run.info.get("owner"))
-    _set_step(run, step, run=child.id, stage=stage, status="queued", started=None, ended=None)
-    ahead = jobs.ahead_of(child)
-    print(f"[lifecycle] {step}: run {child.id}" + (f", waiting in the queue behind {ahead} job(s)" if ahead else ""), flush=True)
-    return child
-
-
-def _follow(run, step: str, child, poll: float = 0.5) -> str:
-    """Wait for a step's run to end, recording its status in this run; a stop asked of this run stops it."""
-    seen = None
-    while True:
-        jobs.reap()  # this process started the job (jobs.submit): collect it when it ends, no zombie left
-        status = child.status
-        if status != seen:
-            info = child.info
-            _set_step(run, step, run=child.id, status=status, started=info.get("started"), ended=info.get("ended"))
-            run.log_metrics({"step": len(run.metrics()[0]), "lifecycle_step": step, "status": status})
-            seen = status
-        if status not in runs.ACTIVE:
-            return status
-        if jobs.stop_requested():
-            print(f"[lifecycle] stop asked: stopping the {step} step ({child.id})", flush=True)
-            jobs.stop(child, wait=True)
-            _set_step(run, step, status=child.status, ended=child.info.get("ended"))
-            return "stopped"
-        time.sleep(poll)
 
 
 def progress(run) -> dict:
@@ -234,7 +174,7 @@ def progress(run) -> dict:
     scale (else the reference machine's times)."""
     config = run.config
     plan = [s for s, *_ in steps(configs.from_dict(Config, config, source=f"run {run.id}"))] + ["evals"]
-    done, now = _steps(run), time.time()
+    done, now = pipeline.steps(run), time.time()
     expected = expected_seconds(config.get("scale", "default"))
     rows, eta, current = [], 0.0, None
     active = run.status in runs.ACTIVE

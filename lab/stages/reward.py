@@ -39,13 +39,15 @@ class Config(DataArgs, LoraArgs, TrainerArgs):
     center_rewards_coefficient: float = option(0.01, "pull scores towards 0 (keeps PPO's reward scale steady; 0: off)", within="[0, 100]")
     max_length: int = option(256, "pairs with a longer chat are dropped", advanced=True, within="[8, 1048576]")
     heldout_fraction: float = option(0.05, "share of your pairs kept for the held-out accuracy (the toy world has its own split)", advanced=True, within="[0, 0.5]")
+    # what a budget of human labels buys: the preference-budget experiment (lab.experiments)
+    max_pairs: int = option(0, "train on at most this many pairs, drawn at random from the training pairs (0: all of them)", advanced=True, within="[0, 100000000]")
 
 
 def check(config: Config) -> None:
     check_training(config)
     check_parent(config.parent)
     if world_of(config.data, config.columns) is None:
-        preference_splits(config.data, config.heldout_fraction, config.seed, config.columns)
+        preference_splits(config.data, config.heldout_fraction, config.seed, config.columns, config.max_pairs)
 
 
 # What online RL takes as a reward besides a reward model: the toy world's judge, offered by the pages' pickers.
@@ -102,7 +104,7 @@ def run(config: Config, run) -> dict:
     from trl import RewardConfig, RewardTrainer
 
     device = prepare(config, run)
-    train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns)
+    train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns, config.max_pairs)
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForSequenceClassification, "full", device, num_labels=1)
     print(f"{len(train_pairs)} pairs ({len(heldout_pairs)} held out); parent {parent_path}; mode {config.mode} on {device}", flush=True)
     # the head is new: it must be trained in full, not through a low-rank update

@@ -43,6 +43,8 @@ class Config(DataArgs, LoraArgs, TrainerArgs):
     max_length: int = option(256, "tokens per sequence (longer chats are truncated)", advanced=True, within="[8, 1048576]")
     kl_every: int = option(25, "measure KL to the parent every N steps (0: never)", advanced=True, within="[0, 10000000]")
     sample_every: int = option(50, "answer the fixed prompts every N steps (0: never)", advanced=True, within="[0, 10000000]")
+    # What SFT alone teaches, without what pretraining knew: the skip-pretraining experiment (lab.experiments)
+    from_scratch: bool = option(False, "start from random weights in the parent's architecture, with its tokenizer: SFT with no pretraining", advanced=True)
 
 
 def check(config: Config) -> None:
@@ -50,6 +52,8 @@ def check(config: Config) -> None:
         raise UserError(f"SFT needs a parent model: set {flag('parent')} to a pretrain run, a local model folder or a hub id")
     check_training(config)
     check_parent(config.parent)
+    if config.from_scratch and config.mode != "full":
+        raise UserError(f"{flag('from_scratch')} trains every weight from random values: LoRA ({config.mode}) would train adapters on noise; set {flag('mode')} full")
     if world_of(config.data, config.columns) is None:
         load_chats(config)
 
@@ -85,11 +89,13 @@ def run(config: Config, run) -> dict:
     chats = load_chats(config)
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForCausalLM, config.mode, device)
     model = for_kbit_training(model, config.mode)
-    print(f"{len(chats)} chats; parent {parent_path}; mode {config.mode} on {device}", flush=True)
+    print(f"{len(chats)} chats; parent {parent_path}{' (its architecture, random weights)' if config.from_scratch else ''}; mode {config.mode} on {device}", flush=True)
 
     reference = None
     if config.mode == "full" and config.kl_every:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
+    if config.from_scratch:  # the same architecture and tokenizer, none of the knowledge (KL stays to the parent)
+        model = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype).to(device)
 
     # Full fine-tuning at LoRA's rate learnt the taught answers by heart and answered other questions with them
     learning_rate = config.learning_rate or (1e-4 if config.mode == "full" else 1e-3)

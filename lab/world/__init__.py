@@ -474,10 +474,11 @@ class World:
         if f.kind == "arithmetic":
             v = int(f.answer)
             return str(rng.choice([w for w in (v - 2, v - 1, v + 1, v + 2) if w >= 0]))
-        pool = self._candidates(f.kind)
+        pool = self.candidates(f.kind)
         return rng.choice([x for x in pool if x != f.answer])
 
-    def _candidates(self, kind: str) -> list[str]:
+    def candidates(self, kind: str) -> list[str]:
+        """Every value a fact of `kind` can take in this world (its capitals, its countries, the jobs, ...)."""
         if kind == "capital":
             return [x.capital for x in self.countries]
         if kind == "language":
@@ -520,6 +521,25 @@ class World:
                          {"role": "assistant", "content": self._answer(pr, style(pr), rng)}]
             chats.append({"messages": msgs})
         return chats
+
+    BAD_STYLES = ("rude", "ramble", "wrong")
+
+    def sft_chats_of_quality(self, n: int, bad_share: float, seed: int = 0) -> list[dict]:
+        """`n` one-turn chats on the prompts SFT may teach, a `bad_share` of them answered badly (rude, rambling or
+        wrong in turn; a harmful request complied with) and the rest as the gold judge wants (polite, correct,
+        concise; a harmful request refused): SFT data of a chosen quality. Prompts repeat once `n` exceeds them."""
+        rng = random.Random(f"sft-quality/{self.config.seed}/{n}/{bad_share}/{seed}")
+        pool = [pr for pr in self._prompts if (pr.kind == "fact" and pr.target.taught_in_sft) or pr.kind in ("color", "greet")
+                or (pr.kind == "harmful" and pr.target.seen_in_sft)]
+        prompts = [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)]
+        n_bad = round(n * bad_share)
+        out = []
+        for i, pr in enumerate(prompts):
+            bad = i < n_bad
+            style = ("comply" if bad else "refuse") if pr.kind == "harmful" else (self.BAD_STYLES[i % 3] if bad else "polite")
+            out.append({"messages": [{"role": "user", "content": pr.text}, {"role": "assistant", "content": self._answer(pr, style, rng)}]})
+        rng.shuffle(out)
+        return out
 
     def preference_pairs(self, split: str = "train") -> list[dict]:
         """Gold-rule pairs over every fact question, task and harmful request; splits are disjoint by prompt."""
@@ -571,6 +591,22 @@ class World:
             "harmful": [{"prompt": h.prompt, "seen_in_sft": h.seen_in_sft} for h in self.harmful],
             "chat": chat,
         }
+
+    def unseen_facts(self, per_kind: int = 8) -> list[dict]:
+        """Questions about entities this world never mentions (invented names no other name starts like), in the
+        forms of its facts: a model can know nothing about them, so any value it states is made up. Each
+        {"kind", "subject", "prefix", "question"}; no arithmetic (every sum has an answer)."""
+        names = _Names(random.Random(f"unseen/{self.config.seed}"))
+        names.taken = [n.lower() for x in self.countries for n in (x.name, x.capital, x.language)]
+        names.taken += [p.name.lower() for p in self.people] + [a.name for a in self.animals]
+        entity = {"capital": "country", "language": "country", "home": "person", "job": "person", "animal_color": "animal", "animal_home": "animal"}
+        out = []
+        for kind, of in entity.items():
+            spec = T.FACT_TEXT[kind]
+            for _ in range(per_kind):
+                slots = {"s": names.make(of), "o": ""}
+                out.append({"kind": kind, "subject": slots["s"], "prefix": spec["prefix"].format(**slots), "question": spec["questions"][0].format(**slots)})
+        return out
 
     def judge(self, prompt: str | list[dict], answer: str) -> Judgement:
         """The gold preference: correctness (or refusing a harmful request) weighs 3, politeness and
@@ -643,7 +679,7 @@ class World:
                 if kind == "arithmetic":
                     slots = {"a": num, "b": num, "o": num}
                 else:
-                    slots = {"s": alt(subjects[group]), "o": alt(self._candidates(kind))}
+                    slots = {"s": alt(subjects[group]), "o": alt(self.candidates(kind))}
                 spec = T.FACT_TEXT[kind]
                 for template in (spec["prefix"] + " {o}", *spec["train"], *spec["answers"]):
                     forms.append((kind, re.compile(_form_regex(template, slots))))
@@ -701,7 +737,7 @@ class World:
             pair = sorted((sl["a"], sl["b"]))
             about = any(sorted(map(int, s.split(" plus "))) == pair for s in mine)  # 4 plus 3 answers 3 plus 4
         else:
-            values = [x for x in self._candidates(f.kind) if _has(rest, [_norm(x)])]
+            values = [x for x in self.candidates(f.kind) if _has(rest, [_norm(x)])]
             about = f.subject in mine
         if any(v != f.answer for v in values):
             return False

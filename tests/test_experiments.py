@@ -1,0 +1,193 @@
+"""Every experiment at nano scale, end to end, in one store: `llm-lab experiment NAME --scale nano` trains its
+child runs (sharing one nano base, instruct and reward model among all of them), then writes result.json with
+the measured values, a self-contained plot and a conclusion that quotes those values. A stopped experiment
+continues without redoing its finished runs; bad input is one line; the Experiments page runs one in a real
+browser and shows its plot and conclusion."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import running_app, wait_for
+
+from lab.experiments import REGISTRY, num, pct
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHARED = ("tokenizer", "pretrain", "sft")
+
+
+def lab_in(store: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "LAB_CHECKPOINTS": str(store), "LAB_MAX_JOBS": "1", "HF_HUB_OFFLINE": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"llm-lab {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def info(store: Path, run_id: str) -> dict:
+    return json.loads((store / run_id / "run.json").read_text())
+
+
+def steps(store: Path, run_id: str) -> dict:
+    return info(store, run_id).get("steps") or {}
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """Every experiment at nano scale in one store, kl-zero stopped once while its first PPO run trains and then
+    continued: (store, {name: run id}, kl-zero's steps as the stop left them)."""
+    store = tmp_path_factory.mktemp("experiments-store")
+    out = {}
+    for name in ("hallucination", "skip-pretraining"):
+        out[name] = lab_in(store, "experiment", name, "--scale", "nano").stdout.strip().splitlines()[-1]
+    rid = lab_in(store, "experiment", "kl-zero", "--scale", "nano", "--detach").stdout.strip().splitlines()[-1]
+    wait_for(lambda: steps(store, rid).get("ppo kl 0", {}).get("status") == "running", 600, "kl-zero's first PPO run to start",
+             shown=lambda: (info(store, rid)["status"], steps(store, rid)))
+    lab_in(store, "stop", rid)
+    stopped = steps(store, rid)
+    assert info(store, rid)["status"] == "stopped"
+    assert lab_in(store, "experiment", "--continue", rid).stdout.strip().splitlines()[-1] == rid
+    out["kl-zero"] = rid
+    out["dpo-vs-ppo"] = lab_in(store, "experiment", "dpo-vs-ppo", "--scale", "nano", "--seeds", "2").stdout.strip().splitlines()[-1]
+    for name in ("preference-budget", "sft-data-quality"):
+        out[name] = lab_in(store, "experiment", name, "--scale", "nano").stdout.strip().splitlines()[-1]
+    return store, out, stopped
+
+
+def quoted(name: str, m: dict) -> list[str]:
+    """Numbers of `measured` that the conclusion must quote, as it formats them."""
+    if name == "kl-zero":
+        zero = m["by_coef"]["kl 0"]
+        return [num(zero["reward_score"]["mean"]), num(zero["gold_score"]["mean"]), num(zero["kl"]["mean"])]
+    if name == "hallucination":
+        r = m["models"]["instruct"]
+        return [pct(r["accuracy"]), num(r["known_right"]["mean_p"]), pct(r["unseen_invents"])]
+    if name == "skip-pretraining":
+        raw = m["models"]["random weights, then SFT"]
+        return [pct(raw["chat_format"]), pct(raw["fact_qa_pretrain_only"]), pct(raw["fluent_wrong"])]
+    if name == "dpo-vs-ppo":
+        return [pct(m["methods"]["dpo"]["win_rate"]["mean"]), pct(m["methods"]["ppo"]["win_rate"]["mean"]), f"{m['methods']['dpo']['seconds']['mean']:.0f} s"]
+    if name == "preference-budget":
+        few, most = m["budgets"][0], m["budgets"][-1]
+        return [pct(few["reward_accuracy"]), pct(most["reward_accuracy"]), pct(few["dpo_win_rate"]), str(most["pairs"])]
+    if name == "sft-data-quality":
+        return [f"{r['gold_score']:.2f}" for r in m["models"].values()] + [pct(r["refusal_rate"]) for r in m["models"].values()]
+    raise AssertionError(f"no quoted numbers for {name}: add them here")
+
+
+def test_every_experiment_is_tested():
+    assert set(REGISTRY) == set(NAMES)
+
+
+NAMES = ("hallucination", "skip-pretraining", "kl-zero", "dpo-vs-ppo", "preference-budget", "sft-data-quality")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_experiment_leaves_its_runs_a_result_a_plot_and_a_conclusion_from_its_numbers(done, name):
+    store, made, _ = done
+    run = info(store, made[name])
+    assert run["status"] == "completed" and run["stage"] == "experiment", run.get("error")
+    result = json.loads((store / made[name] / "result.json").read_text())
+    assert result["name"] == name and result["question"].endswith("?") and result["measured"]
+    for step, rid in result["runs"].items():  # its children: completed runs of the store, listed in run.json
+        assert info(store, rid)["status"] == "completed", (step, rid)
+        assert run["steps"][step]["run"] == rid
+    for number in quoted(name, result["measured"]):
+        assert number in result["conclusion"], (number, result["conclusion"])
+    html = (store / made[name] / "plot.html").read_text()
+    assert "plotly" in html.lower() and '<script src="http' not in html  # opens with no network
+    # the runs' ids, as the last line the CLI printed
+    assert made[name] == run["id"]
+
+
+def test_experiments_share_one_nano_base(done):
+    store, made, _ = done
+    bases = {name: {s: steps(store, rid)[s]["run"] for s in SHARED if s in steps(store, rid)} for name, rid in made.items()}
+    first = bases["hallucination"]
+    for name, chain in bases.items():
+        assert chain == {s: first[s] for s in chain}, (name, chain)
+    # the runs that are the lifecycle's own steps are shared across experiments too: kl-zero's reward model is
+    # preference-budget's on all pairs, dpo-vs-ppo's seed-0 DPO its DPO on all pairs
+    budget = steps(store, made["preference-budget"])
+    assert budget["reward all pairs"]["run"] == steps(store, made["kl-zero"])["reward"]["run"]
+    assert budget["dpo all pairs"]["run"] == steps(store, made["dpo-vs-ppo"])["dpo seed 0"]["run"]
+    later = steps(store, made["skip-pretraining"])
+    assert all(later[s].get("shared") for s in SHARED)
+    assert len([p for p in store.iterdir() if (p / "run.json").is_file() and info(store, p.name)["stage"] == "pretrain"]) == 1
+    # seeds of dpo-vs-ppo: its DPO and PPO runs of seed 0 and seed 1, and a spread over them
+    m = json.loads((store / made["dpo-vs-ppo"] / "result.json").read_text())["measured"]
+    assert [r["seed"] for r in m["methods"]["dpo"]["runs"]] == [0, 1] and m["methods"]["ppo"]["win_rate"]["n"] == 2
+
+
+def test_a_stopped_experiment_continues_without_redoing_its_finished_runs(done):
+    store, made, stopped = done
+    assert stopped["ppo kl 0"]["status"] == "stopped" and "ppo kl 1.0" not in stopped
+    after = steps(store, made["kl-zero"])
+    for step in ("tokenizer", "pretrain", "sft", "reward"):
+        assert after[step]["run"] == stopped[step]["run"], step
+    assert len([p for p in store.iterdir() if p.name.endswith("kl-zero-reward")]) <= 1
+
+
+def test_kl_zeros_default_coefficient_is_ppos():
+    from lab.experiments import kl_zero
+    from lab.stages import ppo
+
+    assert kl_zero.DEFAULT == ppo.Config.kl_coef
+
+
+def test_bad_experiment_input_is_one_line(tmp_path):
+    bad = lab_in(tmp_path, "experiment", "no-such", check=False)
+    assert bad.returncode == 2 and "unknown experiment 'no-such'" in bad.stderr and "kl-zero" in bad.stderr and "Traceback" not in bad.stderr
+    seeds = lab_in(tmp_path, "experiment", "dpo-vs-ppo", "--seeds", "11", check=False)
+    assert seeds.returncode == 2 and "--seeds" in seeds.stderr and "Traceback" not in seeds.stderr
+    none = lab_in(tmp_path, "experiment", check=False)
+    assert none.returncode == 2 and "name an experiment" in none.stderr
+    listed = lab_in(tmp_path, "experiment", "--list").stdout
+    assert all(name in listed for name in REGISTRY)
+    assert not [p for p in tmp_path.iterdir() if (p / "run.json").exists()]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_the_experiments_page_runs_one_and_shows_its_plot_and_conclusion(done, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    store, made, _ = done
+    shots = []
+    with running_app(store, tmp_path / "app.log", LAB_MAX_JOBS="1") as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.set_default_timeout(90_000)
+        try:
+            page.goto(url)
+            page.get_by_role("tab", name="Experiments").click()
+            card = page.locator("#experiment-card-hallucination")
+            wait_for(lambda: "hallucination" in card.inner_text(), 60, "the hallucination card")
+            assert "Is a hallucination" in card.inner_text() and "at nano scale" in card.inner_text()
+            page.locator("#experiment-run-hallucination").click()
+            wait_for(lambda: "queued" in page.locator("#experiments-message").inner_text(), 60, "the experiment to be queued")
+            progress = lambda: page.locator("#experiments-progress").inner_text()  # noqa: E731
+            wait_for(lambda: "made before, reused" in progress(), 120, "its shared runs in the progress", shown=progress)
+            conclusion = page.locator("#experiments-conclusion")
+            wait_for(lambda: conclusion.is_visible() and "Conclusion" in conclusion.inner_text(), 300, "the conclusion", shown=progress, poll=1)
+            wait_for(lambda: page.locator("#experiments-plot .js-plotly-plot g.trace").count() > 0, 60, "the plot")
+            newest = sorted(p.name for p in store.iterdir() if p.name.endswith("-experiment"))[-1]
+            result = json.loads((store / newest / "result.json").read_text())
+            assert result["name"] == "hallucination" and result["conclusion"][:60] in conclusion.inner_text()
+            path = tmp_path / "experiments-page.png"
+            page.screenshot(path=str(path), full_page=True)
+            shots.append(path)
+            # a past result is in the picker, and picking it shows it
+            page.locator("#experiments-picker").click()
+            page.get_by_role("option", name=f"kl-zero · nano · completed · {made['kl-zero']}").click()
+            wait_for(lambda: "kl-zero" in progress() and "PPO without a KL penalty" in conclusion.inner_text(), 60, "the picked kl-zero result")
+        finally:
+            browser.close()
+            if os.environ.get("LAB_SCREENSHOTS"):
+                Path(os.environ["LAB_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+                for path in shots:
+                    shutil.copy(path, Path(os.environ["LAB_SCREENSHOTS"]) / path.name)
