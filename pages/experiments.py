@@ -76,16 +76,16 @@ def view(run_id: str | None, seen: str | None = None):
         return [gr.skip()] * VIEW_OUTPUTS
     if p is None:
         return [{"run": None, "seen": shown}, "No experiment yet: press **Run** on one of the cards.", gr.Plot(visible=False), gr.Markdown(visible=False),
-                gr.Timer(IDLE_SECONDS)]
+                gr.Timer(IDLE_SECONDS), gr.Dropdown(choices=past_choices())]
     result = p.get("result")
     fig = experiments.get(result["name"]).figure(result["measured"]) if result else None
     conclusion = f"**Conclusion** ({result['scale']} scale, {result['seeds']} seed{'s' if result['seeds'] > 1 else ''}): {result['conclusion']}" if result else ""
     active = p["status"] in runs.ACTIVE
     return [{"run": run_id, "seen": shown}, progress_text(p), gr.Plot(value=fig, visible=fig is not None), gr.Markdown(conclusion, visible=bool(result)),
-            gr.Timer(REFRESH_SECONDS * 2 if active else IDLE_SECONDS)]
+            gr.Timer(REFRESH_SECONDS * 2 if active else IDLE_SECONDS), gr.Dropdown(choices=past_choices(), value=run_id)]  # its label says its status
 
 
-VIEW_OUTPUTS = 5
+VIEW_OUTPUTS = 6
 
 
 def newest() -> str | None:
@@ -116,15 +116,14 @@ def build(demo: gr.Blocks) -> None:
         conclusion = gr.Markdown(visible=False, elem_id="experiments-conclusion")
         state = gr.State({"run": None})
         timer = gr.Timer(IDLE_SECONDS)
-    outputs = [state, progress, plot, conclusion, timer]
+    outputs = [state, progress, plot, conclusion, timer, picker]
 
     def on_scale(scale):
         fresh = experiments.catalogue()  # expected times: this store's last run of each, once there is one
         return [card_text(e, scale) for e in fresh]
 
     def on_load():
-        rid = newest()
-        return [gr.Dropdown(choices=past_choices(), value=rid), *view(rid)]
+        return view(newest())
 
     def on_tick(state):
         return view(state.get("run"), state.get("seen"))
@@ -136,9 +135,8 @@ def build(demo: gr.Blocks) -> None:
         try:
             rid = api.run_experiment(name, scale, int(seeds or 0), visitor.of(browser_id, request))
         except gr.Error as e:
-            return [gr.skip(), *[gr.skip()] * VIEW_OUTPUTS, warn(e)]
-        return [gr.Dropdown(choices=past_choices(), value=rid), *view(rid),
-                f"Experiment **{name}** queued (`{rid}`): its runs are jobs, each on its stage's page and on the Runs page."]
+            return [*[gr.skip()] * VIEW_OUTPUTS, warn(e)]
+        return [*view(rid), f"Experiment **{name}** queued (`{rid}`): its runs are jobs, each on its stage's page and on the Runs page."]
 
     def on_stop(state, browser_id, request: gr.Request):
         if not state.get("run"):
@@ -158,7 +156,7 @@ def build(demo: gr.Blocks) -> None:
         return [*view(rid), f"Experiment `{rid}` queued again: it reuses the runs that completed."]
 
     scale.change(on_scale, inputs=scale, outputs=cards, **HIDDEN)
-    demo.load(on_load, outputs=[picker, *outputs], **HIDDEN)
+    demo.load(on_load, outputs=outputs, **HIDDEN)
     tab.select(on_tick, inputs=state, outputs=outputs, **HIDDEN)
     timer.tick(on_tick, inputs=state, outputs=outputs, concurrency_limit=None, **HIDDEN)
     picker.input(on_pick, inputs=picker, outputs=outputs, **HIDDEN)
@@ -168,6 +166,6 @@ def build(demo: gr.Blocks) -> None:
         return run
 
     for e, button in zip(catalogue, buttons):
-        button.click(runner(e["name"]), inputs=[scale, seeds, visitor.state()], outputs=[picker, *outputs, message], api_visibility="private")
+        button.click(runner(e["name"]), inputs=[scale, seeds, visitor.state()], outputs=[*outputs, message], api_visibility="private")
     stop.click(on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private")
     carry_on.click(on_continue, inputs=[state, visitor.state()], outputs=[*outputs, message], api_visibility="private")

@@ -55,7 +55,7 @@ def done(tmp_path_factory):
     assert lab_in(store, "experiment", "--continue", rid).stdout.strip().splitlines()[-1] == rid
     out["kl-zero"] = rid
     out["dpo-vs-ppo"] = lab_in(store, "experiment", "dpo-vs-ppo", "--scale", "nano", "--seeds", "2").stdout.strip().splitlines()[-1]
-    for name in ("preference-budget", "sft-data-quality"):
+    for name in ("preference-budget", "sft-data-quality", "objectives", "tokenizers"):
         out[name] = lab_in(store, "experiment", name, "--scale", "nano").stdout.strip().splitlines()[-1]
     return store, out, stopped
 
@@ -78,6 +78,10 @@ def quoted(name: str, m: dict) -> list[str]:
         return [pct(few["reward_accuracy"]), pct(most["reward_accuracy"]), pct(few["dpo_win_rate"]), str(most["pairs"])]
     if name == "sft-data-quality":
         return [f"{r['gold_score']:.2f}" for r in m["models"].values()] + [pct(r["refusal_rate"]) for r in m["models"].values()]
+    if name == "tokenizers":
+        return [num(r["chars_per_token"]) for r in m["tokenizers"]] + [num(r["bits_per_byte"], 3) for r in m["tokenizers"]]
+    if name == "objectives":
+        return [pct(m["encoder"]["fill_blank"]), pct(m["decoder"]["fill_blank"]), pct(m["decoder"]["complete"]), pct(m["decoder"]["chat_fact_qa"])]
     raise AssertionError(f"no quoted numbers for {name}: add them here")
 
 
@@ -85,7 +89,7 @@ def test_every_experiment_is_tested():
     assert set(REGISTRY) == set(NAMES)
 
 
-NAMES = ("hallucination", "skip-pretraining", "kl-zero", "dpo-vs-ppo", "preference-budget", "sft-data-quality")
+NAMES = ("hallucination", "skip-pretraining", "kl-zero", "dpo-vs-ppo", "preference-budget", "sft-data-quality", "objectives", "tokenizers")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -119,7 +123,7 @@ def test_experiments_share_one_nano_base(done):
     assert budget["dpo all pairs"]["run"] == steps(store, made["dpo-vs-ppo"])["dpo seed 0"]["run"]
     later = steps(store, made["skip-pretraining"])
     assert all(later[s].get("shared") for s in SHARED)
-    assert len([p for p in store.iterdir() if (p / "run.json").is_file() and info(store, p.name)["stage"] == "pretrain"]) == 1
+    assert len([p for p in store.iterdir() if p.name.endswith("-pretrain")]) == 1  # one base, whichever experiment made it
     # seeds of dpo-vs-ppo: its DPO and PPO runs of seed 0 and seed 1, and a spread over them
     m = json.loads((store / made["dpo-vs-ppo"] / "result.json").read_text())["measured"]
     assert [r["seed"] for r in m["methods"]["dpo"]["runs"]] == [0, 1] and m["methods"]["ppo"]["win_rate"]["n"] == 2

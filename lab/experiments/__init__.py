@@ -35,6 +35,8 @@ REGISTRY = {
     "dpo-vs-ppo": "lab.experiments.dpo_vs_ppo",
     "preference-budget": "lab.experiments.preference_budget",
     "sft-data-quality": "lab.experiments.sft_data_quality",
+    "tokenizers": "lab.experiments.tokenizers",
+    "objectives": "lab.experiments.objectives",
 }
 
 

@@ -76,5 +76,5 @@ def figure(m: dict):
         fig.add_box(y=[r["win_rate"] for r in rows], name=method.upper(), boxpoints="all", row=1, col=1)
         fig.add_box(y=[r["seconds"] for r in rows], name=method.upper(), boxpoints="all", showlegend=False, row=1, col=2)
     fig.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=1)
-    fig.update_layout(title="dpo-vs-ppo: the same preference data, several seeds", height=380, margin=dict(l=40, r=10, t=70, b=40), showlegend=False)
+    fig.update_layout(title="dpo-vs-ppo: the same preference data, several seeds", height=380, margin=dict(l=40, r=10, t=70, b=110), showlegend=False)
     return fig

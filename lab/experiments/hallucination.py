@@ -139,6 +139,6 @@ def figure(m: dict):
             fig.add_histogram(x=r[key], name=f"{label}: {what}", xbins=dict(start=0, end=1, size=0.1), opacity=0.55, marker_color=color, row=1, col=col)
     fig.update_xaxes(range=[0, 1], title_text="probability of the first answer token")
     fig.update_yaxes(title_text="accuracy", range=[0, 1], row=1, col=1)
-    fig.update_layout(barmode="overlay", title="hallucination: confidence of known and made-up answers", height=400, margin=dict(l=40, r=10, t=70, b=40),
-                      legend=dict(orientation="h"))
+    fig.update_layout(barmode="overlay", title="hallucination: confidence of known and made-up answers", height=400, margin=dict(l=40, r=10, t=70, b=110),
+                      legend=dict(orientation="h", y=-0.25, yanchor="top"))
     return fig

@@ -98,5 +98,5 @@ def figure(m: dict):
                 fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=label, legendgroup=label,
                                 showlegend=col == 1 and i == 0, line=dict(color=colors.get(label)), row=1, col=col)
     fig.update_xaxes(title_text="rollout batch")
-    fig.update_layout(title="kl-zero: PPO's training curves by KL coefficient", height=380, margin=dict(l=40, r=10, t=70, b=40), legend=dict(orientation="h"))
+    fig.update_layout(title="kl-zero: PPO's training curves by KL coefficient", height=380, margin=dict(l=40, r=10, t=70, b=110), legend=dict(orientation="h", y=-0.25, yanchor="top"))
     return fig

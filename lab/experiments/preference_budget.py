@@ -80,5 +80,5 @@ def figure(m: dict):
     fig.add_scatter(x=x, y=[r["dpo_win_rate"] for r in rows], mode="lines+markers", name="DPO", row=1, col=2)
     fig.update_xaxes(type="log", title_text="preference pairs")
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
-    fig.update_layout(title="preference-budget: what more preference pairs buy", height=380, margin=dict(l=40, r=10, t=70, b=40), showlegend=False)
+    fig.update_layout(title="preference-budget: what more preference pairs buy", height=380, margin=dict(l=40, r=10, t=70, b=110), showlegend=False)
     return fig

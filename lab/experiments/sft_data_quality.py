@@ -73,5 +73,5 @@ def figure(m: dict):
     for label, r in sorted(m["models"].items(), key=lambda kv: kv[1]["chats"]):
         fig.add_bar(name=label, x=list(keys.values()), y=[r[k] for k in keys])
     fig.update_layout(barmode="group", title="sft-data-quality: N clean chats against 4N mostly bad ones", yaxis=dict(range=[0, 1], tickformat=".0%"),
-                      height=380, margin=dict(l=40, r=10, t=60, b=60), legend=dict(orientation="h"))
+                      height=380, margin=dict(l=40, r=10, t=60, b=110), legend=dict(orientation="h", y=-0.25, yanchor="top"))
     return fig

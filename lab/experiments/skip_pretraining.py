@@ -95,5 +95,5 @@ def figure(m: dict):
     for label, r in m["models"].items():
         fig.add_bar(name=label, x=list(keys.values()), y=[r[k] for k in keys])
     fig.update_layout(barmode="group", title="skip-pretraining: SFT from a pretrained base and from random weights", yaxis=dict(range=[0, 1], tickformat=".0%"),
-                      height=380, margin=dict(l=40, r=10, t=60, b=60), legend=dict(orientation="h"))
+                      height=380, margin=dict(l=40, r=10, t=60, b=110), legend=dict(orientation="h", y=-0.25, yanchor="top"))
     return fig

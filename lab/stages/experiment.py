@@ -29,8 +29,8 @@ STAGE = Stage(label="Experiment", page="Experiments", data="", produces="report"
 # Seconds of each experiment alone on the reference machine (2 CPU cores, an empty store: its base trained too;
 # bench/RESULTS.md, "Experiments"): the expected time until this store has finished one, whose time it then uses.
 REFERENCE_SECONDS = {
-    "nano": {"skip-pretraining": 110, "kl-zero": 120, "hallucination": 90, "dpo-vs-ppo": 150, "preference-budget": 150, "sft-data-quality": 100},
-    "default": {"skip-pretraining": 480, "kl-zero": 1000, "hallucination": 420, "dpo-vs-ppo": 1200, "preference-budget": 1300, "sft-data-quality": 500},
+    "nano": {"skip-pretraining": 110, "kl-zero": 120, "hallucination": 90, "dpo-vs-ppo": 150, "preference-budget": 150, "sft-data-quality": 100, "tokenizers": 180, "objectives": 120},
+    "default": {"skip-pretraining": 480, "kl-zero": 1000, "hallucination": 420, "dpo-vs-ppo": 1200, "preference-budget": 1300, "sft-data-quality": 500, "tokenizers": 900, "objectives": 600},
 }
 
 
