@@ -285,6 +285,7 @@ def build(demo: gr.Blocks, kept: gr.BrowserState) -> tuple[gr.Dropdown, gr.Textb
         # inside the tab: a component placed in the Tabs between two tabs broke the tab bar (the next
         # tab's button showed the selected tab's label)
         state = gr.State(fresh([]))
+        restored = gr.State(False)  # inside the tab: a State between two tabs shifted the browser's tab list (the tab after it vanished)
 
     pane_outputs = columns + titles + chats + stats + probs + [state]
     picked.change(on_models, inputs=[picked, state], outputs=pane_outputs, **HIDDEN)
@@ -301,7 +302,6 @@ def build(demo: gr.Blocks, kept: gr.BrowserState) -> tuple[gr.Dropdown, gr.Textb
     dataset.blur(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
     tab.select(refresh, outputs=[picked, chain, reward], **HIDDEN)  # not at the page load: see stage.HIDDEN
     settings = [picked, temperature, top_p, max_new, seed, mode, reward, dataset]
-    restored = gr.State(False)
     tab.select(on_restore, inputs=[kept, restored, picked], outputs=[*settings, restored], **HIDDEN).then(counter_text, inputs=dataset, outputs=counter, **HIDDEN)
     gr.on([c.change for c in settings], lambda restored_, saved, *values: dict(zip(SETTINGS, values)) if restored_ else saved,
           inputs=[restored, kept, *settings], outputs=kept, trigger_mode="always_last", **HIDDEN)

@@ -177,7 +177,7 @@ def on_upload(file):
 
 
 def build(demo: gr.Blocks) -> None:
-    with gr.Tab("Feedback") as tab:
+    with gr.Tab("Feedback", id="Feedback") as tab:
         gr.Markdown(ABOUT)
         with gr.Row(equal_height=True):
             model = gr.Dropdown(label="model", allow_custom_value=True, scale=2, elem_id="feedback-model")

@@ -222,11 +222,12 @@ def on_open(picked):
 
 
 def build(demo: gr.Blocks) -> None:
-    with gr.Tab("Runs") as tab:
+    with gr.Tab("Runs", id="Runs") as tab:
         with gr.Row():
             gr.Markdown("Every run in the store, newest first. Click a row to open it.")
             refresh = gr.Button("↻ Refresh", size="sm", scale=0)
         runs_table = gr.Dataframe(interactive=False, wrap=True, max_height=360, elem_id="runs-table")
+        asked = gr.State()  # the run the Delete question is about (inside the tab, as every State: see compare.py)
         with gr.Row(equal_height=False):
             with gr.Column():
                 picked = gr.Dropdown(label="run", elem_id="runs-picked")
@@ -272,7 +273,6 @@ def build(demo: gr.Blocks) -> None:
         button.click(handler, inputs=[picked, visitor.state()], outputs=act_outputs, api_visibility="private")
     export.click(on_export, inputs=[picked, visitor.state()], outputs=[*act_outputs, download], api_visibility="private")
     # A deleted run cannot come back: ask first, saying what would go with it.
-    asked = gr.State()  # the run the question is about
     delete.click(on_ask_delete, inputs=picked, outputs=[confirm, question, delete_one, delete_all, outcome, asked], **HIDDEN)
     for button, with_dependents in ((delete_one, False), (delete_all, True)):
         button.click(deleter(with_dependents), inputs=[picked, visitor.state()], outputs=[confirm, *act_outputs], api_visibility="private")

@@ -201,3 +201,18 @@ def test_tokenize_cuts_a_text_by_each_tokenizer_with_its_figures(client):
                           ((text, ["no-such-tokenizer"]), "not a run id")):
         with pytest.raises(Exception, match=message):
             call(client, "tokenize", *args)
+
+
+def test_every_page_is_a_tab_of_its_own_with_nothing_between_tabs(store):
+    """A component made between two tabs (a State after a page's `with gr.Tab`) shifted the browser's list of
+    tabs: opening the tab before it drew that tab twice and hid the last page (Experiments) until a reload."""
+    import gradio as gr
+
+    from pages import app
+
+    demo = app.build()
+    tabs = next(b for b in demo.blocks.values() if isinstance(b, gr.Tabs))
+    between = [type(c).__name__ for c in tabs.children if not isinstance(c, gr.Tab)]
+    assert not between, between
+    labels = [c.label for c in tabs.children]
+    assert labels[0] == "Home" and "Experiments" in labels and len(set(labels)) == len(labels)
