@@ -49,7 +49,7 @@ def config_of(stage: str, values: dict, source: str):
 
 def same_run(stage: str, config):
     """The newest completed run of the store that trained exactly `config` (its name aside): what an experiment
-    would make again, bit for bit, from the same seed. Experiments share such runs (one nano base for all)."""
+    would train again from the same seed. Experiments share such runs (one nano base for all of them)."""
     def plain(c) -> dict:
         return {k: v for k, v in configs.to_dict(c).items() if k != "name"}
 

@@ -94,6 +94,9 @@ def run(config: Config, run) -> dict:
             run.update(holds_slot=True)
             pipeline.set_step(run, "measure", status="running", started=time.time())
             measured = module.measure(made, pick_device(config.device))
+    except BaseException as e:  # the step says how it ended, as the run does (a continue measures again)
+        pipeline.set_step(run, "measure", status="stopped" if isinstance(e, jobs.StopRequested) else "failed", ended=time.time())
+        raise
     finally:
         run.update(holds_slot=False)
     result = {"name": config.experiment, "question": module.QUESTION, "scale": config.scale, "seeds": config.seeds or module.SEEDS,
