@@ -14,6 +14,8 @@ An experiment is one module of this package, and it declares itself there:
     def conclude(measured) -> str       # the conclusion, written from those numbers: it quotes them, and says
                                         # plainly when the expected effect is absent or within the seeds' spread
     def figure(measured)                # a plotly figure of them
+    def data(world, scale) -> dict      # optional: files it trains on (name -> records); "{name}" in a plan's
+                                        # fields is the file's path (lab.stages.experiment.write_data)
 
 REGISTRY lists the modules; adding an experiment is its module and one line there. The runs an experiment
 shares with another (the base, the instruct model, the reward model) are the lifecycle's own steps at the same
