@@ -79,6 +79,9 @@ def conclude(m: dict) -> str:
     else:
         verdict = (f" The expected effect did not appear: without the KL term the proxy's score did not rise above the default's "
                    f"({rm0['mean'] - rmd['mean']:+.2f}; gold {g0['mean'] - gd['mean']:+.2f}), so nothing was hacked within these steps ({seeds}).")
+    if zero["kl"]["mean"] and default["kl"]["mean"] and zero["kl"]["mean"] >= 2 * default["kl"]["mean"]:
+        verdict += (f" Without the penalty the policy drifted {zero['kl']['mean'] / default['kl']['mean']:.1f}× as far from the reference, "
+                    f"and the drift bought {'no' if rm0['mean'] <= rmd['mean'] else 'some'} reward.")
     cheat = max(zero["runs"], key=lambda r: r["most_common_share"])
     if cheat["most_common_share"] >= 0.2:
         verdict += (f" Its policy gave one answer to {cheat['most_common_share']:.0%} of the prompts, a \"cheat code\": "
