@@ -56,7 +56,7 @@ def test_compare_page_streams_a_lifecycle_side_by_side_and_counts_a_vote(lab_app
             page.get_by_role("tab", name="Compare").click()
             # the tab bar stays whole: every page's tab once (a stray component between tabs once broke it)
             tabs = [t.inner_text() for t in page.locator("button[role=tab]").all() if t.is_visible()]
-            assert tabs == ["Home", "Data & tokenizer", "Pretrain", "SFT", "Align", "Feedback", "Compare", "Runs"], tabs
+            assert tabs == ["Home", "Data & tokenizer", "Pretrain", "SFT", "Align", "Feedback", "Compare", "Runs", "Experiments"], tabs
 
             # The aligned run's lifecycle fills three panes: base → instruct → aligned, by parent links.
             page.locator("#compare-lifecycle input").click()
