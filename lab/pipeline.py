@@ -96,8 +96,14 @@ def follow(run, step: str, child, label: str, poll: float = 0.5) -> str:
         time.sleep(poll)
 
 
-def requeue(run, owner: str | None = None) -> None:
-    """Queue a stopped or failed parent run again, in place: it carries on from its first unfinished step."""
+def requeue(run, owner: str | None, what: str, start_new: str) -> None:
+    """Queue a stopped or failed parent run (a `what`: lifecycle, experiment) again, in place: it carries on
+    from its first unfinished step. Refused while it is active, and once it completed (`start_new` says how)."""
+    status = run.status
+    if status in runs.ACTIVE:
+        raise UserError(f"{what} {run.id} is {status}: it carries on by itself")
+    if status == "completed":
+        raise UserError(f"{what} {run.id} completed: start a new one ({start_new})")
     jobs.check_room(owner)
     run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, error=None, ended=None, stop_requested=None)
     jobs.start_waiting()

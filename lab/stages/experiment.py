@@ -138,12 +138,7 @@ def result(run) -> dict | None:
 
 def resume(run, owner: str | None = None):
     """`--continue`: queue this experiment again; it reuses every run that completed and starts the others."""
-    status = run.status
-    if status in runs.ACTIVE:
-        raise UserError(f"experiment {run.id} is {status}: it carries on by itself")
-    if status == "completed":
-        raise UserError(f"experiment {run.id} completed: start a new one ({hint(cli='llm-lab experiment NAME', page='Run on the Experiments page')})")
-    pipeline.requeue(run, owner)
+    pipeline.requeue(run, owner, "experiment", hint(cli="llm-lab experiment NAME", page="Run on the Experiments page"))
     return run
 
 

@@ -159,12 +159,7 @@ def _evaluating(run, step: str) -> None:
 
 def resume(run, owner: str | None = None):
     """`--continue`: queue this lifecycle again; it reuses every step that completed and starts the others."""
-    status = run.status
-    if status in runs.ACTIVE:
-        raise UserError(f"lifecycle {run.id} is {status}: it carries on by itself")
-    if status == "completed":
-        raise UserError(f"lifecycle {run.id} completed: start a new one ({hint(cli='llm-lab quickstart', page='Run the whole lifecycle on Home')})")
-    pipeline.requeue(run, owner)
+    pipeline.requeue(run, owner, "lifecycle", hint(cli="llm-lab quickstart", page="Run the whole lifecycle on Home"))
     return run
 
 
