@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -226,6 +227,9 @@ def follow_steps(run, progress, what: str, again: str, at_end, poll: float = 1.0
     Ctrl-C stops it (it saves what it has, and `again` carries on). `at_end()`: what to print when it completed."""
     from lab import jobs, runs
 
+    # A process started in the background of a script (`cmd &`) inherits SIGINT ignored, and Python then keeps
+    # it so: a Ctrl-C, or the SIGINT the app or a test sends, would not stop what this follows.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     shown = {}
     try:
         while True:

@@ -143,5 +143,7 @@ def test_a_lifecycle_started_while_a_job_runs_waits_in_the_queue(tmp_path):
             proc.kill()
             raise AssertionError(f"quickstart did not end 120 s after Ctrl-C; it was here:\n{proc.stderr.read()[-6000:]}") from None
         assert info(tmp_path, queued[0])["status"] == "stopped"
-    finally:
-        lab_in(tmp_path, "stop", busy)
+    finally:  # the lifecycle first, if Ctrl-C failed to stop it (it would start as the slot frees, beside later tests), then the busy job
+        for run in [*[p.name for p in tmp_path.iterdir() if p.name.endswith("-lifecycle")], busy]:
+            if info(tmp_path, run)["status"] in ("queued", "running"):
+                lab_in(tmp_path, "stop", run)
