@@ -49,9 +49,11 @@ def store(tmp_path_factory):
             jobs.stop(run, grace=5, wait=True)
 
 
-def llm_lab(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    """`llm-lab ARGS` as a user runs it, in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+def llm_lab(*args: str, timeout: float = 300, check: bool = True, store: Path | None = None) -> subprocess.CompletedProcess:
+    """`llm-lab ARGS` as a user runs it, in a subprocess; on `store` with one job at a time, when given, instead of
+    the session's store."""
+    env = os.environ.copy() if store is None else {**os.environ, "LAB_CHECKPOINTS": str(store), "LAB_MAX_JOBS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"llm-lab {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
     return proc
@@ -82,6 +84,15 @@ def wait_for(predicate, timeout: float = 120, what: str = "a condition", shown=N
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; found {shown()!r}" if shown else ""))
+
+
+def run_info(store: Path, run_id: str) -> dict:
+    return json.loads((store / run_id / "run.json").read_text())
+
+
+def run_steps(store: Path, run_id: str) -> dict:
+    """The steps of a run made of other runs (a lifecycle, an experiment), as its run.json records them."""
+    return run_info(store, run_id).get("steps") or {}
 
 
 def last_line(proc: subprocess.CompletedProcess) -> str:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import running_app, wait_for
+from conftest import llm_lab, run_info, run_steps, running_app, wait_for
 
 from lab.experiments import REGISTRY, num, pct
 
@@ -22,20 +20,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 SHARED = ("tokenizer", "pretrain", "sft")
 
 
-def lab_in(store: Path, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "LAB_CHECKPOINTS": str(store), "LAB_MAX_JOBS": "1", "HF_HUB_OFFLINE": "1"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"llm-lab {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def info(store: Path, run_id: str) -> dict:
-    return json.loads((store / run_id / "run.json").read_text())
-
-
-def steps(store: Path, run_id: str) -> dict:
-    return info(store, run_id).get("steps") or {}
+def lab_in(store: Path, *args: str, timeout: float = 900, check: bool = True):
+    return llm_lab(*args, timeout=timeout, check=check, store=store)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +33,11 @@ def done(tmp_path_factory):
     for name in ("hallucination", "skip-pretraining"):
         out[name] = lab_in(store, "experiment", name, "--scale", "nano").stdout.strip().splitlines()[-1]
     rid = lab_in(store, "experiment", "kl-zero", "--scale", "nano", "--detach").stdout.strip().splitlines()[-1]
-    wait_for(lambda: steps(store, rid).get("ppo kl 0", {}).get("status") == "running", 600, "kl-zero's first PPO run to start",
-             shown=lambda: (info(store, rid)["status"], steps(store, rid)))
+    wait_for(lambda: run_steps(store, rid).get("ppo kl 0", {}).get("status") == "running", 600, "kl-zero's first PPO run to start",
+             shown=lambda: (run_info(store, rid)["status"], run_steps(store, rid)))
     lab_in(store, "stop", rid)
-    stopped = steps(store, rid)
-    assert info(store, rid)["status"] == "stopped"
+    stopped = run_steps(store, rid)
+    assert run_info(store, rid)["status"] == "stopped"
     assert lab_in(store, "experiment", "--continue", rid).stdout.strip().splitlines()[-1] == rid
     out["kl-zero"] = rid
     out["dpo-vs-ppo"] = lab_in(store, "experiment", "dpo-vs-ppo", "--scale", "nano", "--seeds", "2").stdout.strip().splitlines()[-1]
@@ -95,12 +81,12 @@ NAMES = ("hallucination", "skip-pretraining", "kl-zero", "dpo-vs-ppo", "preferen
 @pytest.mark.parametrize("name", NAMES)
 def test_an_experiment_leaves_its_runs_a_result_a_plot_and_a_conclusion_from_its_numbers(done, name):
     store, made, _ = done
-    run = info(store, made[name])
+    run = run_info(store, made[name])
     assert run["status"] == "completed" and run["stage"] == "experiment", run.get("error")
     result = json.loads((store / made[name] / "result.json").read_text())
     assert result["name"] == name and result["question"].endswith("?") and result["measured"]
     for step, rid in result["runs"].items():  # its children: completed runs of the store, listed in run.json
-        assert info(store, rid)["status"] == "completed", (step, rid)
+        assert run_info(store, rid)["status"] == "completed", (step, rid)
         assert run["steps"][step]["run"] == rid
     for number in quoted(name, result["measured"]):
         assert number in result["conclusion"], (number, result["conclusion"])
@@ -112,16 +98,16 @@ def test_an_experiment_leaves_its_runs_a_result_a_plot_and_a_conclusion_from_its
 
 def test_experiments_share_one_nano_base(done):
     store, made, _ = done
-    bases = {name: {s: steps(store, rid)[s]["run"] for s in SHARED if s in steps(store, rid)} for name, rid in made.items()}
+    bases = {name: {s: run_steps(store, rid)[s]["run"] for s in SHARED if s in run_steps(store, rid)} for name, rid in made.items()}
     first = bases["hallucination"]
     for name, chain in bases.items():
         assert chain == {s: first[s] for s in chain}, (name, chain)
     # the runs that are the lifecycle's own steps are shared across experiments too: kl-zero's reward model is
     # preference-budget's on all pairs, dpo-vs-ppo's seed-0 DPO its DPO on all pairs
-    budget = steps(store, made["preference-budget"])
-    assert budget["reward all pairs"]["run"] == steps(store, made["kl-zero"])["reward"]["run"]
-    assert budget["dpo all pairs"]["run"] == steps(store, made["dpo-vs-ppo"])["dpo seed 0"]["run"]
-    later = steps(store, made["skip-pretraining"])
+    budget = run_steps(store, made["preference-budget"])
+    assert budget["reward all pairs"]["run"] == run_steps(store, made["kl-zero"])["reward"]["run"]
+    assert budget["dpo all pairs"]["run"] == run_steps(store, made["dpo-vs-ppo"])["dpo seed 0"]["run"]
+    later = run_steps(store, made["skip-pretraining"])
     assert all(later[s].get("shared") for s in SHARED)
     assert len([p for p in store.iterdir() if p.name.endswith("-pretrain")]) == 1  # one base, whichever experiment made it
     # seeds of dpo-vs-ppo: its DPO and PPO runs of seed 0 and seed 1, and a spread over them
@@ -132,7 +118,7 @@ def test_experiments_share_one_nano_base(done):
 def test_a_stopped_experiment_continues_without_redoing_its_finished_runs(done):
     store, made, stopped = done
     assert stopped["ppo kl 0"]["status"] == "stopped" and "ppo kl 1.0" not in stopped
-    after = steps(store, made["kl-zero"])
+    after = run_steps(store, made["kl-zero"])
     for step in ("tokenizer", "pretrain", "sft", "reward"):
         assert after[step]["run"] == stopped[step]["run"], step
     assert len([p for p in store.iterdir() if p.name.endswith("kl-zero-reward")]) <= 1

@@ -13,25 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import llm_lab, run_info, run_steps, wait_for
 
 MODELS = ("pretrain", "sft", "reward", "dpo", "ppo")
 
 
-def lab_in(store: Path, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "LAB_CHECKPOINTS": str(store), "LAB_MAX_JOBS": "1"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"llm-lab {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def info(store: Path, run_id: str) -> dict:
-    return json.loads((store / run_id / "run.json").read_text())
-
-
-def steps(store: Path, run_id: str) -> dict:
-    return info(store, run_id).get("steps") or {}
+def lab_in(store: Path, *args: str, timeout: float = 600, check: bool = True):
+    return llm_lab(*args, timeout=timeout, check=check, store=store)
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +28,12 @@ def lifecycle(tmp_path_factory):
     lifecycle id, its steps as they were right after the stop)."""
     store = tmp_path_factory.mktemp("lifecycle-store")
     run_id = lab_in(store, "quickstart", "--scale", "nano", "--detach").stdout.strip().splitlines()[-1]
-    wait_for(lambda: steps(store, run_id).get("sft", {}).get("status") == "running", 400, "the SFT step to start",
-             shown=lambda: (info(store, run_id)["status"], steps(store, run_id)))
+    wait_for(lambda: run_steps(store, run_id).get("sft", {}).get("status") == "running", 400, "the SFT step to start",
+             shown=lambda: (run_info(store, run_id)["status"], run_steps(store, run_id)))
     lab_in(store, "stop", run_id)
-    stopped = steps(store, run_id)
-    status = info(store, run_id)["status"]
-    assert status == "stopped", (status, info(store, run_id).get("error"))
+    stopped = run_steps(store, run_id)
+    status = run_info(store, run_id)["status"]
+    assert status == "stopped", (status, run_info(store, run_id).get("error"))
     done = lab_in(store, "quickstart", "--continue", run_id)
     assert done.stdout.strip().splitlines()[-1] == run_id
     return store, run_id, stopped, done
@@ -56,10 +44,10 @@ def test_stopping_a_lifecycle_stops_its_step_and_continuing_reuses_the_finished_
     assert stopped["tokenizer"]["status"] == stopped["pretrain"]["status"] == "completed"
     assert stopped["sft"]["status"] == "stopped"  # its run, as the stop left it (the continue below carried it on)
     assert "reward" not in stopped  # nothing after the stopped step was started
-    after = steps(store, run_id)
+    after = run_steps(store, run_id)
     for step in ("tokenizer", "pretrain"):  # the same runs, not trained again
         assert after[step]["run"] == stopped[step]["run"]
-    sft = info(store, stopped["sft"]["run"])
+    sft = run_info(store, stopped["sft"]["run"])
     if after["sft"]["run"] == stopped["sft"]["run"]:  # stopped after a step: it went on from the checkpoint of its stop
         assert sft["resumes"] and sft["status"] == "completed"
     else:  # stopped while it loaded: no checkpoint, the step starts afresh
@@ -69,15 +57,15 @@ def test_stopping_a_lifecycle_stops_its_step_and_continuing_reuses_the_finished_
 
 def test_a_nano_lifecycle_ends_with_every_step_an_eval_per_model_and_a_report_card(lifecycle):
     store, run_id, _, done = lifecycle
-    lc = info(store, run_id)
+    lc = run_info(store, run_id)
     assert lc["status"] == "completed" and lc["stage"] == "lifecycle"
-    made = steps(store, run_id)
+    made = run_steps(store, run_id)
     assert all(made[s]["status"] == "completed" for s in ("tokenizer", *MODELS, "evals"))
     # each step is a normal run of the store, with its parent links
-    parent = {s: info(store, made[s]["run"])["parent"] for s in MODELS}
+    parent = {s: run_info(store, made[s]["run"])["parent"] for s in MODELS}
     assert parent["pretrain"] == made["tokenizer"]["run"] and parent["sft"] == made["pretrain"]["run"]
     assert parent["reward"] == parent["dpo"] == parent["ppo"] == made["sft"]["run"]
-    assert info(store, made["ppo"]["run"])["config"]["reward"] == made["reward"]["run"]
+    assert run_info(store, made["ppo"]["run"])["config"]["reward"] == made["reward"]["run"]
     evals = {s: json.loads((store / made[s]["run"] / "eval.json").read_text())["metrics"] for s in MODELS}
     assert 0 < evals["pretrain"]["bits_per_byte"] < 8 and evals["pretrain"]["perplexity"] > 1
     assert 0 <= evals["reward"]["accuracy"] <= 1
@@ -98,7 +86,7 @@ def test_a_nano_lifecycle_ends_with_every_step_an_eval_per_model_and_a_report_ca
 
 def test_llm_lab_eval_writes_the_eval_json_again(lifecycle):
     store, run_id, _, _ = lifecycle
-    made = steps(store, run_id)
+    made = run_steps(store, run_id)
     path = store / made["dpo"]["run"] / "eval.json"
     before = json.loads(path.read_text())
     out = lab_in(store, "eval", made["dpo"]["run"], "--against", made["pretrain"]["run"])
@@ -125,15 +113,15 @@ def test_bad_lifecycle_input_is_one_line(tmp_path):
 def test_a_lifecycle_started_while_a_job_runs_waits_in_the_queue(tmp_path):
     busy = lab_in(tmp_path, "train", "pretrain", "--preset", "nano", "--max-steps", "5000", "--sample-every", "0", "--detach").stdout.split()[-1]
     try:
-        wait_for(lambda: info(tmp_path, busy)["status"] == "running", 120, "the first job to run")
+        wait_for(lambda: run_info(tmp_path, busy)["status"] == "running", 120, "the first job to run")
         proc = subprocess.Popen([sys.executable, "-m", "lab", "quickstart", "--scale", "nano"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env={**os.environ, "LAB_CHECKPOINTS": str(tmp_path), "LAB_MAX_JOBS": "1"})
         first = proc.stderr.readline()
         assert "waiting in the queue: 1 job(s) ahead" in first
         queued = [p.name for p in tmp_path.iterdir() if p.name.endswith("-lifecycle")]
-        assert len(queued) == 1 and info(tmp_path, queued[0])["status"] == "queued" and not info(tmp_path, queued[0])["pid"]
+        assert len(queued) == 1 and run_info(tmp_path, queued[0])["status"] == "queued" and not run_info(tmp_path, queued[0])["pid"]
         time.sleep(2)
-        assert info(tmp_path, queued[0])["status"] == "queued"  # still waiting: no process of its own yet
+        assert run_info(tmp_path, queued[0])["status"] == "queued"  # still waiting: no process of its own yet
         proc.send_signal(signal.SIGINT)  # Ctrl-C stops the lifecycle it follows
         try:
             proc.wait(timeout=120)
@@ -142,8 +130,8 @@ def test_a_lifecycle_started_while_a_job_runs_waits_in_the_queue(tmp_path):
             time.sleep(2)
             proc.kill()
             raise AssertionError(f"quickstart did not end 120 s after Ctrl-C; it was here:\n{proc.stderr.read()[-6000:]}") from None
-        assert info(tmp_path, queued[0])["status"] == "stopped"
+        assert run_info(tmp_path, queued[0])["status"] == "stopped"
     finally:  # the lifecycle first, if Ctrl-C failed to stop it (it would start as the slot frees, beside later tests), then the busy job
         for run in [*[p.name for p in tmp_path.iterdir() if p.name.endswith("-lifecycle")], busy]:
-            if info(tmp_path, run)["status"] in ("queued", "running"):
+            if run_info(tmp_path, run)["status"] in ("queued", "running"):
                 lab_in(tmp_path, "stop", run)
