@@ -181,6 +181,9 @@ def test_the_experiments_page_runs_one_and_shows_its_plot_and_conclusion(done, t
             page.get_by_role("option", name=f"kl-zero · nano · completed · {made['kl-zero']}").click()
             wait_for(lambda: "kl-zero" in progress() and "PPO without a KL penalty" in conclusion.inner_text(), 60, "the picked kl-zero result")
         finally:
+            if not shots:  # what the page showed when it failed
+                page.screenshot(path=str(tmp_path / "experiments-page-failed.png"), full_page=True)
+                shots.append(tmp_path / "experiments-page-failed.png")
             browser.close()
             if os.environ.get("LAB_SCREENSHOTS"):
                 Path(os.environ["LAB_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
