@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 
 # The workers of `pytest -n N` share the machine's cores, and so do the jobs they start: torch's default of
-# one thread per core in each of them oversubscribed 2 cores two to one, and two nano pretrain jobs side by side
-# took 68 s with 2 threads each against 32 s with 1 (bench/RESULTS.md, "The test suite's time"). Set before
-# anything imports torch; the jobs inherit it.
+# one thread per core in each of them oversubscribed the cores: two jobs side by side at 2 threads each took about
+# twice as long as at 1 thread each (bench/RESULTS.md, "The test suite's time"). Set before anything imports torch; the
+# jobs inherit it.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 import lab  # noqa: E402, F401  (first of the lab: it sets OpenMP's passive waiting before any test imports torch)
 
-# The slowest test files, slowest first (minutes of one worker, bench/RESULTS.md, "The test suite's time"). xdist
+# The slowest test files, slowest first (their minutes: bench/RESULTS.md, "The test suite's time"). xdist
 # hands each worker whole files (`--dist loadfile`) in collection order (`--no-loadscope-reorder`, pyproject.toml):
 # the long ones start first and the short ones fill in beside them, instead of a 25-minute file starting last.
 SLOWEST_FIRST = ("test_experiments", "test_faults", "test_lifecycle", "test_align", "test_labeler", "test_docker",
