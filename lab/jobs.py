@@ -485,7 +485,9 @@ def _resume_in_place(run: Run, owner: str | None) -> Run:
     with open(runs.root() / ".slots" / "start.lock", "w") as lock:  # start_waiting must not see it half-reset
         fcntl.flock(lock, fcntl.LOCK_EX)
         run.rewind(step)
-        resumes = [*run.info.get("resumes", []), {"step": step, "time": time.time(), "after": run.status}]
+        info = run.info
+        ran = round(info["ended"] - info["started"], 1) if info.get("started") and info.get("ended") else None  # `started` is the next segment's
+        resumes = [*info.get("resumes", []), {"step": step, "time": time.time(), "after": run.status, "ran": ran}]
         run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, ended=None, error=None, stop_requested=None,
                    final_metrics={}, resumes=resumes)
     print(f"[lab] run {run.id}: resumes from the checkpoint of step {step}", flush=True)

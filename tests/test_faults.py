@@ -164,6 +164,7 @@ def test_kill_9_at_60_percent_then_resume_trains_the_run_it_would_have_been(stor
     assert same_weights(run, whole) < 1e-6
     assert not (run.path / "trainer").exists() and not (whole.path / "trainer").exists()  # completed: nothing left to resume
     assert [r["step"] for r in run.info["resumes"]] == [step] and run.info["final_metrics"]["steps"] == 40
+    assert run.info["resumes"][0]["ran"] > 0  # the time before the kill counts in what the run cost (an experiment's seconds)
 
 
 def test_a_stopped_ppo_run_resumes_from_the_batch_it_stopped_at(store, nano_sft_run):
