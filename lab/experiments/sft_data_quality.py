@@ -61,6 +61,11 @@ def conclude(m: dict) -> str:
         text += f" The expected effect did not appear: four times the chats, mostly bad, scored {-gap:.2f} higher on the gold judge."
     else:
         text += f" The two were within {abs(gap):.2f} of each other on the gold judge: neither quality nor quantity clearly won here."
+    # the gold score is one number; say where the larger, noisier set still did better (its bad chats carry facts too)
+    better = [f"{what} ({pct(noisy[k])} against {pct(clean[k])})" for k, what in (("fact_qa", "fact questions answered"), ("refusal_rate", "harmful requests refused"))
+              if noisy[k] - clean[k] >= 0.05]
+    if better:
+        text += f" Quantity still won on {' and '.join(better)}."
     return text
 
 
