@@ -486,7 +486,7 @@ def _resume_in_place(run: Run, owner: str | None) -> Run:
         fcntl.flock(lock, fcntl.LOCK_EX)
         run.rewind(step)
         info = run.info
-        ran = round(info["ended"] - info["started"], 1) if info.get("started") and info.get("ended") else None  # `started` is the next segment's
+        ran = round(info["ended"] - info["started"], 1) if info.get("started") and info.get("ended") else None  # the next start overwrites `started`
         resumes = [*info.get("resumes", []), {"step": step, "time": time.time(), "after": run.status, "ran": ran}]
         run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, ended=None, error=None, stop_requested=None,
                    final_metrics={}, resumes=resumes)
