@@ -448,7 +448,7 @@ def report_card(ref: str) -> dict:
     """A lifecycle's models side by side on every evaluation (from their eval.json files): {"lifecycle", "models":
     [{"step", "label", "run", "stage", "metrics"}], "rows": [{"key", "label", "better", "values": {step: value}}],
     "summary", "seconds"}. Written into the lifecycle's folder as report.json, report.md and report.html."""
-    from lab import runs
+    from lab import pipeline, runs
     from lab.errors import UserError, hint
     from lab.runs import Run
 
@@ -470,12 +470,11 @@ def report_card(ref: str) -> dict:
         values = {m["step"]: m["metrics"][key] for m in models if key in m["metrics"] and m["metrics"][key] is not None}
         if values:
             rows.append({"key": key, "label": label, "better": "higher" if higher else "lower", "values": values})
-    seconds = {s: round(v["ended"] - v["started"], 1) for s, v in done.items() if v.get("started") and v.get("ended")}
-    started = run.info.get("started")
+    seconds = {s: pipeline.step_seconds(v) for s, v in done.items() if v.get("started") and v.get("ended")}
     by_step = {m["step"]: m["metrics"] for m in models}
     summary = {f"{step}/{key}": by_step[step][key] for step in by_step for key in ("bits_per_byte", "fact_qa", "refusal_rate", "win_rate", "decisive_win_rate", "hard_win_rate", "kl", "accuracy") if by_step[step].get(key) is not None}
     card = {"lifecycle": run.id, "scale": run.config.get("scale"), "models": models, "rows": rows, "seconds": seconds, "summary": summary,
-            "wall_seconds": round((run.info.get("ended") or time.time()) - started, 1) if started else None}
+            "wall_seconds": runs.seconds(run.info)}
     runs.atomic_write_text(run.path / "report.json", json.dumps(card, indent=2) + "\n")
     runs.atomic_write_text(run.path / "report.md", report_markdown(card))
     runs.atomic_write_text(run.path / "report.html", figure(card).to_html(include_plotlyjs="cdn", full_html=True))

@@ -206,7 +206,7 @@ def execute(run: Run) -> str:
         run.update(status=status, ended=time.time(), final_metrics=final)
     except StopRequested:
         status = "stopped"
-        run.update(status=status, ended=time.time(), error=None if run.info.get("started") else "stopped before it started")
+        run.update(status=status, ended=time.time(), error=None if run.info.get("started") or run.info.get("resumes") else "stopped before it started")
     except Exception as e:
         status = "failed"
         # log.txt keeps the traceback either way; a user's mistake is shown as its one line, which says what to do
@@ -485,11 +485,7 @@ def _resume_in_place(run: Run, owner: str | None) -> Run:
     with open(runs.root() / ".slots" / "start.lock", "w") as lock:  # start_waiting must not see it half-reset
         fcntl.flock(lock, fcntl.LOCK_EX)
         run.rewind(step)
-        info = run.info
-        ran = round(info["ended"] - info["started"], 1) if info.get("started") and info.get("ended") else None  # the next start overwrites `started`
-        resumes = [*info.get("resumes", []), {"step": step, "time": time.time(), "after": run.status, "ran": ran}]
-        run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, ended=None, error=None, stop_requested=None,
-                   final_metrics={}, resumes=resumes)
+        run.queue_again(step, final_metrics={})
     print(f"[lab] run {run.id}: resumes from the checkpoint of step {step}", flush=True)
     start_waiting()
     return run

@@ -22,6 +22,16 @@ def set_step(parent, step: str, **fields) -> None:
     parent.update(steps=done)
 
 
+def step_seconds(record: dict, now: float | None = None) -> float | None:
+    """How long a step's run has run, from the parent's record of it: its run's `runs.seconds` where the record
+    holds it (a run resumed in place ran in stretches), else its start to its end or `now`."""
+    if record.get("seconds") is not None and record.get("status") not in runs.ACTIVE:
+        return record["seconds"]
+    if not record.get("started"):
+        return None
+    return round((record.get("ended") or now or time.time()) - record["started"], 1)
+
+
 def reusable(run, step: str, label: str):
     """The run `run` made for `step` before (a continue), if it completed or is still going, or if it
     stopped or failed with a checkpoint, from which it goes on (`jobs.resume`)."""
@@ -83,7 +93,7 @@ def follow(run, step: str, child, label: str, poll: float = 0.5) -> str:
         status = child.status
         if status != seen:
             info = child.info
-            set_step(run, step, run=child.id, status=status, started=info.get("started"), ended=info.get("ended"))
+            set_step(run, step, run=child.id, status=status, started=info.get("started"), ended=info.get("ended"), seconds=runs.seconds(info))
             run.log_metrics({"step": len(run.metrics()[0]), f"{label}_step": step, "status": status})
             seen = status
         if status not in runs.ACTIVE:
@@ -91,7 +101,7 @@ def follow(run, step: str, child, label: str, poll: float = 0.5) -> str:
         if jobs.stop_requested():
             print(f"[{label}] stop asked: stopping the {step} step ({child.id})", flush=True)
             jobs.stop(child, wait=True)
-            set_step(run, step, status=child.status, ended=child.info.get("ended"))
+            set_step(run, step, status=child.status, ended=child.info.get("ended"), seconds=runs.seconds(child.info))
             return "stopped"
         time.sleep(poll)
 
@@ -105,5 +115,5 @@ def requeue(run, owner: str | None, what: str, start_new: str) -> None:
     if status == "completed":
         raise UserError(f"{what} {run.id} completed: start a new one ({start_new})")
     jobs.check_room(owner)
-    run.update(status="queued", pid=None, pid_start=None, started_by_queue=False, error=None, ended=None, stop_requested=None)
+    run.queue_again()
     jobs.start_waiting()

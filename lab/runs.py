@@ -292,6 +292,16 @@ class Run:
             kept = [r for r in rows if r.get("step", 0) < step or (r.get("step", 0) == step and not any(k.startswith("eval/") for k in r))]
             atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in kept))
 
+    def queue_again(self, step: int | None = None, **fields) -> dict:
+        """Queue a stopped or failed run again, to go on in place (a run from its checkpoint of `step`, a
+        lifecycle or experiment from its first unfinished step). What it ran so far goes into `resumes` (`ran`),
+        since its next start begins a new stretch: `seconds` adds them up."""
+        info = self.info
+        ran = round(info["ended"] - info["started"], 1) if info.get("started") and info.get("ended") else None
+        resume = {"time": time.time(), "after": info["status"], "ran": ran, **({"step": step} if step is not None else {})}
+        return self.update(status="queued", pid=None, pid_start=None, started_by_queue=False, started=None, ended=None, error=None,
+                           stop_requested=None, resumes=[*info.get("resumes", []), resume], **fields)
+
     def alive(self, info: dict | None = None) -> bool:
         """Whether this run's job process lives."""
         info = info or self.info
@@ -402,6 +412,17 @@ def progress(info: dict, status: str, rows: list[dict]) -> dict:
         "error": info.get("error") if status in ("failed", "stopped") else None,
         "final_metrics": info.get("final_metrics") or {},
     }
+
+
+def seconds(info: dict, now: float | None = None) -> float | None:
+    """How long a run has run: its last stretch (to `now` or the clock while it runs) and every stretch before a
+    resume or a continue (`Run.queue_again`); None when it never started."""
+    before = [r["ran"] for r in info.get("resumes") or [] if r.get("ran")]
+    started = info.get("started")
+    if not started and not before:
+        return None
+    last = ((info.get("ended") or now or time.time()) - started) if started else 0.0
+    return round(last + sum(before), 1)
 
 
 def lineage(run: Run) -> list[Run]:

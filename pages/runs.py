@@ -79,8 +79,11 @@ def details(run_id: str | None) -> tuple[str, str, str]:
     lines = [f"**{status['status']}** · stage `{info['stage']}` · name {info['name']}", "lineage:\n\n" + family_tree(run_id)]
     if status["step"]:
         lines.append(f"step {status['step']}" + (f" of {status['max_steps']}" if status["max_steps"] else ""))
-    if info.get("resumes"):
-        lines.append("resumed from the checkpoint of step " + ", then of step ".join(str(r["step"]) for r in info["resumes"]))
+    from_checkpoints = [str(r["step"]) for r in info.get("resumes") or [] if r.get("step") is not None]
+    if from_checkpoints:
+        lines.append("resumed from the checkpoint of step " + ", then of step ".join(from_checkpoints))
+    elif info.get("resumes"):  # a lifecycle or experiment goes on from its first unfinished step
+        lines.append(f"continued {len(info['resumes'])} time(s), reusing the steps that had finished")
     checkpoint = run.last_checkpoint()
     if checkpoint and status["status"] not in runs.ACTIVE:
         lines.append(f"Resume goes on from its checkpoint of step {checkpoint[0]}")

@@ -37,6 +37,30 @@ def test_stop_ends_the_run_at_the_next_step_saved_and_stopped(store):
     assert not any(p.name.startswith(".model") for p in run.path.iterdir())  # no half-written folder
 
 
+def test_a_run_queued_again_counts_every_stretch_it_ran(store):
+    """A run resumed from its checkpoint, or a lifecycle or experiment continued, runs in stretches, and its next
+    start overwrites `started`: queue_again keeps each stretch, and runs.seconds (an experiment's cost, the
+    expected time on its card, a lifecycle's total) adds them all."""
+    from lab import runs
+    from lab.stages import pretrain
+
+    run = Run.create("pretrain", pretrain.Config(), name="stretches")
+    assert runs.seconds(run.info) is None  # never started
+    run.update(status="stopped", started=100.0, ended=130.0)
+    run.queue_again(20)
+    info = run.info
+    assert info["status"] == "queued" and info["started"] is None and info["ended"] is None
+    assert info["resumes"][-1]["step"] == 20 and info["resumes"][-1]["ran"] == 30.0
+    assert runs.seconds(info) == 30.0  # waiting in the queue costs nothing
+    run.update(status="running", started=200.0)
+    assert runs.seconds(run.info, now=210.0) == 40.0
+    run.update(status="failed", ended=215.0)
+    run.queue_again()  # a parent's continue: from its first unfinished step, no checkpoint step
+    assert "step" not in run.info["resumes"][-1]
+    run.update(status="completed", started=300.0, ended=301.5)
+    assert runs.seconds(run.info) == 30.0 + 15.0 + 1.5
+
+
 def test_kill_9_reads_failed_and_a_new_process_lists_it(store):
     run = nano_job()
     wait_for(lambda: steps_logged(run) >= 2)

@@ -53,6 +53,11 @@ def test_stopping_a_lifecycle_stops_its_step_and_continuing_reuses_the_finished_
     else:  # stopped while it loaded: no checkpoint, the step starts afresh
         assert sft["status"] == "stopped" and not (store / sft["id"] / "trainer").exists()
     assert len([p for p in store.iterdir() if p.name.endswith("lifecycle-pretrain")]) == 1
+    # the stretch before the stop counts in the lifecycle's time (its report card, the next quickstart's estimate)
+    lc = run_info(store, run_id)
+    assert lc["resumes"][0]["ran"] > 0
+    report = json.loads((store / run_id / "report.json").read_text())
+    assert report["wall_seconds"] > lc["ended"] - lc["started"]
 
 
 def test_a_nano_lifecycle_ends_with_every_step_an_eval_per_model_and_a_report_card(lifecycle):

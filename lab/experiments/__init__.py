@@ -118,12 +118,11 @@ def curve(run_id: str, key: str) -> list[tuple[int, float]]:
 
 def seconds(run_id: str) -> float | None:
     """How long a run trained (started to ended, with every segment before a resume), from its run.json."""
+    from lab import runs
     from lab.runs import Run
 
     info = Run.open(run_id).info
-    if not (info.get("started") and info.get("ended")):
-        return None
-    return round(info["ended"] - info["started"] + sum(r.get("ran") or 0 for r in info.get("resumes", [])), 1)
+    return runs.seconds(info) if info.get("ended") else None
 
 
 # ------------------------------------------------------------------------------------------------ models

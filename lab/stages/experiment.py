@@ -74,7 +74,8 @@ def run(config: Config, run) -> dict:
             if child is not None:
                 print(f"[experiment] {step}: run {child.id}, made before with the same config", flush=True)
                 info = child.info
-                pipeline.set_step(run, step, run=child.id, stage=stage, status="completed", started=info.get("started"), ended=info.get("ended"), shared=True)
+                pipeline.set_step(run, step, run=child.id, stage=stage, status="completed", started=info.get("started"), ended=info.get("ended"),
+                                  seconds=runs.seconds(info), shared=True)
             else:
                 child = pipeline.submit(run, step, stage, child_config, name=f"{config.experiment} {step}", label="experiment")
         made[step] = child.id
@@ -152,18 +153,18 @@ def progress(run) -> dict:
     for step in names:
         info = done.get(step, {})
         row = {"step": step, "run": info.get("run"), "status": info.get("status") or "waiting", "shared": bool(info.get("shared")), "of": None,
-               "seconds": ((info.get("ended") or now) - info["started"]) if info.get("started") else None}
+               "seconds": pipeline.step_seconds(info, now)}
         if row["status"] == "running" and info.get("run"):
             try:
                 child = runs.Run.open(info["run"])
                 p = runs.progress(child.info, child.status, child.metrics()[0])
                 row["of"] = (p["step"], p["max_steps"]) if p["max_steps"] else None
+                row["seconds"] = runs.seconds(child.info, now)
             except LookupError:
                 pass
         rows.append(row)
-    started = run.info.get("started")
     return {"id": run.id, "experiment": config.get("experiment"), "scale": config.get("scale"), "status": run.status, "steps": rows,
-            "elapsed": ((run.info.get("ended") or now) - started) if started else None, "error": run.info.get("error"),
+            "elapsed": runs.seconds(run.info, now), "error": run.info.get("error"),
             "expected": expected_seconds(config.get("experiment"), config.get("scale", "default"))}
 
 
@@ -173,6 +174,6 @@ def expected_seconds(name: str, scale: str) -> float:
     for r in reversed(runs.list_runs()):
         info = r.info
         if info.get("stage") == "experiment" and info.get("status") == "completed" and info["config"].get("experiment") == name \
-                and info["config"].get("scale") == scale and info.get("started") and info.get("ended"):
-            return info["ended"] - info["started"]
+                and info["config"].get("scale") == scale and info.get("ended") and runs.seconds(info):
+            return runs.seconds(info)
     return REFERENCE_SECONDS.get(scale, REFERENCE_SECONDS["default"]).get(name, 600)

@@ -176,9 +176,7 @@ def progress(run) -> dict:
     for step in plan:
         info = done.get(step, {})
         status = info.get("status") or ("waiting" if active else "not started")
-        row = {"step": step, "run": info.get("run"), "status": status, "seconds": None, "of": None}
-        if info.get("started"):
-            row["seconds"] = (info.get("ended") or now) - info["started"]
+        row = {"step": step, "run": info.get("run"), "status": status, "seconds": pipeline.step_seconds(info, now), "of": None}
         if status in runs.ACTIVE and active:
             current = current or step
             if info.get("run") and status == "running":
@@ -186,6 +184,7 @@ def progress(run) -> dict:
                     child = runs.Run.open(info["run"])
                     p = runs.progress(child.info, child.status, child.metrics()[0])
                     row["of"] = (p["step"], p["max_steps"]) if p["max_steps"] else None
+                    row["seconds"] = runs.seconds(child.info, now)
                     eta += p["eta"] if p["eta"] is not None else max(0.0, expected[step] - (row["seconds"] or 0))
                 except LookupError:
                     pass
@@ -196,9 +195,8 @@ def progress(run) -> dict:
         elif status in ("waiting", "not started") and active:
             eta += expected[step]
         rows.append(row)
-    started = run.info.get("started")
     return {"id": run.id, "status": run.status, "scale": config.get("scale"), "steps": rows, "current": current,
-            "elapsed": ((run.info.get("ended") or now) - started) if started else None,
+            "elapsed": runs.seconds(run.info, now),
             "eta": eta if active else None, "error": run.info.get("error")}
 
 
@@ -211,9 +209,9 @@ def expected_seconds(scale: str) -> dict[str, float]:
     info = last_completed(scale)
     if info:
         for step, s in (info.get("steps") or {}).items():
-            if s.get("started") and s.get("ended"):
-                out[step] = s["ended"] - s["started"]
-        out["total"] = info["ended"] - info["started"]
+            if s.get("ended") and pipeline.step_seconds(s):
+                out[step] = pipeline.step_seconds(s)
+        out["total"] = runs.seconds(info)
     return out
 
 
