@@ -401,11 +401,15 @@ def lifecycle_progress(run_id: str) -> dict:
     """Where a lifecycle stands: status, jobs_ahead (while it waits in the queue), each step's run, status and seconds, the current step with its step of total, elapsed and eta (s)."""
     from lab.stages import lifecycle
 
-    run = _run(run_id)
-    if run.stage != "lifecycle":
-        raise UserError(f"run {run.id} is a {run.stage} run, not a lifecycle: see run_status")
+    return _parent_progress(_run(run_id), "lifecycle", "a lifecycle", lifecycle.progress)
+
+
+def _parent_progress(run, stage: str, what: str, progress) -> dict:
+    """A run made of runs (a lifecycle, an experiment): its `progress`, and how many jobs are ahead of it while it waits."""
+    if run.stage != stage:
+        raise UserError(f"run {run.id} is a {run.stage} run, not {what}: see run_status")
     jobs.reap()
-    out = lifecycle.progress(run)
+    out = progress(run)
     out["jobs_ahead"] = jobs.ahead_of(run) if out["status"] == "queued" else None
     return out
 
@@ -461,13 +465,7 @@ def experiment_result(run_id: str) -> dict:
     from lab.stages import experiment
 
     run = _run(run_id)
-    if run.stage != "experiment":
-        raise UserError(f"run {run.id} is a {run.stage} run, not an experiment: see run_status")
-    jobs.reap()
-    out = experiment.progress(run)
-    out["jobs_ahead"] = jobs.ahead_of(run) if out["status"] == "queued" else None
-    out["result"] = experiment.result(run)
-    return out
+    return {**_parent_progress(run, "experiment", "an experiment", experiment.progress), "result": experiment.result(run)}
 
 
 # The longest text `tokenize` cuts: a page of text, not a corpus (that is the tokenizer stage's held-out statistics).
