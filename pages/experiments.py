@@ -62,27 +62,32 @@ def progress_text(p: dict) -> str:
     return head + error + "\n\n" + "\n".join(rows)
 
 
-def view(run_id: str | None, seen: str | None = None):
+def view(run_id: str | None, seen: str | None = None, shown: bool = True):
     """What the page shows of one experiment: its progress, and once done its plot and conclusion; nothing where
-    that is `seen` already."""
+    that is `seen` already. While the page is `shown` its timer is started as well as paced: a timer stopped by
+    another tab's select whose answer came back after this tab's own select (a quick click after the page
+    loads) left the page on "queued" for good."""
     p = None
     if run_id:
         try:
             p = api.experiment_result(run_id)
         except gr.Error:
             run_id = None
-    shown = json.dumps([run_id, p], sort_keys=True, default=str)
-    if shown == seen:
+    seen_now = json.dumps([run_id, p], sort_keys=True, default=str)
+    if seen_now == seen:
         return [gr.skip()] * VIEW_OUTPUTS
+    def timer(seconds: float):
+        return gr.Timer(seconds, active=True) if shown else gr.skip()
+
     if p is None:
-        return [{"run": None, "seen": shown}, "No experiment yet: press **Run** on one of the cards.", gr.Plot(visible=False), gr.Markdown(visible=False),
-                gr.Timer(IDLE_SECONDS), gr.Dropdown(choices=past_choices())]
+        return [{"run": None, "seen": seen_now}, "No experiment yet: press **Run** on one of the cards.", gr.Plot(visible=False), gr.Markdown(visible=False),
+                timer(IDLE_SECONDS), gr.Dropdown(choices=past_choices())]
     result = p.get("result")
     fig = experiments.get(result["name"]).figure(result["measured"]) if result else None
     conclusion = f"**Conclusion** ({result['scale']} scale, {result['seeds']} seed{'s' if result['seeds'] > 1 else ''}): {result['conclusion']}" if result else ""
     active = p["status"] in runs.ACTIVE
-    return [{"run": run_id, "seen": shown}, progress_text(p), gr.Plot(value=fig, visible=fig is not None), gr.Markdown(conclusion, visible=bool(result)),
-            gr.Timer(REFRESH_SECONDS * 2 if active else IDLE_SECONDS), gr.Dropdown(choices=past_choices(), value=run_id)]  # its label says its status
+    return [{"run": run_id, "seen": seen_now}, progress_text(p), gr.Plot(value=fig, visible=fig is not None), gr.Markdown(conclusion, visible=bool(result)),
+            timer(REFRESH_SECONDS * 2 if active else IDLE_SECONDS), gr.Dropdown(choices=past_choices(), value=run_id)]  # its label says its status
 
 
 VIEW_OUTPUTS = 6
@@ -122,8 +127,8 @@ def build(demo: gr.Blocks) -> None:
         fresh = experiments.catalogue()  # expected times: this store's last run of each, once there is one
         return [card_text(e, scale) for e in fresh]
 
-    def on_load():
-        return view(newest())
+    def on_load():  # at the page load, with Home shown: this page's timer stays as tick_only_when_shown set it
+        return view(newest(), shown=False)
 
     def on_tick(state):
         return view(state.get("run"), state.get("seen"))
