@@ -33,7 +33,8 @@ def start_nano(page) -> str:
     steps = page.locator("#pretrain-field-max_steps input")
     steps.fill("100000")  # more than a loaded machine runs in the test: it must still be running at the stop
     steps.press("Tab")
-    wait_for(lambda: "--preset nano --max-steps 100000" in page.locator("#pretrain-cli").inner_text(), 30, "the CLI command to follow the form")
+    cli = lambda: page.locator("#pretrain-cli").inner_text()  # noqa: E731
+    wait_for(lambda: "--preset nano --max-steps 100000" in cli(), 60, "the CLI command to follow the form", shown=cli)
     page.locator("#pretrain-start").click()
     wait_for(lambda: "queued" in page.locator("#pretrain-message").inner_text(), 30, "the run to be queued")
     return re.search(r"Run (\S+) queued", page.locator("#pretrain-message").inner_text()).group(1)
