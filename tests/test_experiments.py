@@ -26,8 +26,9 @@ def lab_in(store: Path, *args: str, timeout: float = 900, check: bool = True):
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
-    """Every experiment at nano scale in one store, kl-zero stopped once while its first PPO run trains and then
-    continued: (store, {name: run id}, kl-zero's steps as the stop left them)."""
+    """Every experiment at nano scale in one store, kl-zero stopped once while its first PPO run trains and
+    ai-vs-human-feedback once after its labels were made, each then continued: (store, {name: run id}, {name:
+    its steps as the stop left them})."""
     store = tmp_path_factory.mktemp("experiments-store")
     out = {}
     for name in ("hallucination", "skip-pretraining"):
@@ -43,7 +44,14 @@ def done(tmp_path_factory):
     out["dpo-vs-ppo"] = lab_in(store, "experiment", "dpo-vs-ppo", "--scale", "nano", "--seeds", "2").stdout.strip().splitlines()[-1]
     for name in ("preference-budget", "sft-data-quality", "objectives", "tokenizers"):
         out[name] = lab_in(store, "experiment", name, "--scale", "nano").stdout.strip().splitlines()[-1]
-    return store, out, stopped
+    ai = lab_in(store, "experiment", "ai-vs-human-feedback", "--scale", "nano", "--detach").stdout.strip().splitlines()[-1]
+    wait_for(lambda: run_steps(store, ai).get("reward on gold labels", {}).get("status") == "running", 600, "its first reward model to start",
+             shown=lambda: (run_info(store, ai)["status"], run_steps(store, ai)))
+    lab_in(store, "stop", ai)
+    ai_stopped = run_steps(store, ai)
+    assert lab_in(store, "experiment", "--continue", ai).stdout.strip().splitlines()[-1] == ai
+    out["ai-vs-human-feedback"] = ai
+    return store, out, {"kl-zero": stopped, "ai-vs-human-feedback": ai_stopped}
 
 
 def quoted(name: str, m: dict) -> list[str]:
@@ -66,6 +74,9 @@ def quoted(name: str, m: dict) -> list[str]:
         return [f"{r['gold_score']:.2f}" for r in m["models"].values()] + [pct(r["refusal_rate"]) for r in m["models"].values()]
     if name == "tokenizers":
         return [num(r["chars_per_token"]) for r in m["tokenizers"]] + [num(r["bits_per_byte"], 3) for r in m["tokenizers"]]
+    if name == "ai-vs-human-feedback":
+        arms = {a["arm"]: a for a in m["arms"]}
+        return [pct(m["label_agreement"]), pct(arms["gold"]["reward_accuracy"]), pct(arms["ai many"]["reward_accuracy"]), str(arms["ai many"]["labels"])]
     if name == "objectives":
         return [pct(m["encoder"]["fill_blank"]), pct(m["decoder"]["fill_blank"]), pct(m["decoder"]["complete"]), pct(m["decoder"]["chat_fact_qa"])]
     raise AssertionError(f"no quoted numbers for {name}: add them here")
@@ -75,7 +86,8 @@ def test_every_experiment_is_tested():
     assert set(REGISTRY) == set(NAMES)
 
 
-NAMES = ("hallucination", "skip-pretraining", "kl-zero", "dpo-vs-ppo", "preference-budget", "sft-data-quality", "objectives", "tokenizers")
+NAMES = ("hallucination", "skip-pretraining", "kl-zero", "dpo-vs-ppo", "preference-budget", "sft-data-quality", "objectives", "tokenizers",
+         "ai-vs-human-feedback")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -117,11 +129,30 @@ def test_experiments_share_one_nano_base(done):
 
 def test_a_stopped_experiment_continues_without_redoing_its_finished_runs(done):
     store, made, stopped = done
+    stopped = stopped["kl-zero"]
     assert stopped["ppo kl 0"]["status"] == "stopped" and "ppo kl 1.0" not in stopped
     after = run_steps(store, made["kl-zero"])
     for step in ("tokenizer", "pretrain", "sft", "reward"):
         assert after[step]["run"] == stopped[step]["run"], step
     assert len([p for p in store.iterdir() if p.name.endswith("kl-zero-reward")]) <= 1
+
+
+def test_ai_labels_are_made_once_from_the_runs_before_them_and_trained_on(done):
+    """ai-vs-human-feedback's labels come from its instruct model and its labeler, in the experiment's own step;
+    stopped after that step, the experiment continues with the same label files, not labeled again."""
+    from lab.experiments import ai_vs_human_feedback as exp
+
+    store, made, stopped = done
+    before, after = stopped["ai-vs-human-feedback"]["labels"], run_steps(store, made["ai-vs-human-feedback"])["labels"]
+    assert before["status"] == "completed" and after["files"] == before["files"] and after["ended"] == before["ended"]
+    gold, ai, many = ([json.loads(line) for line in Path(before["files"][f"{arm} labels"]).read_text().splitlines()] for arm in exp.ARMS)
+    assert len(gold) == len(ai) == exp.BUDGET["nano"] and len(many) == exp.MANY["nano"] * exp.BUDGET["nano"]
+    assert many[: len(ai)] == ai and all(p["chosen"] != p["rejected"] and p["margin"] > 0 for p in many)
+    steps = run_steps(store, made["ai-vs-human-feedback"])
+    for arm in exp.ARMS:  # each label set trained a reward model and a DPO model
+        for stage in ("reward", "dpo"):
+            assert run_info(store, steps[f"{stage} on {arm} labels"]["run"])["config"]["data"] == before["files"][f"{arm} labels"]
+    assert run_info(store, steps["labeler"]["run"])["config"]["parent"] == steps["pretrain"]["run"]  # a judge trained from the base
 
 
 def test_kl_zeros_default_coefficient_is_ppos():

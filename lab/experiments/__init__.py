@@ -10,12 +10,15 @@ An experiment is one module of this package, and it declares itself there:
     RUNS = "..."                        # what it trains and measures, in one sentence
     SEEDS = 1                           # seeds per compared run when --seeds is not given
     def plan(base, seeds) -> steps      # its runs: (step, stage, config fields), "{step}" naming an earlier step's run
-    def measure(made, device) -> dict   # every number its plot shows, from the runs it made (step -> run id)
+    def measure(made, device) -> dict   # every number its plot shows, from the runs it made (step -> run id;
+                                        # and its data files, name -> path)
     def conclude(measured) -> str       # the conclusion, written from those numbers: it quotes them, and says
                                         # plainly when the expected effect is absent or within the seeds' spread
     def figure(measured)                # a plotly figure of them
     def data(world, scale) -> dict      # optional: files it trains on (name -> records); "{name}" in a plan's
                                         # fields is the file's path (lab.stages.experiment.write_data)
+    def data_from_runs(made, scale, device) -> dict   # optional: files computed from runs it made, at the plan's
+                                        # (step, "data", {}) entry, in the experiment's process under a job slot
 
 REGISTRY lists the modules; adding an experiment is its module and one line there. The runs an experiment
 shares with another (the base, the instruct model, the reward model) are the lifecycle's own steps at the same
@@ -30,6 +33,9 @@ import statistics
 
 from lab.errors import UserError
 
+# The stage of a plan entry whose files the experiment computes from the runs before it (`data_from_runs`).
+DATA = "data"
+
 REGISTRY = {
     "skip-pretraining": "lab.experiments.skip_pretraining",
     "kl-zero": "lab.experiments.kl_zero",
@@ -39,6 +45,7 @@ REGISTRY = {
     "sft-data-quality": "lab.experiments.sft_data_quality",
     "tokenizers": "lab.experiments.tokenizers",
     "objectives": "lab.experiments.objectives",
+    "ai-vs-human-feedback": "lab.experiments.ai_vs_human_feedback",
 }
 
 
@@ -82,6 +89,15 @@ def varied(base: dict, step: str, name: str, **fields) -> tuple[str, str, dict]:
     """A plan entry: the lifecycle's `step` with some fields changed, named `name`."""
     stage, values = base[step]
     return (name, stage, {**values, **fields})
+
+
+def steps_for(base: dict, step: str, pairs: int, epochs: int) -> int:
+    """The lifecycle's steps for `step`, or more where they would not pass over `pairs` examples `epochs` times."""
+    from lab import stages
+
+    stage, fields = base[step]
+    batch = fields.get("batch_size") or stages.get(stage).Config().batch_size
+    return max(fields["max_steps"], math.ceil(epochs * pairs / batch))
 
 
 # ------------------------------------------------------------------------------------------------ numbers

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from lab import configs, experiments, jobs, pipeline, runs
 from lab.configs import MODEL, RUN, option
@@ -29,8 +30,10 @@ STAGE = Stage(label="Experiment", page="Experiments", data="", produces="report"
 # Seconds of each experiment alone on the reference machine (2 CPU cores, an empty store: its base trained too;
 # bench/RESULTS.md, "Experiments"): the expected time until this store has finished one, whose time it then uses.
 REFERENCE_SECONDS = {
-    "nano": {"skip-pretraining": 110, "kl-zero": 120, "hallucination": 90, "dpo-vs-ppo": 150, "preference-budget": 150, "sft-data-quality": 100, "tokenizers": 180, "objectives": 120},
-    "default": {"skip-pretraining": 480, "kl-zero": 1000, "hallucination": 420, "dpo-vs-ppo": 1200, "preference-budget": 1300, "sft-data-quality": 500, "tokenizers": 900, "objectives": 600},
+    "nano": {"skip-pretraining": 45, "kl-zero": 60, "hallucination": 45, "dpo-vs-ppo": 85, "preference-budget": 95, "sft-data-quality": 50, "tokenizers": 50,
+             "objectives": 75, "ai-vs-human-feedback": 105},
+    "default": {"skip-pretraining": 190, "kl-zero": 350, "hallucination": 170, "dpo-vs-ppo": 470, "preference-budget": 980, "sft-data-quality": 180,
+                "tokenizers": 350, "objectives": 305, "ai-vs-human-feedback": 900},
 }
 
 
@@ -66,6 +69,9 @@ def run(config: Config, run) -> dict:
     made: dict[str, str] = {}
     files = write_data(module, config)
     for step, stage, values in plan(config):
+        if stage == experiments.DATA:
+            files.update(data_from_runs(module, config, run, step, made))
+            continue
         fields = {k: v.format(**made, **files) if isinstance(v, str) else v for k, v in values.items()}
         child = pipeline.reusable(run, step, "experiment")
         if child is None:
@@ -89,17 +95,7 @@ def run(config: Config, run) -> dict:
     jobs.stop_fork_server()
     from lab.models import pick_device
 
-    pipeline.set_step(run, "measure", status="queued")
-    try:
-        with jobs.slot(run):  # it runs models in this process: a job slot like any training
-            run.update(holds_slot=True)
-            pipeline.set_step(run, "measure", status="running", started=time.time())
-            measured = module.measure(made, pick_device(config.device))
-    except BaseException as e:  # the step says how it ended, as the run does (a continue measures again)
-        pipeline.set_step(run, "measure", status="stopped" if isinstance(e, jobs.StopRequested) else "failed", ended=time.time())
-        raise
-    finally:
-        run.update(holds_slot=False)
+    measured = in_a_slot(run, "measure", lambda: module.measure({**made, **files}, pick_device(config.device)))
     result = {"name": config.experiment, "question": module.QUESTION, "scale": config.scale, "seeds": config.seeds or module.SEEDS,
               "runs": made, "measured": measured, "conclusion": module.conclude(measured), "time": time.time()}
     runs.atomic_write_text(run.path / "result.json", json.dumps(result, indent=2, default=float) + "\n")
@@ -109,22 +105,57 @@ def run(config: Config, run) -> dict:
     return {"conclusion": result["conclusion"]}
 
 
+def in_a_slot(run, step: str, work):
+    """Do an experiment's own `work` (it runs models in this process) under a job slot, like any training, with
+    the step's status in run.json; it ends stopped or failed with the run (a continue does it again)."""
+    pipeline.set_step(run, step, status="queued")
+    try:
+        with jobs.slot(run):
+            run.update(holds_slot=True)
+            pipeline.set_step(run, step, status="running", started=time.time())
+            return work()
+    except BaseException as e:
+        pipeline.set_step(run, step, status="stopped" if isinstance(e, jobs.StopRequested) else "failed", ended=time.time())
+        raise
+    finally:
+        run.update(holds_slot=False)
+
+
+def data_from_runs(module, config: Config, run, step: str, made: dict[str, str]) -> dict[str, str]:
+    """A plan's data step: files computed from the runs made so far (the module's `data_from_runs`), such as
+    labels a model wrote, written as `write_data` writes its files. A continue reuses them once written."""
+    from lab.models import pick_device
+
+    done = pipeline.steps(run).get(step, {})
+    if done.get("status") == "completed" and done.get("files") and all(Path(p).is_file() for p in done["files"].values()):
+        return done["files"]
+    records = in_a_slot(run, step, lambda: module.data_from_runs(made, config.scale, pick_device(config.device)))
+    files = write_files(config, records)
+    pipeline.set_step(run, step, status="completed", ended=time.time(), files=files)
+    return files
+
+
 def write_data(module, config: Config) -> dict[str, str]:
     """The data files an experiment trains on (its `data(world, scale)`: name -> records), as jsonl among the
     store's uploads, where a public demo lets a run read them; named by their content, so the same data makes
     the same config and its runs are shared."""
     if not hasattr(module, "data"):
         return {}
-    import hashlib
-
     from lab.stages import world_of
+
+    return write_files(config, module.data(world_of("world"), config.scale))
+
+
+def write_files(config: Config, files: dict[str, list[dict]]) -> dict[str, str]:
+    """Records as jsonl files (name -> path), each named by the experiment and its content."""
+    import hashlib
 
     folder = runs.root() / "uploads" / "experiments"
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, records in module.data(world_of("world"), config.scale).items():
+    for name, records in files.items():
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        path = folder / f"{config.experiment}-{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.jsonl"
+        path = folder / f"{config.experiment}-{name.replace(' ', '-')}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.jsonl"
         if not path.is_file():
             runs.atomic_write_text(path, text)
         out[name] = str(path)
