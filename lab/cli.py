@@ -315,9 +315,21 @@ def cmd_feedback(args) -> int:
     from lab import inference, labeler
 
     principles = labeler.read_constitution(args.constitution) if args.constitution else None
+    if not args.revise and not args.labeler:
+        raise UserError("name the judge with --labeler RUN (an instruct model), or pass --revise to have --model critique and revise its own answers")
     device, note = inference.pick_device(args.device)
     if note:
         print(note, file=sys.stderr)
+    if args.revise:
+        out = labeler.critique_and_revise(args.model, prompts=args.prompts, limit=args.limit, principles=principles,
+                                          name=args.name if args.name != "ai-feedback" else "revisions", seed=args.seed, device=device)
+        print(f"{out['chats']} revised answers of {out['model']} under {', '.join(out['principles'])}"
+              + (f" ({out['empty']} empty revisions left out)" if out["empty"] else ""))
+        if out["gold"]:
+            g = out["gold"]
+            print(f"gold score: first answers {g['first']:.3f}, revisions {g['revised']:.3f} ({g['revision_changed']:.0%} of the answers changed)")
+        print(f"SFT chats saved to {out['file']} (train on them: llm-lab train sft --parent RUN --data {out['file']})", file=sys.stderr)
+        return 0
     out = labeler.ai_feedback(args.labeler, args.model, prompts=args.prompts, k=args.k, limit=args.limit, principles=principles,
                               name=args.name, temperature=args.temperature, seed=args.seed, device=device, heldout=args.heldout)
     pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731
@@ -401,8 +413,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps (default: %(default)s)")
 
     p = sub.add_parser("feedback", help="AI feedback: a labeler model compares a model's answers under each principle of a constitution; "
-                                        "the pairs join the feedback store")
-    p.add_argument("--labeler", required=True, metavar="RUN", help="the judge: a run, folder or hub id of an instruct model")
+                                        "the pairs join the feedback store (with --revise: the model critiques and revises its answers, as SFT chats)")
+    p.add_argument("--labeler", default="", metavar="RUN", help="the judge: a run, folder or hub id of an instruct model")
+    p.add_argument("--revise", action="store_true", help="critique and revision instead: --model answers, critiques its answer under a "
+                   "principle and revises it; the revisions are saved as SFT chats among the store's uploads (--name, default revisions)")
     p.add_argument("--model", required=True, metavar="RUN", help="the model whose answers are compared")
     p.add_argument("--constitution", default="", metavar="FILE", help="principles: a JSON list of {name, text}, or `name: text` lines "
                    "(default: the store's, as the Feedback page saved them, else the toy world's four)")

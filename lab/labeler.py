@@ -221,6 +221,14 @@ def log_odds(model, tokenizer, items: list[tuple[str, object, str, str]], batch_
     return [(first - second) / 2 for first, second in zip(out[0::2], out[1::2])]
 
 
+def overall_odds(model, tokenizer, pairs: list[tuple[object, str, str]], principles) -> list[float]:
+    """For each (prompt, answer x, answer y): the labeler's log-odds that x is the better answer under the
+    constitution as a whole, the sum of its log-odds under each principle."""
+    n = len(principles)
+    odds = log_odds(model, tokenizer, [(p.text, prompt, x, y) for prompt, x, y in pairs for p in principles]) if pairs else []
+    return [sum(odds[i * n : (i + 1) * n]) for i in range(len(pairs))]
+
+
 def gold_prefers(world, principle: Principle, prompt, x: str, y: str) -> int:
     """+1 when the gold judge rates x above y on what the principle stands for, -1 below, 0 level."""
     gx, gy = world.judge(prompt, x), world.judge(prompt, y)
@@ -286,10 +294,8 @@ def ai_feedback(labeler: str, model: str, prompts: str = "world", k: int = 4, li
         groups.append((prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}], answers))
     labeled = label(judge, groups, principles, name, "ai", model=policy.run or policy.path, owner=owner, world=world)
     human = feedback.human_pairs()[-200:]
-    human_odds = log_odds(judge.model, judge.tokenizer, [(p.text, r["prompt"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
-                                                         for r in human for p in principles]) if human else []
-    n = len(principles)
-    human_agree = [sum(human_odds[i * n : (i + 1) * n]) > 0 for i in range(len(human))]
+    human_agree = [o > 0 for o in overall_odds(judge.model, judge.tokenizer, [(r["prompt"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
+                                                                               for r in human], principles)]
     held = agreement_with_gold(judge.model, judge.tokenizer, world, principles=principles) if heldout else None
     return {**labeled, "file": str(path), "prompts": len(groups), "skipped_prompts": skipped, "model": policy.run or policy.path,
             "human_agreement": sum(human_agree) / len(human_agree) if human_agree else None, "human_pairs": len(human_agree), "heldout": held}
@@ -329,3 +335,51 @@ def label(judge, groups: list[tuple[list[dict], list[str]]], principles: list[Pr
     return {**feedback.count(name), "added": added, "labeler": judge.run or judge.path, "principles": [p.name for p in principles],
             "gold_agreement": agree / (agree + disagree) if agree + disagree else None, "gold_pairs": agree + disagree}
 
+
+
+# ------------------------------------------------------------------------------------------------ critique and revision
+
+CRITIQUE = "Critique your last answer by this principle: {principle} Say in one sentence how it fails the principle."
+REVISE = "Rewrite your answer so that it follows the principle: {principle} Reply with the new answer only."
+
+
+def critique_and_revise(model: str, prompts: str = "world", limit: int = 20, principles=None, name: str = "revisions", seed: int = 0,
+                        device: str = "cpu") -> dict:
+    """Constitutional AI's supervised half: `model` answers each of `limit` prompts, critiques its answer under one
+    principle of the constitution (drawn per prompt) and revises it, all greedy in one conversation. The revised
+    answers, as chats of the prompt and the revision, are SFT data: written among the store's uploads as
+    NAME.jsonl, where the SFT form offers them (each record keeps the principle, the first answer and the
+    critique beside its messages). On the toy world it also returns the gold judge's mean score of the first
+    answers and of the revisions: whether revising helped."""
+    from lab import evals, feedback, inference, stages
+
+    if not 1 <= limit <= 10000:
+        raise UserError(f"--limit {limit}: revise 1 to 10,000 prompts")
+    principles = check_constitution(principles) if principles is not None else constitution()
+    path = runs.root() / "uploads" / feedback.path_of(name).name  # the name checked as a dataset's is
+    every = stages.prompt_set(prompts)
+    chosen = random.Random(seed).sample(every, min(limit, len(every)))
+    loaded = inference.load(model, "causal", device)
+    world = stages.world_of(prompts) or inference.world_of_model(loaded.run)
+    picks = [random.Random(f"{seed}/{i}").choice(principles) for i in range(len(chosen))]
+    first = evals.chat(loaded.model, loaded.tokenizer, chosen, max_new_tokens=48)
+    asked = [[*p, {"role": "assistant", "content": a}, {"role": "user", "content": CRITIQUE.format(principle=pr.text)}]
+             for p, a, pr in zip(chosen, first, picks)]
+    critiques = evals.chat(loaded.model, loaded.tokenizer, asked, max_new_tokens=48)
+    revise = [[*c, {"role": "assistant", "content": crit}, {"role": "user", "content": REVISE.format(principle=pr.text)}]
+              for c, crit, pr in zip(asked, critiques, picks)]
+    revisions = evals.chat(loaded.model, loaded.tokenizer, revise, max_new_tokens=48)
+    records = [{"messages": [*p, {"role": "assistant", "content": r}], "principle": pr.name, "first_answer": a, "critique": c}
+               for p, a, c, r, pr in zip(chosen, first, critiques, revisions, picks) if r.strip()]
+    if not records:
+        raise UserError(f"{model} gave no revision that is not empty: nothing to train on (a model that answers in its chat format is needed)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    gold = None
+    if world is not None:
+        kept = [(p, a, r) for p, a, r in zip(chosen, first, revisions) if r.strip()]
+        gold = {"first": sum(world.judge(p, a).score for p, a, _ in kept) / len(kept),
+                "revised": sum(world.judge(p, r).score for p, _, r in kept) / len(kept),
+                "revision_changed": sum(a != r for _, a, r in kept) / len(kept)}
+    return {"file": str(path), "chats": len(records), "empty": len(chosen) - len(records), "model": loaded.run or loaded.path,
+            "principles": [p.name for p in principles], "gold": gold}

@@ -109,6 +109,28 @@ def test_ai_feedback_saves_pairs_with_provenance_that_the_reward_model_and_dpo_t
         assert run.status == "completed", run.info.get("error")
 
 
+def test_critique_and_revision_writes_sft_chats_that_sft_trains_on(store, nano_sft_run):
+    """--revise: the model answers, critiques its answer under a principle and revises it; the revisions are SFT
+    chats among the store's uploads (where the SFT form offers them), each with its principle, first answer and
+    critique, and the gold score before and after says whether revising helped."""
+    from pages import api
+
+    proc = llm_lab("feedback", "--revise", "--model", nano_sft_run.name, "--limit", "8", "--name", "revised-test", timeout=600)
+    assert "revised answers of" in proc.stdout and "gold score: first answers " in proc.stdout, proc.stdout
+    path = store / "uploads" / "revised-test.jsonl"
+    rows = read_jsonl(path)
+    assert 0 < len(rows) <= 8 and str(path) in api.uploads()
+    principles = {p.name for p in labeler.DEFAULT_CONSTITUTION}
+    for r in rows:
+        assert [t["role"] for t in r["messages"]] == ["user", "assistant"] and r["messages"][1]["content"].strip()
+        assert r["principle"] in principles and "first_answer" in r and "critique" in r
+    run = Run.open(last_line(llm_lab("train", "sft", "--parent", nano_sft_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "2",
+                                     "--sample-every", "0", "--kl-every", "0", "--no-world-evals")))
+    assert run.status == "completed", run.info.get("error")
+    none = llm_lab("feedback", "--model", nano_sft_run.name, check=False)  # neither a judge nor --revise
+    assert none.returncode == 2 and "--labeler" in none.stderr and "--revise" in none.stderr and "Traceback" not in none.stderr
+
+
 def test_ai_feedback_refuses_what_it_cannot_do_in_one_line(store, nano_sft_run, tmp_path):
     bad = tmp_path / "constitution.json"
     bad.write_text(json.dumps([{"name": "x", "text": ""}]))
