@@ -43,7 +43,7 @@ def measure(made: dict, device: str) -> dict:
             stats = Run.open(made[f"tokenizer {name}"]).info.get("final_metrics") or {}
             loaded = inference.load(made[f"pretrain {name}"], "causal", device)
             rows.append({"tokenizer": name, "kind": kind, "vocab_size": size, "tokenizer_run": made[f"tokenizer {name}"], "pretrain_run": made[f"pretrain {name}"],
-                         "chars_per_token": stats.get("chars_per_token"), "vocab_used": stats.get("vocab_used"),
+                         "chars_per_token": stats.get("chars_per_token"), "vocab_used": stats.get("vocab_used"), "vocab_learnt": stats.get("vocab_size"),
                          **{k: v for k, v in evals.perplexity(loaded.model, loaded.tokenizer, heldout).items() if k in ("bits_per_byte", "perplexity")},
                          "fact_accuracy": evals.fact_completion(loaded.model, loaded.tokenizer, world.eval_sets()["pretrain_facts"])["fact_accuracy"]})
     return {"tokenizers": rows}
@@ -63,6 +63,10 @@ def conclude(m: dict) -> str:
     better = sum(b["bits_per_byte"] < a["bits_per_byte"] for a, b in bigger)
     text += (f" A {SIZES[-1]}-token vocabulary was denser than a {SIZES[0]}-token one for {denser} of {len(KINDS)} algorithms and gave lower bits "
              f"per byte for {better} of {len(KINDS)}.")
+    short = [r for r in rows if r.get("vocab_learnt") and r["vocab_learnt"] < r["vocab_size"]]
+    if short:
+        text += (" Not every vocabulary reached the size asked (the text had no more to learn): "
+                 + ", ".join(f"{r['tokenizer']} learnt {r['vocab_learnt']}" for r in short) + ".")
     spread = worst["bits_per_byte"] - best["bits_per_byte"]
     text += (f" The tokenizer moved bits per byte by {spread:.3f} ({spread / best['bits_per_byte']:.0%} of the best): it does change efficiency."
              if spread / best["bits_per_byte"] >= 0.05 else
