@@ -357,6 +357,8 @@ def critique_and_revise(model: str, prompts: str = "world", limit: int = 20, pri
         raise UserError(f"--limit {limit}: revise 1 to 10,000 prompts")
     principles = check_constitution(principles) if principles is not None else constitution()
     path = runs.root() / "uploads" / feedback.path_of(name).name  # the name checked as a dataset's is
+    if path.exists():  # an earlier set of revisions is someone's data: never written over
+        raise UserError(f"{path} exists already: give the revisions another --name (or delete that file first)")
     every = stages.prompt_set(prompts)
     chosen = random.Random(seed).sample(every, min(limit, len(every)))
     loaded = inference.load(model, "causal", device)

@@ -127,6 +127,8 @@ def test_critique_and_revision_writes_sft_chats_that_sft_trains_on(store, nano_s
     run = Run.open(last_line(llm_lab("train", "sft", "--parent", nano_sft_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "2",
                                      "--sample-every", "0", "--kl-every", "0", "--no-world-evals")))
     assert run.status == "completed", run.info.get("error")
+    again = llm_lab("feedback", "--revise", "--model", nano_sft_run.name, "--name", "revised-test", check=False)
+    assert again.returncode == 2 and "exists already" in again.stderr and read_jsonl(path) == rows  # never written over
     none = llm_lab("feedback", "--model", nano_sft_run.name, check=False)  # neither a judge nor --revise
     assert none.returncode == 2 and "--labeler" in none.stderr and "--revise" in none.stderr and "Traceback" not in none.stderr
 
