@@ -91,13 +91,15 @@ def varied(base: dict, step: str, name: str, **fields) -> tuple[str, str, dict]:
     return (name, stage, {**values, **fields})
 
 
-def steps_for(base: dict, step: str, pairs: int, epochs: int) -> int:
-    """The lifecycle's steps for `step`, or more where they would not pass over `pairs` examples `epochs` times."""
+def enough_steps(base: dict, step: str, pairs: int, epochs: int) -> dict:
+    """`max_steps` for the lifecycle's `step` where its own steps would not pass over `pairs` examples `epochs`
+    times, else nothing: with no field changed the run stays the lifecycle's own, which the store may hold."""
     from lab import stages
 
     stage, fields = base[step]
     batch = fields.get("batch_size") or stages.get(stage).Config().batch_size
-    return max(fields["max_steps"], math.ceil(epochs * pairs / batch))
+    steps = math.ceil(epochs * pairs / batch)
+    return {"max_steps": steps} if steps > fields["max_steps"] else {}
 
 
 # ------------------------------------------------------------------------------------------------ numbers

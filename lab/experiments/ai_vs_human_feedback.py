@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from lab.experiments import answers, chain, pct, steps_for, varied, world_of
+from lab.experiments import answers, chain, enough_steps, pct, varied, world_of
 
 QUESTION = "Can many AI labels stand in for fewer careful human ones: a reward model and DPO on gold labels against AI labels?"
 RUNS = ("a labeler (SFT on the world's judging chats); the instruct model's sampled answers labeled by the gold judge (N pairs) and by the "
@@ -47,9 +47,7 @@ def plan(base: dict, seeds: list[int], scale: str) -> list:
     for arm in ARMS:
         pairs = _budget(arm, scale)
         for step in ("reward", "dpo"):
-            longer = steps_for(base, step, pairs, EPOCHS[scale])
-            extra = {"max_steps": longer} if longer != base[step][1]["max_steps"] else {}
-            steps.append(varied(base, step, f"{step} on {arm} labels", data=f"{{{arm} labels}}", **extra))
+            steps.append(varied(base, step, f"{step} on {arm} labels", data=f"{{{arm} labels}}", **enough_steps(base, step, pairs, EPOCHS[scale])))
     return steps
 
 
@@ -89,10 +87,11 @@ def data_from_runs(made: dict, scale: str, device: str) -> dict[str, list[dict]]
 
 
 def _labels(path: str) -> list[dict]:
-    import json
     from pathlib import Path
 
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    from lab.runs import read_jsonl_from
+
+    return read_jsonl_from(Path(path))[0]
 
 
 def measure(made: dict, device: str) -> dict:

@@ -8,7 +8,7 @@ even seen once each, and the budget past 1,280 pairs bought nothing because it w
 
 from __future__ import annotations
 
-from lab.experiments import answers, chain, pct, steps_for, varied, world_of
+from lab.experiments import answers, chain, enough_steps, pct, varied, world_of
 
 QUESTION = "What does human feedback buy: how do the reward model and DPO improve with the number of preference pairs?"
 RUNS = "a reward model and a DPO model on 50, 200, 800 and all of the world's preference pairs (at default scale, steps to see every pair twice, and never fewer than the lifecycle's); then the reward model's held-out accuracy and DPO's gold win rate against the instruct model"
@@ -32,10 +32,7 @@ def plan(base: dict, seeds: list[int], scale: str) -> list:
     for budget in BUDGETS[scale]:
         fields = {"max_pairs": budget} if budget else {}
         for step in ("reward", "dpo"):
-            longer = steps_for(base, step, budget or everything, epochs)
-            extra = {"max_steps": longer} if longer != base[step][1]["max_steps"] else {}
-            # with no field changed this is the lifecycle's own run, which the store may already hold
-            steps.append(varied(base, step, _name(step, budget), **fields, **extra))
+            steps.append(varied(base, step, _name(step, budget), **fields, **enough_steps(base, step, budget or everything, epochs)))
     return steps
 
 
