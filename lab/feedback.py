@@ -8,8 +8,12 @@ stages take as data.
          "labeled_by": "human", ...}
     an AI labeler's pairs (lab.labeler) say which labeler and principle: "labeled_by": "<run or folder>",
     "principle": "polite", "margin": <its log-odds for the chosen answer>
+    thumbs up or down on single answers are KTO's unpaired labels, in a dataset of their own (a file mixing
+    pairs and labels is refused by `lab.data`):
+        {"prompt": [...], "completion": [{"role": "assistant", "content": "..."}], "label": true, "ranking": "<id>", ...}
 
     llm-lab train reward --parent SFT_RUN --data checkpoints/feedback/feedback.jsonl
+    llm-lab train kto --parent SFT_RUN --data checkpoints/feedback/feedback-labels.jsonl
 
 Every record is conversational, even for a one-turn prompt: `lab.data` refuses a file that mixes the two
 shapes, and a later prompt with history could only be saved as turns. A ranking of K answers saves every
@@ -63,6 +67,24 @@ def _locked(path: Path):
 
 def _read(path: Path) -> list[dict]:
     return runs.read_jsonl_from(path)[0]
+
+
+def labels_name(name: str) -> str:
+    """The dataset that holds the thumbs given beside the rankings of dataset `name`."""
+    return f"{(name or '').strip().removesuffix('.jsonl')}-labels"
+
+
+def _holds(path: Path) -> str | None:
+    """"pairs" or "labels": what a feedback dataset holds (None while it is empty)."""
+    rows = _read(path)
+    return None if not rows else "labels" if "label" in rows[0] else "pairs"
+
+
+def _refuse_mixing(path: Path, adding: str) -> None:
+    held = _holds(path) if path.exists() else None
+    if held not in (None, adding):
+        raise UserError(f"{path.name} holds {'answers labelled good or bad' if held == 'labels' else 'preference pairs'}; "
+                        f"{'pairs' if adding == 'pairs' else 'labels'} go to a dataset of their own: give another dataset name")
 
 
 def pairs_of(answers: list[str], ranks: list[int]) -> tuple[list[tuple[int, int]], int]:
@@ -123,7 +145,36 @@ def add_pairs(name: str, prompt: list[dict], pairs: list[dict], source: str, lab
                   "labeled_by": labeled_by, "time": now, **({"chosen_model": model, "rejected_model": model} if model else {}),
                   **({"owner": owner} if owner else {})}
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    _append(path, lines, "pairs")
+    return {**count(name), "added": len(pairs)}
+
+
+def add_labels(name: str, prompt: list[dict], answers: list[str], labels: list[bool | None], source: str, model: str | None = None,
+               owner: str | None = None) -> dict:
+    """Save a person's thumbs up (True) or down (False) on answers to the conversation `prompt` as KTO's unpaired
+    labels, one record per labelled answer (None: no thumb given), under one ranking id, so undo removes them
+    together. Returns count(name) with `added` and `skipped` (empty answers, which no loader takes)."""
+    path = path_of(name)
+    if len(labels) != len(answers):
+        raise UserError(f"{len(labels)} labels for {len(answers)} answers: give each answer a thumb up, down, or none")
+    if not prompt or prompt[-1]["role"] != "user":
+        raise UserError("the prompt must end with the user's turn that the answers reply to")
+    given = [(a.strip(), bool(g)) for a, g in zip(answers, labels) if g is not None]
+    kept = [(a, g) for a, g in given if a]
+    if not kept:
+        raise UserError("no answer has a thumb up or down yet: mark at least one answer good (👍) or bad (👎)" if not given
+                        else "the answers marked are empty: nothing to learn from")
+    ranking, now = uuid.uuid4().hex[:12], time.time()
+    lines = [json.dumps({"prompt": prompt, "completion": [{"role": "assistant", "content": a}], "label": g, "ranking": ranking,
+                         "source": source, "labeled_by": HUMAN, "time": now, **({"model": model} if model else {}),
+                         **({"owner": owner} if owner else {})}, ensure_ascii=False) + "\n" for a, g in kept]
+    _append(path, lines, "labels")
+    return {**count(name), "added": len(kept), "skipped": len(given) - len(kept)}
+
+
+def _append(path: Path, lines: list[str], adding: str) -> None:
     with _locked(path):
+        _refuse_mixing(path, adding)
         # One write of the whole ranking in append mode: a reader sees all of its pairs or none.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -131,25 +182,35 @@ def add_pairs(name: str, prompt: list[dict], pairs: list[dict], source: str, lab
             os.fsync(fd)
         finally:
             os.close(fd)
-    return {**count(name), "added": len(pairs)}
 
 
 def human_pairs() -> list[dict]:
     """Every pair a person ranked or voted for, over the store's feedback datasets, oldest first (the pairs saved
     before the labeled_by field existed were all people's)."""
-    rows = [r for path in files() for r in _read(path) if r.get("labeled_by", HUMAN) == HUMAN]
+    rows = [r for path in files() for r in _read(path) if r.get("labeled_by", HUMAN) == HUMAN and "chosen" in r]
     return sorted(rows, key=lambda r: r.get("time", 0))
 
 
 def count(name: str) -> dict:
-    """{"file", "pairs", "rankings"} of a feedback dataset (0 and 0 before its first vote)."""
+    """{"file", "pairs", "labels", "rankings"} of a feedback dataset: its preference pairs or its labelled answers
+    (a dataset holds one kind), and how many rankings (or sets of thumbs) saved them; all 0 before the first."""
     path = path_of(name)
     rows = _read(path)
-    return {"file": str(path), "pairs": len(rows), "rankings": len({r.get("ranking") for r in rows})}
+    labels = sum("label" in r for r in rows)
+    return {"file": str(path), "pairs": len(rows) - labels, "labels": labels, "rankings": len({r.get("ranking") for r in rows})}
+
+
+def newest(names: list[str], owner: str | None = None) -> str:
+    """Of the datasets `names`, the one whose last ranking (with `owner`, the last of theirs) was saved last:
+    what an undo beside them takes back (the first name when none holds one)."""
+    def last(name):
+        rows = [r for r in _read(path_of(name)) if owner is None or r.get("owner") == owner]
+        return rows[-1].get("time", 0) if rows else -1
+    return max(names, key=last)
 
 
 def undo(name: str, owner: str | None = None) -> dict:
-    """Remove the pairs of the last ranking (or vote) saved to a dataset; with `owner`, the last of theirs.
+    """Remove the pairs (or labels) of the last ranking (or vote, or thumbs) saved to a dataset; with `owner`, the last of theirs.
     Returns count(name) with `removed`."""
     path = path_of(name)
     with _locked(path):

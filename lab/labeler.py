@@ -293,12 +293,20 @@ def ai_feedback(labeler: str, model: str, prompts: str = "world", k: int = 4, li
             continue
         groups.append((prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}], answers))
     labeled = label(judge, groups, principles, name, "ai", model=policy.run or policy.path, owner=owner, world=world)
-    human = feedback.human_pairs()[-200:]
-    human_agree = [o > 0 for o in overall_odds(judge.model, judge.tokenizer, [(r["prompt"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
-                                                                               for r in human], principles)]
     held = agreement_with_gold(judge.model, judge.tokenizer, world, principles=principles) if heldout else None
     return {**labeled, "file": str(path), "prompts": len(groups), "skipped_prompts": skipped, "model": policy.run or policy.path,
-            "human_agreement": sum(human_agree) / len(human_agree) if human_agree else None, "human_pairs": len(human_agree), "heldout": held}
+            **agreement_with_people(judge, principles), "heldout": held}
+
+
+def agreement_with_people(judge, principles: list[Principle], last: int = 200) -> dict:
+    """{"human_agreement", "human_pairs"}: how often the loaded labeler `judge`, under the constitution as a whole,
+    prefers the answer a person preferred, over the store's `last` human pairs (None before anyone ranked)."""
+    from lab import feedback
+
+    human = feedback.human_pairs()[-last:]
+    agree = [o > 0 for o in overall_odds(judge.model, judge.tokenizer, [(r["prompt"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
+                                                                         for r in human], principles)]
+    return {"human_agreement": sum(agree) / len(agree) if agree else None, "human_pairs": len(agree)}
 
 
 def label(judge, groups: list[tuple[list[dict], list[str]]], principles: list[Principle], name: str, source: str, model: str | None = None,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab import configs, demo, distributed, feedback, inference, jobs, labeler, models, runs, stages
+from lab import configs, data, demo, distributed, feedback, inference, jobs, labeler, models, runs, stages
 from lab.errors import UserError
 from lab.runs import Run
 
@@ -338,9 +338,26 @@ def rank(prompt: str, answers: list[str], ranks: list[int], history: list | None
 
 
 @user_errors
+def label_answers(prompt: str, answers: list[str], labels: list, history: list | None = None, dataset: str = "feedback-labels", model: str = "",
+                  request: gr.Request = None) -> dict:
+    """Thumbs up or down on answers to one prompt: labels[i] is answer i's, "good" or "bad" (also true/false, up/down; null: none given). Saves each labelled answer as KTO's unpaired record (conversational prompt, completion, label) to checkpoints/feedback/<dataset>.jsonl, a dataset of labels only. Returns {"file", "pairs", "labels", "rankings", "added", "skipped"}."""
+    answers = list(answers or [])
+    given = []
+    for i, value in enumerate(labels or []):
+        key = value.strip().lower() if isinstance(value, str) else value
+        if key in (None, ""):
+            given.append(None)
+        elif not isinstance(key, (list, dict)) and key in data.LABELS:
+            given.append(data.LABELS[key])
+        else:
+            raise UserError(f"label {i + 1} is {value!r}: give each answer good or bad (also true/false, up/down), or null for none")
+    return feedback.add_labels(dataset, _prompt_turns(prompt, history), answers, given, "feedback", model or None, owner=visitor(request))
+
+
+@user_errors
 def ai_rank(prompt: str, answers: list[str], history: list | None = None, dataset: str = "feedback", labeler_model: str = "", model: str = "",
             request: gr.Request = None) -> dict:
-    """An AI labeler's ranking (Constitutional AI's feedback): `labeler_model` (a run, folder or hub id of an instruct model) compares every two of `answers` to one prompt under each principle of the store's constitution, by its probabilities of the verdict tokens "A" and "B" in both orders, and saves each verdict as a pair (with `labeled_by`, `principle` and `margin`) to checkpoints/feedback/<dataset>.jsonl. Returns {"file", "pairs", "rankings", "added", "labeler", "principles", "gold_agreement" (toy-world models: the share of the pairs the gold judge tells apart on which it agrees), "gold_pairs"}."""
+    """An AI labeler's ranking (Constitutional AI's feedback): `labeler_model` (a run, folder or hub id of an instruct model) compares every two of `answers` to one prompt under each principle of the store's constitution, by its probabilities of the verdict tokens "A" and "B" in both orders, and saves each verdict as a pair (with `labeled_by`, `principle` and `margin`) to checkpoints/feedback/<dataset>.jsonl. Returns {"file", "pairs", "labels", "rankings", "added", "labeler", "principles", "gold_agreement" (toy-world models: the share of the pairs the gold judge tells apart on which it agrees), "gold_pairs", "human_agreement" (the share of the store's last 200 human pairs where the labeler, under the constitution as a whole, prefers the person's choice; null before anyone ranked), "human_pairs"}."""
     answers = list(dict.fromkeys(a.strip() for a in answers or [] if a and a.strip()))
     if len(answers) < 2:
         raise UserError(f"{len(answers)} different answer(s): the labeler compares two or more; sample answers first")
@@ -350,7 +367,9 @@ def ai_rank(prompt: str, answers: list[str], history: list | None = None, datase
     feedback.path_of(dataset)  # a bad name is refused before a model loads
     judge = inference.CACHE.get(labeler_model.strip(), "causal")
     world = inference.world_of_model(models.resolve(model)[1]) if model else None
-    return labeler.label(judge, [(turns, answers)], labeler.constitution(), dataset, "feedback", model=model or None, owner=visitor(request), world=world)
+    principles = labeler.constitution()
+    labeled = labeler.label(judge, [(turns, answers)], principles, dataset, "feedback", model=model or None, owner=visitor(request), world=world)
+    return {**labeled, **labeler.agreement_with_people(judge, principles)}
 
 
 @user_errors
@@ -370,13 +389,13 @@ def save_constitution(text: str, request: gr.Request = None) -> str:
 
 @user_errors
 def feedback_count(dataset: str = "feedback") -> dict:
-    """How much a feedback dataset holds: {"file", "pairs", "rankings"} (0 and 0 before its first vote)."""
+    """How much a feedback dataset holds: {"file", "pairs", "labels", "rankings"} (pairs, or answers labelled good or bad; all 0 before the first vote)."""
     return feedback.count(dataset)
 
 
 @user_errors
 def undo_feedback(dataset: str = "feedback", request: gr.Request = None) -> dict:
-    """Remove the pairs of the last ranking or vote saved to a feedback dataset (in demo mode: your last one). Returns {"file", "pairs", "rankings", "removed"}."""
+    """Remove the pairs (or labels) of the last ranking, vote or set of thumbs saved to a feedback dataset (in demo mode: your last one). Returns {"file", "pairs", "labels", "rankings", "removed"}."""
     return feedback.undo(dataset, owner=visitor(request) if demo.on() else None)
 
 
@@ -490,7 +509,7 @@ def tokenize(text: str, tokenizers: list[str]) -> list[dict]:
 # Everything above that an API user may call, by its endpoint name.
 ENDPOINTS = {fn.__name__: fn for fn in (
     start_run, stop_run, resume_run, delete_run, export_run, list_runs, run_status, run_metrics, run_samples,
-    run_log, config_diff, config_fields, cli_command, preview_data, compare, vote, rank, ai_rank, constitution, save_constitution,
+    run_log, config_diff, config_fields, cli_command, preview_data, compare, vote, rank, label_answers, ai_rank, constitution, save_constitution,
     feedback_count, undo_feedback, lifecycle, quickstart, lifecycle_progress, report_card, experiments, run_experiment, experiment_result, tokenize,
 )} | {"eval": eval_run}
 # Reads are cheap and safe side by side, so many browsers polling at once never queue behind each other;

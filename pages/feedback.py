@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lab import stages
+from lab import feedback, stages
 from lab.errors import UserError
 from pages import api, visitor
 from pages.compare import model_choices
@@ -27,7 +27,9 @@ MAX_K = 4
 ABOUT = """Pick a model and a prompt set; **Sample** draws K answers to the prompt (seeds *seed* … *seed + K − 1*,
 so raise the temperature for variety); rank them, 1 the best (equal ranks: no preference), and **Save ranking**:
 every pair the ranking implies becomes a preference pair (3 answers → 3 pairs, 4 → 6). Enough pairs, and
-**Train a reward model on these** queues a reward run on them, with the model as its parent."""
+**Train a reward model on these** queues a reward run on them, with the model as its parent. Or give single answers
+a thumb up or down and **Save thumbs**: KTO learns from such labels, no pairs needed (**Train KTO on these**); they are
+kept in a dataset of their own, *NAME*-labels."""
 
 
 AI_ABOUT = """Instead of you, a model can rank (Constitutional AI's feedback): shown the prompt, two answers and one
@@ -51,18 +53,25 @@ def export_copy(path: str) -> str | None:
     return str(shutil.copy(path, folder / Path(path).name))  # gr.File refuses a Path: its FileData wants a str
 
 
-def summary(dataset: str) -> tuple[str, str | None]:
-    """The counter's text and the export file of a dataset."""
+def summary(dataset: str) -> tuple[str, list[str] | None]:
+    """The counter's text and the export files of a dataset and of its thumbs (feedback.labels_name)."""
     try:
-        c = api.feedback_count(dataset)
+        c, thumbs = api.feedback_count(dataset), api.feedback_count(feedback.labels_name(dataset))
     except gr.Error as e:
         return f"⚠️ {e.message}", None
-    return f"**{c['pairs']}** preference pairs from **{c['rankings']}** rankings in `{c['file']}`", export_copy(c["file"])
+    text = f"**{c['pairs']}** preference pairs from **{c['rankings']}** rankings in `{c['file']}`"
+    if thumbs["labels"]:
+        text += f"; **{thumbs['labels']}** answers labelled good or bad in `{thumbs['file']}`"
+    files = [f for f in (export_copy(c["file"]), export_copy(thumbs["file"])) if f]
+    return text, files or None
 
 
 def on_k(k):
     k = int(k)
     return [gr.Column(visible=i < k) for i in range(MAX_K)] + [gr.Radio(choices=list(range(1, k + 1)), value=None) for _ in range(MAX_K)]
+
+
+THUMBS = {"👍 good": "good", "👎 bad": "bad"}  # words too: a browser without an emoji font shows boxes
 
 
 def on_next(source, state):
@@ -85,7 +94,7 @@ def on_next(source, state):
 
 def on_sample(model, prompt, k, temperature, top_p, max_new, seed, mode, state):
     k = int(k)
-    quiet = [gr.skip()] * (2 * MAX_K + 1)
+    quiet = [gr.skip()] * (3 * MAX_K + 1)
     if not model:
         yield quiet + [warn(gr.Error("pick a model first"))]
         return
@@ -98,12 +107,12 @@ def on_sample(model, prompt, k, temperature, top_p, max_new, seed, mode, state):
     panes = None
     try:
         for panes in api.compare([model] * k, prompt, temperature, top_p, int(max_new), int(seed or 0), mode, "", [history] * k, True):
-            yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [None] * MAX_K + [gr.skip(), ""]
+            yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [None] * (2 * MAX_K) + [gr.skip(), ""]
     except gr.Error as e:
         yield quiet + [warn(e)]
         return
     done = {**state, "answers": [p["answer"] for p in panes], "model": model, "prompt": prompt, "history": history, "saved": []}
-    yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [gr.skip()] * MAX_K + [done, "rank the answers (1 = best), then save"]
+    yield [p["answer"] for p in panes] + [""] * (MAX_K - k) + [gr.skip()] * (2 * MAX_K) + [done, "rank the answers (1 = best), then save; or give them 👍/👎"]
 
 
 def on_save(request: gr.Request, browser_id: str, dataset, state, *given):
@@ -125,26 +134,57 @@ def on_save(request: gr.Request, browser_id: str, dataset, state, *given):
     return text, file, f"saved {saved['added']} pair(s){skipped}: press Next prompt, then Sample", {**state, "saved": [*state.get("saved", ()), "human"]}
 
 
-def on_undo(dataset, browser_id: str, request: gr.Request):
+def on_save_labels(request: gr.Request, browser_id: str, dataset, state, *given):
+    """The thumbs given, saved as KTO's labelled answers in the dataset's -labels companion."""
+    answers = state["answers"]
+    if not answers:
+        return gr.skip(), gr.skip(), warn(gr.Error("nothing to label yet: sample answers first")), gr.skip()
+    if "thumbs" in state.get("saved", ()):
+        return gr.skip(), gr.skip(), warn(gr.Error("your thumbs on these answers are saved already: press Next prompt, then Sample")), gr.skip()
+    thumbs = [THUMBS.get(t) for t in given[: len(answers)]]
     try:
-        undone = api.undo_feedback(dataset, visitor.of(browser_id, request))
+        saved = api.label_answers(state["prompt"], answers, thumbs, state["history"], feedback.labels_name(dataset), state["model"],
+                                  visitor.of(browser_id, request))
     except gr.Error as e:
-        return gr.skip(), gr.skip(), warn(e)
-    return *summary(dataset), f"removed the last ranking's {undone['removed']} pair(s)"
+        return gr.skip(), gr.skip(), warn(e), gr.skip()
+    skipped = f"; {saved['skipped']} empty answer(s) left out" if saved["skipped"] else ""
+    return (*summary(dataset), f"saved {saved['added']} answer(s) labelled good or bad{skipped} for KTO: press Next prompt, then Sample",
+            {**state, "saved": [*state.get("saved", ()), "thumbs"]})
 
 
-def on_train(model, dataset, browser_id: str, request: gr.Request):
+def on_undo(dataset, browser_id: str, request: gr.Request):
+    """Takes back the newest of what was saved: a ranking's pairs or a set of thumbs."""
+    owner = visitor.of(browser_id, request)
+    try:  # a demo's undo takes back the visitor's own last save (api.undo_feedback), so look for theirs
+        name = feedback.newest([dataset, feedback.labels_name(dataset)], api.visitor(owner) if api.demo.on() else None)
+        undone = api.undo_feedback(name, owner)
+    except (gr.Error, UserError) as e:
+        return gr.skip(), gr.skip(), warn(e if isinstance(e, gr.Error) else gr.Error(str(e)))
+    what = f"ranking's {undone['removed']} pair(s)" if name == dataset else f"thumbs: {undone['removed']} labelled answer(s)"
+    return *summary(dataset), f"removed the last {what}"
+
+
+def on_train(model, dataset, browser_id: str, request: gr.Request, stage: str = "reward"):
+    """A reward run on the dataset's pairs, or (stage kto) a KTO run on its thumbs, with the sampled model as parent."""
     try:
-        c = api.feedback_count(dataset)
-        if not c["pairs"]:
+        c = api.feedback_count(dataset if stage == "reward" else feedback.labels_name(dataset))
+        have = c["pairs"] if stage == "reward" else c["labels"]
+        if stage == "reward" and not have:
             raise gr.Error(f"{Path(c['file']).name} holds no pairs yet: rank some answers first")
+        if stage == "kto" and have < 2:
+            raise gr.Error(f"{Path(c['file']).name} holds {have} labelled answer(s): give at least two answers a thumb (good and bad) first")
         if not model:
-            raise gr.Error("pick the model the reward model starts from (its parent) first")
-        config = {"parent": model, "data": c["file"], "batch_size": min(16, c["pairs"])}
-        run_id = api.start_run("reward", json.dumps(config), visitor.of(browser_id, request))
+            raise gr.Error(f"pick the model the {'reward model' if stage == 'reward' else 'KTO policy'} starts from (its parent) first")
+        config = {"parent": model, "data": c["file"], "batch_size": min(16, have)}
+        run_id = api.start_run(stage, json.dumps(config), visitor.of(browser_id, request))
     except gr.Error as e:
         return warn(e)
-    return f"reward run `{run_id}` queued on {c['pairs']} pairs, from `{model}`: watch it on Align → Reward model"
+    what, where = ("pairs", "Align → Reward model") if stage == "reward" else ("labelled answers", "Align → KTO")
+    return f"{stage if stage == 'reward' else 'KTO'} run `{run_id}` queued on {have} {what}, from `{model}`: watch it on {where}"
+
+
+def on_train_kto(model, dataset, browser_id: str, request: gr.Request):
+    return on_train(model, dataset, browser_id, request, stage="kto")
 
 
 def on_ai_rank(request: gr.Request, browser_id: str, dataset, labeler_model, state):
@@ -160,7 +200,9 @@ def on_ai_rank(request: gr.Request, browser_id: str, dataset, labeler_model, sta
         return gr.skip(), gr.skip(), warn(e), gr.skip()
     gold = (f"; of the {out['gold_pairs']} pair(s) the gold judge tells apart, it agrees on {out['gold_agreement']:.0%}"
             if out["gold_agreement"] is not None else "")
-    return (*summary(dataset), f"the labeler `{out['labeler']}` saved {out['added']} pair(s) under {', '.join(out['principles'])}{gold}",
+    people = (f"; with people's rankings (the last {out['human_pairs']} pairs) it agrees on {out['human_agreement']:.0%}"
+              if out["human_agreement"] is not None else "; no one has ranked answers yet to compare it with")
+    return (*summary(dataset), f"the labeler `{out['labeler']}` saved {out['added']} pair(s) under {', '.join(out['principles'])}{gold}{people}",
             {**state, "saved": [*state.get("saved", ()), labeler_model]})
 
 
@@ -198,21 +240,24 @@ def build(demo: gr.Blocks) -> None:
             with gr.Column(scale=1, min_width=160):
                 next_prompt = gr.Button("Next prompt", size="sm", elem_id="feedback-next")
                 sample = gr.Button("Sample", variant="primary", elem_id="feedback-sample")
-        answers, ranks, boxes = [], [], []
+        answers, ranks, thumbs, boxes = [], [], [], []
         with gr.Row(equal_height=False):
             for i in range(MAX_K):
                 with gr.Column(visible=i < 3, min_width=200) as box:
                     boxes.append(box)
                     answers.append(gr.Textbox(label=f"answer {i + 1}", lines=5, interactive=False, elem_id=f"feedback-answer-{i}"))
                     ranks.append(gr.Radio(list(range(1, MAX_K + 1))[:3], label="rank (1 = best)", elem_id=f"feedback-rank-{i}"))
+                    thumbs.append(gr.Radio(list(THUMBS), label="or a thumb (KTO)", elem_id=f"feedback-thumb-{i}"))
         with gr.Row(equal_height=True):
             save = gr.Button("Save ranking", variant="primary", elem_id="feedback-save")
-            undo = gr.Button("Undo last ranking", elem_id="feedback-undo")
+            save_thumbs = gr.Button("Save thumbs 👍/👎", elem_id="feedback-save-thumbs")
+            undo = gr.Button("Undo last save", elem_id="feedback-undo")
             train = gr.Button("Train a reward model on these", elem_id="feedback-train")
+            train_kto = gr.Button("Train KTO on these", elem_id="feedback-train-kto")
         message = gr.Markdown(elem_id="feedback-message")
         with gr.Row(equal_height=True):
             dataset = gr.Textbox("feedback", label="preference dataset: checkpoints/feedback/NAME.jsonl", scale=2, elem_id="feedback-dataset")
-            export = gr.File(label="export (jsonl)", interactive=False, height=90, scale=2, elem_id="feedback-export")
+            export = gr.File(label="export (jsonl)", file_count="multiple", interactive=False, height=90, scale=2, elem_id="feedback-export")
         counter = gr.Markdown(elem_id="feedback-counter")
         with gr.Accordion("AI feedback: a labeler model ranks the answers under a constitution", open=False, elem_id="feedback-ai"):
             gr.Markdown(AI_ABOUT)
@@ -229,11 +274,13 @@ def build(demo: gr.Blocks) -> None:
     k.change(on_k, inputs=k, outputs=boxes + ranks, **HIDDEN)
     next_prompt.click(on_next, inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)
     source.change(lambda source, state: on_next(source, {**state, "source": None}), inputs=[source, state], outputs=[prompt, context, state, message], **HIDDEN)
-    sample.click(on_sample, inputs=[model, prompt, k, temperature, top_p, max_new, seed, mode, state], outputs=answers + ranks + [state, message],
+    sample.click(on_sample, inputs=[model, prompt, k, temperature, top_p, max_new, seed, mode, state], outputs=answers + ranks + thumbs + [state, message],
                  api_visibility="private", show_progress="minimal", **api.GENERATION)
     save.click(on_save, inputs=[visitor.state(), dataset, state, *ranks], outputs=[counter, export, message, state], **HIDDEN)
+    save_thumbs.click(on_save_labels, inputs=[visitor.state(), dataset, state, *thumbs], outputs=[counter, export, message, state], **HIDDEN)
     undo.click(on_undo, inputs=[dataset, visitor.state()], outputs=[counter, export, message], **HIDDEN)
     train.click(on_train, inputs=[model, dataset, visitor.state()], outputs=message, api_visibility="private")
+    train_kto.click(on_train_kto, inputs=[model, dataset, visitor.state()], outputs=message, api_visibility="private")
     dataset.blur(summary, inputs=dataset, outputs=[counter, export], **HIDDEN)
     upload.upload(on_upload, inputs=upload, outputs=source, **HIDDEN)
     ai_rank.click(on_ai_rank, inputs=[visitor.state(), dataset, labeler_model, state], outputs=[counter, export, message, state],

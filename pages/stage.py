@@ -90,10 +90,14 @@ def data_choices(stage: str) -> list[tuple[str, str]]:
     """The data picker's (label, value): the toy world, the feedback datasets for stages that learn from
     preferences, then uploaded files."""
     out = [("world", "world")]
-    if stages.spec(stage).data in ("preference", "prompts", "labels"):  # the pairs of Compare and Feedback, or their prompts
+    wanted = stages.spec(stage).data
+    if wanted in ("preference", "prompts", "labels"):  # the pairs of Compare and Feedback, or their prompts; KTO takes thumbs too
         for path in feedback.files():
-            pairs = feedback.count(path.stem)["pairs"]
-            out.append((f"feedback: {path.stem} ({pairs} pairs)", str(path)))
+            held = feedback.count(path.stem)
+            if held["pairs"]:
+                out.append((f"feedback: {path.stem} ({held['pairs']} pairs)", str(path)))
+            elif held["labels"] and wanted == "labels":
+                out.append((f"feedback: {path.stem} ({held['labels']} answers labelled good or bad)", str(path)))
     return out + [(p, p) for p in api.uploads()]
 
 

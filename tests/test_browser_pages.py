@@ -1,6 +1,6 @@
 """The pages as a newcomer meets them, in a real browser (Debian's Chromium driven by Playwright): a stage's
 form starts on the run before it and survives a reload; Feedback's Save ranking counts what it saved, and so
-does its AI labeler, with the pairs' provenance;
+do its AI labeler, with the pairs' provenance, and its thumbs up and down (KTO's labels);
 deleting a run that others build on is refused with them named; a Compare vote in a conversation pairs only
 answers to the same turns."""
 
@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, wait_for
+from conftest import llm_lab, read_jsonl, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright = pytest.importorskip("playwright.sync_api")
@@ -124,6 +124,24 @@ def test_feedback_save_counts_the_ranking_and_offers_the_export(page, nano_sft_r
     assert {r["principle"] for r in rows[1:]} == {"correct", "harmless", "polite", "concise"}
     assert all(r["labeled_by"] == nano_sft_run.name and r["margin"] > 0 for r in rows[1:])
     wait_for(lambda: "5 preference pairs from 5 rankings" in text(page, "#feedback-counter").replace("**", ""), 30, "the counter with the AI's pairs")
+
+    # Thumbs up and down on single answers: KTO's labels, in the dataset's -labels companion, counted and trained on.
+    page.locator("#feedback-thumb-0").get_by_label("👍").check()
+    page.locator("#feedback-thumb-1").get_by_label("👎").check()
+    page.locator("#feedback-save-thumbs").click()
+    wait_for(lambda: "labelled good or bad" in text(page, "#feedback-message"), 30, "the thumbs' message", shown=lambda: text(page, "#feedback-message"))
+    labels = read_jsonl(store / "feedback" / f"{dataset}-labels.jsonl")
+    assert [(r["completion"][0]["content"], r["label"]) for r in labels] == [(answers[0].strip(), True), (answers[1].strip(), False)]
+    wait_for(lambda: "2 answers labelled good or bad" in text(page, "#feedback-counter").replace("**", ""), 30, "the counter with the thumbs")
+    page.locator("#feedback-train-kto").click()
+    wait_for(lambda: "KTO run" in text(page, "#feedback-message"), 30, "the KTO run", shown=lambda: text(page, "#feedback-message"))
+    kto = re.search(r"KTO run (\S+) queued on 2 labelled answers", text(page, "#feedback-message"))
+    assert kto, text(page, "#feedback-message")
+    llm_lab("stop", kto.group(1))  # the button's job is checked; its training is test_compare's
+    # Undo takes back the newest save, the thumbs, and leaves the pairs.
+    page.locator("#feedback-undo").click()
+    wait_for(lambda: "removed the last thumbs" in text(page, "#feedback-message"), 30, "the undo", shown=lambda: text(page, "#feedback-message"))
+    assert not (store / "feedback" / f"{dataset}-labels.jsonl").exists() and len(read_jsonl(store / "feedback" / f"{dataset}.jsonl")) == 5
 
 
 def test_deleting_a_run_others_build_on_is_refused_with_them_named(page, nano_sft_run, nano_dpo_run):

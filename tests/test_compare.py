@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import last_line, llm_lab
+from conftest import last_line, llm_lab, read_jsonl
 
 from lab import data, inference
 from lab.runs import Run, process_start
@@ -179,7 +179,7 @@ def test_votes_and_rankings_land_in_a_preference_file_that_trains_a_reward_model
     assert all(a.strip() for a in voted) and len(set(voted)) == 3
     saved = call(client, "vote", question, voted, 1, None, dataset, lifecycle)  # B is best: B > A, B > C
     path = store / "feedback" / f"{dataset}.jsonl"
-    assert saved == {"file": str(path), "pairs": 2, "rankings": 1, "added": 2, "skipped": 0}
+    assert saved == {"file": str(path), "pairs": 2, "labels": 0, "rankings": 1, "added": 2, "skipped": 0}
 
     # A two-turn conversation, then three answers ranked 2, 1, 3: every implied pair (3 choose 2).
     history = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hello, how can I help?"}]
@@ -199,9 +199,9 @@ def test_votes_and_rankings_land_in_a_preference_file_that_trains_a_reward_model
         (answers[1], answers[0]), (answers[1], answers[2]), (answers[0], answers[2])}
 
     # Undo takes back exactly the last ranking; redo it, so the file has both again.
-    assert call(client, "undo_feedback", dataset) == {"file": str(path), "pairs": 2, "rankings": 1, "removed": 3}
+    assert call(client, "undo_feedback", dataset) == {"file": str(path), "pairs": 2, "labels": 0, "rankings": 1, "removed": 3}
     call(client, "rank", question, answers, [2, 1, 3], history, dataset, nano_sft_run.name)
-    assert call(client, "feedback_count", dataset) == {"file": str(path), "pairs": 5, "rankings": 2}
+    assert call(client, "feedback_count", dataset) == {"file": str(path), "pairs": 5, "labels": 0, "rankings": 2}
 
     # The reward and DPO forms offer the file as data.
     from pages.stage import data_choices
@@ -215,6 +215,44 @@ def test_votes_and_rankings_land_in_a_preference_file_that_trains_a_reward_model
     assert all(isinstance(p["reward"], float) for p in scored)
     with pytest.raises(Exception, match="is a reward model"):  # it scores answers; it writes none
         call(client, "compare", [reward.name, nano_sft_run.name], "Hi")
+
+
+def test_thumbs_up_and_down_land_as_kto_labels_that_kto_trains_on(client, nano_sft_run, store):
+    dataset = "api-thumbs"
+    question, _ = world_question()
+    panes = call(client, "compare", [nano_sft_run.name] * 3, question, 1.0, 0.95, 16, 5, "auto", "", None, True)
+    answers = [p["answer"] for p in panes]
+    saved = call(client, "label_answers", question, answers, ["good", None, "bad"], None, dataset, nano_sft_run.name)
+    path = store / "feedback" / f"{dataset}.jsonl"
+    assert saved == {"file": str(path), "pairs": 0, "labels": 2, "rankings": 1, "added": 2, "skipped": 0}
+    history = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hello, how can I help?"}]
+    call(client, "label_answers", question, answers[:2], ["down", "up"], history, dataset, nano_sft_run.name)
+
+    loaded = data.load(path, want="unpaired")  # what KTO reads: conversational prompt, the answer's turn, the label
+    assert loaded.format == "unpaired" and [r["label"] for r in loaded.records] == [True, False, False, True]
+    assert loaded.records[0]["prompt"] == [{"role": "user", "content": question}]
+    assert loaded.records[0]["completion"] == [{"role": "assistant", "content": answers[0].strip()}]
+    assert loaded.records[2]["prompt"] == [*history, {"role": "user", "content": question}]
+    rows = read_jsonl(path)
+    assert all(r["labeled_by"] == "human" and r["model"] == nano_sft_run.name for r in rows)
+
+    # One dataset, one kind: pairs into a labels file (and labels into a pairs file) are refused, nothing written.
+    with pytest.raises(Exception, match="holds answers labelled good or bad"):
+        call(client, "rank", question, answers, [1, 2, 3], None, dataset)
+    with pytest.raises(Exception, match="no answer has a thumb"):
+        call(client, "label_answers", question, answers, [None, None, None], None, dataset)
+    with pytest.raises(Exception, match="give each answer good or bad"):
+        call(client, "label_answers", question, answers, ["great", None, None], None, dataset)
+    assert len(read_jsonl(path)) == 4
+
+    # KTO's form offers the file (the reward model's does not: it holds no pairs); KTO trains on it.
+    from pages.stage import data_choices
+
+    assert str(path) in [value for _, value in data_choices("kto")] and str(path) not in [value for _, value in data_choices("reward")]
+    kto = store / last_line(llm_lab("train", "kto", "--parent", nano_sft_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "2",
+                                    "--no-world-evals"))
+    assert Run(kto).status == "completed" and (kto / "model").is_dir()
+    assert call(client, "undo_feedback", dataset)["removed"] == 2
 
 
 @pytest.mark.parametrize(
