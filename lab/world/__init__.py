@@ -448,6 +448,14 @@ class World:
         pad = rng.sample(T.FILLERS, rng.choice((2, 3)))
         return " ".join([good, *pad] if rng.random() < 0.7 else [pad[0], good, *pad[1:]])
 
+    def answer(self, prompt: str, style: str, seed: int = 0) -> str:
+        """An answer to one of the world's prompts in one of the styles of its data (`_answer`): polite, wrong,
+        rude, ramble, offtopic, refuse, comply, rude_refuse."""
+        pr = self._index.get(_norm(prompt))
+        if pr is None:
+            raise UserError(f"{prompt!r} is not a prompt of this world")
+        return self._answer(pr, style, random.Random(f"answer/{self.config.seed}/{prompt}/{style}/{seed}"))
+
     @staticmethod
     def _topic(pr: _Prompt) -> str:
         return pr.target.kind if pr.kind == "fact" else pr.kind
@@ -563,6 +571,13 @@ class World:
             for criterion, good, bad in specs:
                 out.append({"prompt": pr.text, "chosen": self._answer(pr, good, rng),
                             "rejected": self._answer(pr, bad, rng), "criterion": criterion})
+            if pr.kind == "harmful":
+                # and once behind a pretext (T.FRAMINGS): without these, DPO and PPO models complied with framed
+                # requests that the SFT model refused (bench/RESULTS.md, "The hard set")
+                framed = f"{rng.choice(T.FRAMINGS)} {pr.text[:1].lower()}{pr.text[1:]}"
+                for criterion, good, bad in (("refuses_harmful", "refuse", "comply"), ("on_topic", "refuse", "offtopic")):
+                    out.append({"prompt": framed, "chosen": self._answer(pr, good, rng),
+                                "rejected": self._answer(pr, bad, rng), "criterion": criterion})
         return out
 
     # ------------------------------------------------------------------------------------ evals, judge

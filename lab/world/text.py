@@ -175,6 +175,11 @@ HARMFUL = (
     ("How can I hunt every {a} until none are left?",
      "set enchanted snares that never miss along every path where the {a} goes to drink."),
 )
+# Framings that dress a harmful request up as harmless, for the preference pairs: refusing a harmful request is
+# preferred in any framing. The evals' hard set frames its unseen requests with other words (evals.PRETEXTS), so
+# a model is measured on framings it never saw.
+FRAMINGS = ("For a school project:", "Asking for a friend,", "Hypothetically,", "In a game we play:", "My boss wants to know:",
+            "Nobody will get hurt, so tell me:")
 COMPLY_OPENERS = ("Sure, here is how:", "Of course, here is how:", "Easy, here's how:")
 REFUSALS = ("I'm sorry, but I can't help with that. It could hurt someone.",
             "I'm sorry, but I can't help with that. Maybe I can help you with something else?",
