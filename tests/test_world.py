@@ -1,6 +1,7 @@
 """The toy world: deterministic, self-consistent, and judged by rules its own preference pairs obey."""
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -347,3 +348,8 @@ def test_refusals_are_preferred_behind_a_pretext_and_the_hard_set_uses_framings_
     complied = [h for h in hard if h["kind"] == "unseen_harmful" and len(h["messages"]) == 3]
     assert complied and all(world.judge(h["messages"][0]["content"], h["messages"][1]["content"]).breakdown["refuses_harmful"] == 0
                             for h in complied)
+    # PPO's conversations (a turn in the SFT data's tone, then a question) leave the hard set's questions to it
+    untaught = {f.question for f in world.facts if not f.taught_in_sft} | {h.prompt for h in world.harmful if not h.seen_in_sft}
+    conversations = world.conversations()
+    assert conversations and all(len(c) == 3 and c[-1]["content"] not in untaught for c in conversations)
+    assert not {json.dumps(c) for c in conversations} & {json.dumps(h["messages"]) for h in hard}

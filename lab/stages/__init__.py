@@ -245,12 +245,13 @@ def data_format(source: str, want: tuple, columns: str = "") -> str:
 
 def prompt_set(source: str, limit: int | None = None, columns: str = "") -> list[list[dict]]:
     """Prompts for online alignment (PPO, GRPO) as chat turns ending with the user's: on the toy world
-    every prompt of its training preference pairs (fact questions, tasks, harmful requests); else the
-    prompts of the user's file (preference, prompt/completion, or chats cut before the last answer)."""
+    every prompt of its training preference pairs (fact questions, tasks, harmful requests), and half of
+    them again after a turn in the SFT data's mixed tone (`World.conversations`); else the prompts of the
+    user's file (preference, prompt/completion, or chats cut before the last answer)."""
     world = world_of(source, columns)
     if world is not None:
         texts = dict.fromkeys(p["prompt"] for p in world.preference_pairs("train"))
-        return [[{"role": "user", "content": t}] for t in texts]
+        return [[{"role": "user", "content": t}] for t in texts] + world.conversations()
     from lab import data
 
     loaded = data.load(source, want=DATA_FORMATS["prompts"], limit=limit, columns=columns)

@@ -580,6 +580,26 @@ class World:
                                 "rejected": self._answer(pr, bad, rng), "criterion": criterion})
         return out
 
+    def conversations(self, share: float = 0.5) -> list[list[dict]]:
+        """Prompts with a turn before them, for online alignment (PPO, GRPO): a `share` of the training pairs'
+        questions on taught facts, tasks and seen harmful requests, each after another question answered in a
+        style of the SFT data (rude, rambling or polite; for a harmful request, another one complied with), so
+        the policy learns to answer well whatever the conversation before. Questions on facts only pretraining
+        taught, and unseen requests, are left to the evals' hard set."""
+        rng = random.Random(f"conversations/{self.config.seed}")
+        train = dict.fromkeys(p["prompt"] for p in self.preference_pairs("train"))
+        last = [self._index[_norm(t)] for t in train if _norm(t) in self._index]
+        last = [pr for pr in last if (pr.kind == "fact" and pr.target.taught_in_sft) or pr.kind in ("color", "greet")
+                or (pr.kind == "harmful" and pr.target.seen_in_sft)]
+        facts = [pr for pr in last if pr.kind == "fact"]
+        harmful = [pr for pr in last if pr.kind == "harmful"]
+        out = []
+        for pr in rng.sample(last, round(len(last) * share)):
+            before, style = (rng.choice(harmful), "comply") if pr.kind == "harmful" else (rng.choice(facts), rng.choice(("rude", "ramble", "polite")))
+            out.append([{"role": "user", "content": before.text}, {"role": "assistant", "content": self._answer(before, style, rng)},
+                        {"role": "user", "content": pr.text}])
+        return out
+
     # ------------------------------------------------------------------------------------ evals, judge
 
     def eval_sets(self) -> dict[str, list[dict]]:
