@@ -591,7 +591,7 @@ class World:
         last = [self._index[_norm(t)] for t in train if _norm(t) in self._index]
         last = [pr for pr in last if (pr.kind == "fact" and pr.target.taught_in_sft) or pr.kind in ("color", "greet")
                 or (pr.kind == "harmful" and pr.target.seen_in_sft)]
-        facts = [pr for pr in last if pr.kind == "fact"]
+        facts = [pr for pr in last if pr.kind == "fact"] or [pr for pr in last if pr.kind != "harmful"]  # a world SFT teaches no fact
         harmful = [pr for pr in last if pr.kind == "harmful"]
         out = []
         for pr in rng.sample(last, round(len(last) * share)):
