@@ -25,12 +25,25 @@ def judging_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def nano_judge_run(store, judging_files):
-    """A nano model pretrained on the toy world, then taught to judge it: SFT on the world's judging chats."""
-    base = last_line(llm_lab("train", "pretrain", "--preset", "nano", "--max-steps", "300", "--batch-size", "16", "--logging-steps", "50",
+def nano_base(store):
+    """A nano model pretrained on the toy world long enough to write its words (the 30-step nano_run writes dots)."""
+    return last_line(llm_lab("train", "pretrain", "--preset", "nano", "--max-steps", "300", "--batch-size", "16", "--logging-steps", "50",
                              "--sample-every", "0", "--eval-every", "0", "--no-world-evals"))
-    return last_line(llm_lab("train", "sft", "--parent", base, "--data", str(judging_files / "judging_train.jsonl"), "--max-steps", str(JUDGE_STEPS),
+
+
+@pytest.fixture(scope="session")
+def nano_judge_run(nano_base, judging_files):
+    """The nano base taught to judge the toy world: SFT on the world's judging chats."""
+    return last_line(llm_lab("train", "sft", "--parent", nano_base, "--data", str(judging_files / "judging_train.jsonl"), "--max-steps", str(JUDGE_STEPS),
                              "--batch-size", "16", "--learning-rate", "3e-3", "--kl-every", "0", "--sample-every", "0", timeout=600))
+
+
+@pytest.fixture(scope="session")
+def nano_instruct_run(nano_base):
+    """The nano base tuned on the world's chats as the nano lifecycle tunes it (60 steps): a model that answers, so it
+    can critique and revise (nano_sft_run, 3 steps on a 30-step base, writes dots or nothing)."""
+    return last_line(llm_lab("train", "sft", "--parent", nano_base, "--max-steps", "60", "--batch-size", "16", "--kl-every", "0",
+                             "--sample-every", "0", "--no-world-evals"))
 
 
 def test_the_constitution_has_the_worlds_defaults_and_keeps_an_edit(store, tmp_path):
@@ -109,13 +122,13 @@ def test_ai_feedback_saves_pairs_with_provenance_that_the_reward_model_and_dpo_t
         assert run.status == "completed", run.info.get("error")
 
 
-def test_critique_and_revision_writes_sft_chats_that_sft_trains_on(store, nano_sft_run):
+def test_critique_and_revision_writes_sft_chats_that_sft_trains_on(store, nano_instruct_run, nano_sft_run):
     """--revise: the model answers, critiques its answer under a principle and revises it; the revisions are SFT
     chats among the store's uploads (where the SFT form offers them), each with its principle, first answer and
     critique, and the gold score before and after says whether revising helped."""
     from pages import api
 
-    proc = llm_lab("feedback", "--revise", "--model", nano_sft_run.name, "--limit", "8", "--name", "revised-test", timeout=600)
+    proc = llm_lab("feedback", "--revise", "--model", nano_instruct_run, "--limit", "8", "--name", "revised-test", timeout=600)
     assert "revised answers of" in proc.stdout and "gold score: first answers " in proc.stdout, proc.stdout
     path = store / "uploads" / "revised-test.jsonl"
     rows = read_jsonl(path)
@@ -127,7 +140,7 @@ def test_critique_and_revision_writes_sft_chats_that_sft_trains_on(store, nano_s
     run = Run.open(last_line(llm_lab("train", "sft", "--parent", nano_sft_run.name, "--data", str(path), "--max-steps", "2", "--batch-size", "2",
                                      "--sample-every", "0", "--kl-every", "0", "--no-world-evals")))
     assert run.status == "completed", run.info.get("error")
-    again = llm_lab("feedback", "--revise", "--model", nano_sft_run.name, "--name", "revised-test", check=False)
+    again = llm_lab("feedback", "--revise", "--model", nano_instruct_run, "--name", "revised-test", check=False)
     assert again.returncode == 2 and "exists already" in again.stderr and read_jsonl(path) == rows  # never written over
     none = llm_lab("feedback", "--model", nano_sft_run.name, check=False)  # neither a judge nor --revise
     assert none.returncode == 2 and "--labeler" in none.stderr and "--revise" in none.stderr and "Traceback" not in none.stderr

@@ -117,7 +117,8 @@ def read(stage: str, source: str, limit: int | None = None, columns: str = "") -
             return world.preference_pairs(), "preference", "toy world preference pairs", ""
         if kind == "labels":
             return unpair(world.preference_pairs()), "preference", "toy world preference pairs, each as a good and a bad answer", ""
-        return [{"prompt": p} for p in prompt_set(source)], "prompts", "toy world prompts (of its preference pairs)", ""
+        return ([{"prompt": p} for p in prompt_set(source, rollouts=True)], "prompts",
+                "toy world prompts (of its preference pairs; some after a turn in the SFT data's tone)", "")
     from lab import data
 
     loaded = data.load(source, want=DATA_FORMATS[kind], limit=limit, columns=columns)
@@ -243,15 +244,17 @@ def data_format(source: str, want: tuple, columns: str = "") -> str:
     return data.load(source, want=want, limit=50, columns=columns).format
 
 
-def prompt_set(source: str, limit: int | None = None, columns: str = "") -> list[list[dict]]:
-    """Prompts for online alignment (PPO, GRPO) as chat turns ending with the user's: on the toy world
-    every prompt of its training preference pairs (fact questions, tasks, harmful requests), and half of
-    them again after a turn in the SFT data's mixed tone (`World.conversations`); else the prompts of the
-    user's file (preference, prompt/completion, or chats cut before the last answer)."""
+def prompt_set(source: str, limit: int | None = None, columns: str = "", rollouts: bool = False) -> list[list[dict]]:
+    """Prompts for online alignment (PPO, GRPO), AI feedback and revisions, as chat turns ending with the user's:
+    on the toy world every prompt of its training preference pairs (fact questions, tasks, harmful requests),
+    and for `rollouts` (PPO's, GRPO's) half of them again after a turn in the SFT data's mixed tone
+    (`World.conversations`: only the policy's last answer is trained on, never a turn of that tone, which SFT
+    chats made from these prompts would teach); else the prompts of the user's file (preference,
+    prompt/completion, or chats cut before the last answer)."""
     world = world_of(source, columns)
     if world is not None:
         texts = dict.fromkeys(p["prompt"] for p in world.preference_pairs("train"))
-        return [[{"role": "user", "content": t}] for t in texts] + world.conversations()
+        return [[{"role": "user", "content": t}] for t in texts] + (world.conversations() if rollouts else [])
     from lab import data
 
     loaded = data.load(source, want=DATA_FORMATS["prompts"], limit=limit, columns=columns)

@@ -59,7 +59,7 @@ def check(config: Config) -> None:
     check_parent(config.parent)
     check_usable(config.reward, config.data)
     if world_of(config.data, config.columns) is None:
-        prompt_set(config.data, columns=config.columns)
+        prompt_set(config.data, columns=config.columns, rollouts=True)
 
 
 def gold_reward(world):
@@ -76,7 +76,7 @@ def run(config: Config, run) -> dict:
 
     device = prepare(config, run)
     world = world_of(config.data)
-    prompts = prompt_set(config.data, columns=config.columns)
+    prompts = prompt_set(config.data, columns=config.columns, rollouts=True)
     model, tokenizer, parent_path = models.load_model(config.parent, AutoModelForCausalLM, config.mode, device)
     print(f"{len(prompts)} prompts; parent {parent_path}; reward {config.reward}; {config.algorithm}, mode {config.mode}, beta {config.beta} on {device}", flush=True)
     baseline = evals.chat(model, tokenizer, evals.comparison_prompts(world), max_new_tokens=48, temperature=config.eval_temperature, seed=config.seed) if world and config.world_evals else None

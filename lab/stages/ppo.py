@@ -638,7 +638,7 @@ def check(config: Config) -> None:
     check_parent(config.parent)
     check_usable(config.reward, config.data)
     if world_of(config.data, config.columns) is None:
-        prompt_set(config.data, columns=config.columns)
+        prompt_set(config.data, columns=config.columns, rollouts=True)
 
 
 def _lora(model, config: Config, task_type: str):
@@ -652,7 +652,7 @@ def run(config: Config, run) -> dict:
 
     device = prepare(config, run)
     world = world_of(config.data)
-    prompts = prompt_set(config.data, columns=config.columns)
+    prompts = prompt_set(config.data, columns=config.columns, rollouts=True)
     lora = config.mode != "full"
 
     def load(ref, auto_cls, mode, **kwargs):  # a quantized model is placed on its device as it loads
