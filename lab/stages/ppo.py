@@ -638,7 +638,7 @@ def check(config: Config) -> None:
     check_parent(config.parent)
     check_usable(config.reward, config.data)
     if world_of(config.data, config.columns) is None:
-        prompt_set(config.data, columns=config.columns, rollouts=True)
+        prompt_set(config.data, columns=config.columns)
 
 
 def _lora(model, config: Config, task_type: str):
