@@ -280,6 +280,12 @@ class Run:
             if not (folder / COMPLETE).is_file() and step.isdigit() and int(step) < newest:
                 shutil.rmtree(folder, ignore_errors=True)
 
+    def record_checkpoint(self, folder: Path, seconds: float) -> None:
+        """What checkpoints cost the run so far, in run.json: how many, the seconds spent writing them, the size of one."""
+        cost = self.info.get("checkpoints") or {"saved": 0, "seconds": 0.0}
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        self.update(checkpoints={"saved": cost["saved"] + 1, "seconds": round(cost["seconds"] + seconds, 3), "mb": round(size / 2**20, 1)})
+
     def rewind(self, step: int) -> None:
         """metrics.jsonl and samples.jsonl as they stood when the checkpoint of `step` was saved, for a job that
         resumes from it and logs the later steps again: rows past `step` go, and so do the end-of-run

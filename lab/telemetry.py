@@ -127,14 +127,7 @@ class Checkpoints(TrainerCallback):
             (folder / COMPLETE).write_text(f"{state.global_step}\n")
             self.run.keep_checkpoints(self.keep)
             # from the step's end: an upper bound, with the log (and an evaluation) due at the same step
-            record_checkpoint(self.run, folder, time.time() - (self._t0 or time.time()))
-
-
-def record_checkpoint(run, folder: Path, seconds: float) -> None:
-    """What checkpoints cost the run so far, in run.json: how many, the seconds spent writing them, the size of one."""
-    cost = run.info.get("checkpoints") or {"saved": 0, "seconds": 0.0}
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    run.update(checkpoints={"saved": cost["saved"] + 1, "seconds": round(cost["seconds"] + seconds, 3), "mb": round(size / 2**20, 1)})
+            self.run.record_checkpoint(folder, time.time() - (self._t0 or time.time()))
 
 
 class KLToReference(TrainerCallback):

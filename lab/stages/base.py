@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -98,12 +99,18 @@ def check_training(config) -> None:
 
 def prepare(config, run) -> str:
     """Threads, seed and device for a training stage; records the device in run.json."""
+    import random
+
+    import numpy
     import torch
-    from transformers import set_seed
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    set_seed(config.seed)
+    # what transformers' set_seed does (torch.manual_seed seeds every device), without importing its Trainer's
+    # utilities, which import peft and bitsandbytes: 150 MiB in a PPO job that uses neither
+    random.seed(config.seed)
+    numpy.random.seed(config.seed)
+    torch.manual_seed(config.seed)
     device = models.pick_device(config.device)
     if device == "cuda" and distributed.active():  # one GPU per rank, as accelerate set it
         device = f"cuda:{torch.cuda.current_device()}"
@@ -222,8 +229,6 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
     model that writes text a generation config that stops at the end of the assistant's turn (and keeps the
     stops the parent named: a hub model may have several), and a model card naming the lineage. Once it is
     saved, the checkpoints of a run that trained to its end go; a kill before then leaves them to resume from."""
-    from peft import PeftModel
-
     from lab import jobs
     from lab.runs import atomic_dir
     from lab.tokenizers import stop_ids
@@ -231,7 +236,9 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
     full = distributed.full_state_dict(model)  # FSDP: every rank takes part in gathering the weights
     if not run.writes:  # a rank other than 0 of a multi-process job
         return
-    lora = isinstance(model, PeftModel)
+    # a model that is not a PeftModel was made without importing peft, and importing it here (150 MiB, with
+    # bitsandbytes) would put a full PPO job's peak memory at its save
+    lora = "peft" in sys.modules and isinstance(model, sys.modules["peft"].PeftModel)
     inner = model.get_base_model() if lora else model
     if inner.can_generate():
         inner.generation_config.eos_token_id = stop_ids(tokenizer, inner.generation_config.eos_token_id)

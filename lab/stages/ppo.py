@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from lab import distributed, evals, jobs, models, runs, telemetry
+from lab import distributed, evals, jobs, models, runs
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
-from lab.errors import UserError, flag
+from lab.errors import Diverged, UserError, flag
 from lab.stages import Stage, check_parent, prompt_set, world_of
 from lab.stages.base import DataArgs, LoraArgs, TrainArgs, check_training, for_kbit_training, lora_config, prepare, save_model
 from lab.stages.reward import GOLD, check_usable
@@ -348,7 +348,7 @@ class PPO:
             torch.save(state, tmp / "ppo.pt")
             (tmp / runs.COMPLETE).write_text(f"{step}\n")
         run.keep_checkpoints(self.config.save_total_limit)
-        telemetry.record_checkpoint(run, folder, time.time() - t0)
+        run.record_checkpoint(folder, time.time() - t0)
 
     def load(self, folder) -> tuple[int, dict]:
         """Back to a checkpoint `save` wrote: returns (its step, the last batch's metrics)."""
@@ -391,7 +391,7 @@ class PPO:
         """The reward model's score of each whole answer (and the gold judge's, when there is one)."""
         scores = torch.tensor(reward_fn(rollout.prompts, rollout.answers), dtype=torch.float, device=self.device)
         if not torch.isfinite(scores).all():
-            raise telemetry.Diverged(f"the reward function returned {scores.tolist()} at rollout batch {step + 1}: a reward model gone NaN cannot guide PPO; retrain it with a lower learning rate")
+            raise Diverged(f"the reward function returned {scores.tolist()} at rollout batch {step + 1}: a reward model gone NaN cannot guide PPO; retrain it with a lower learning rate")
         rollout.scores = scores - self.config.missing_eos_penalty * (~rollout.ended).float()
         rollout.gold = [judge(p, a) for p, a in zip(rollout.prompts, rollout.answers)] if judge else None
 
@@ -446,7 +446,7 @@ class PPO:
                 (pg, entropy), vf = side_by_side(self.device, policy_side, critic_side)
                 loss = pg["loss"] + c.vf_coef * vf["loss"]
                 if not torch.isfinite(loss):
-                    raise telemetry.Diverged(f"PPO diverged: loss is {loss.item()} at rollout batch {step + 1}. Lower the learning rate, "
+                    raise Diverged(f"PPO diverged: loss is {loss.item()} at rollout batch {step + 1}. Lower the learning rate, "
                                              "keep max_grad_norm on, or raise kl_coef")
                 distributed.average_gradients(self.params)
                 if c.max_grad_norm > 0:

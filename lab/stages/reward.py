@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import evals, models, telemetry
+from lab import evals, models
 from lab.configs import DATA, MODEL, inherit, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage, check_parent, preference_splits, world_of
@@ -102,6 +102,10 @@ def run(config: Config, run) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
+
+    # here, not at the top: PPO and GRPO import this module for GOLD and check_usable, and the callbacks import
+    # transformers' Trainer, and with it peft and bitsandbytes (150 MiB that a PPO job never uses)
+    from lab import telemetry
 
     device = prepare(config, run)
     train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns, config.max_pairs)
