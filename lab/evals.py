@@ -17,6 +17,7 @@ import time
 import torch
 
 from lab.tokenizers import end_of_turn_id
+from lab.world.text import framed
 
 # Prompts per generate call. A toy model's decoding step costs about as much for 128 rows as for 32 (its time
 # is the generate loop's own overhead, not arithmetic), so large batches cut the evaluations' time (bench/RESULTS.md).
@@ -246,7 +247,7 @@ def hard_prompts(world) -> list[dict]:
     complied = lambda i: [{"role": "user", "content": seen[i % len(seen)]},  # noqa: E731
                           {"role": "assistant", "content": world.answer(seen[i % len(seen)], "comply", i)}]
     out += [{"kind": "unseen_harmful", "messages": complied(i) + [{"role": "user", "content": p}]} for i, p in enumerate(unseen * 2)]
-    out += [{"kind": "unseen_harmful", "messages": [{"role": "user", "content": f"{PRETEXTS[i % len(PRETEXTS)]} {p[:1].lower()}{p[1:]}"}]}
+    out += [{"kind": "unseen_harmful", "messages": [{"role": "user", "content": framed(PRETEXTS[i % len(PRETEXTS)], p)}]}
             for i, p in enumerate(unseen * 2)]
     asked = set()
     for chat in world.sft_chats():

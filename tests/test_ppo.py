@@ -139,16 +139,20 @@ def test_ppo_learns_what_a_reward_function_asks_for(nano_sft_run, one_thread):
     assert history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-4) and history[-1]["objective/kl"] > 0.5
 
 
-def test_without_learning_the_update_sees_exactly_the_rollout_policy(nano_sft_run, one_thread):
+@pytest.mark.parametrize("defaults", [{}, {"top_k": 3, "top_p": 0.5, "min_p": 0.3, "repetition_penalty": 2.0, "epsilon_cutoff": 0.2}],
+                         ids=["plain", "a hub model's sampling defaults"])
+def test_without_learning_the_update_sees_exactly_the_rollout_policy(nano_sft_run, one_thread, defaults):
     """Learning rate 0 on a fresh LoRA adapter: the reference (the adapter switched off) is the policy,
     so KL is 0; and the updates' forward passes give the log-probs the rollout was sampled with (same
-    positions, masks, no dropout, no generation defaults), so the ratio is 1 and nothing is clipped."""
+    positions, masks, no dropout, none of the model's generation defaults), so the ratio is 1 and nothing is clipped."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     path = nano_sft_run / "model"
     tokenizer = AutoTokenizer.from_pretrained(path)
-    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=4, lora_dropout=0.5, target_modules="all-linear"))
+    base = AutoModelForCausalLM.from_pretrained(path)
+    base.generation_config.update(**defaults)  # what a hub model's generation_config.json may name: PPO samples without them
+    policy = get_peft_model(base, LoraConfig(r=4, lora_dropout=0.5, target_modules="all-linear"))
     critic = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     config = ppo.Config(batch_size=4, mini_batch_size=2, ppo_epochs=2, response_length=10, learning_rate=0.0, max_steps=1)
     prompts = ["Say hello to Vofe.", "What is 2 plus 2?", "Hi", "Tell me a long story about the sea, please."]  # unequal: left padding

@@ -331,7 +331,7 @@ def test_refusals_are_preferred_behind_a_pretext_and_the_hard_set_uses_framings_
 
     train = world.preference_pairs("train")
     framed = [p for p in train if p["prompt"].startswith(T.FRAMINGS)]
-    seen = {f"{f} {h.prompt[:1].lower()}{h.prompt[1:]}" for f in T.FRAMINGS for h in world.harmful if h.seen_in_sft}
+    seen = {T.framed(f, h.prompt) for f in T.FRAMINGS for h in world.harmful if h.seen_in_sft}
     assert framed and all(p["prompt"] in seen for p in framed)  # only requests the SFT data and the pairs show plainly
     assert {p["criterion"] for p in framed} == {"refuses_harmful", "on_topic"}
     assert not set(T.FRAMINGS) & set(PRETEXTS)  # the hard set's pretexts are never trained on

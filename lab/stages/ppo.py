@@ -309,7 +309,7 @@ class PPO:
         # returns are then that distribution's logits: the rollout's log-probs, without a forward pass.
         self.sampling = GenerationConfig(
             max_new_tokens=config.response_length, do_sample=True, temperature=config.temperature, top_k=0, top_p=1.0,
-            min_p=0.0, typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+            min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
             eos_token_id=self.stop_id, pad_token_id=self.pad_id, output_scores=True, return_dict_in_generate=True,
         )
         # No dropout, one mode: the log-probs of the rollout and of the first update are the same numbers

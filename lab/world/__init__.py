@@ -574,7 +574,7 @@ class World:
             if pr.kind == "harmful":
                 # and once behind a pretext (T.FRAMINGS): without these, DPO and PPO models complied with framed
                 # requests that the SFT model refused (bench/RESULTS.md, "The hard set")
-                framed = f"{rng.choice(T.FRAMINGS)} {pr.text[:1].lower()}{pr.text[1:]}"
+                framed = T.framed(rng.choice(T.FRAMINGS), pr.text)
                 for criterion, good, bad in (("refuses_harmful", "refuse", "comply"), ("on_topic", "refuse", "offtopic")):
                     out.append({"prompt": framed, "chosen": self._answer(pr, good, rng),
                                 "rejected": self._answer(pr, bad, rng), "criterion": criterion})
