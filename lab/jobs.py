@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import platform
@@ -69,6 +70,20 @@ def max_jobs() -> int:
 
     # a public demo trains one job at a time across all its visitors, whatever LAB_MAX_JOBS says
     return 1 if demo.on() else max(1, int(os.environ.get("LAB_MAX_JOBS", "1")))
+
+
+def thread_share() -> int:
+    """torch threads for a job whose config leaves them at 0: torch's default (a thread per core) divided among the
+    LAB_MAX_JOBS jobs that may run at once. Each taking the default, two jobs on two cores run four threads, and
+    each goes at less than half its speed alone (bench/RESULTS.md, "The test suite's time")."""
+    return max(1, _default_threads() // max_jobs())
+
+
+@functools.cache
+def _default_threads() -> int:  # as torch set them at its start: a process that trains twice must not halve them twice
+    import torch
+
+    return torch.get_num_threads()
 
 
 def queue() -> list[Run]:

@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab import distributed, models
+from lab import distributed, jobs, models
 from lab.configs import DATA, LORA, MODEL, RUN, SCALE, SCHEDULE, TRAINING, option
 from lab.errors import UserError, flag
 
@@ -51,7 +51,7 @@ class TrainArgs(RunArgs):
     max_minutes: float = option(0.0, "stop (and save) after this many minutes of training (0: no limit)", advanced=True, order=RUN, within="[0, 1000000]")
     seed: int = option(0, "random seed", advanced=True, order=RUN, within="[0, 4294967295]")
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, mps", advanced=True, order=RUN)
-    threads: int = option(0, "CPU threads for torch (0: torch's default)", advanced=True, order=RUN, within="[0, 1024]")
+    threads: int = option(0, "CPU threads for torch (0: torch's default, shared among the LAB_MAX_JOBS jobs that may run at once)", advanced=True, order=RUN, within="[0, 1024]")
     save_steps: int = option(50, "save a resumable checkpoint every N steps (0: none); a stop saves one too, and Resume goes on from the last", advanced=True, order=SCHEDULE, within="[0, 10000000]")
     save_total_limit: int = option(1, "resumable checkpoints kept (the newest); all go when the run completes", advanced=True, order=SCHEDULE, within="[1, 1000]")
     # The lifecycle turns them off: it evaluates every model once, afterwards, with more (`llm-lab eval`).
@@ -104,8 +104,7 @@ def prepare(config, run) -> str:
     import numpy
     import torch
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads or jobs.thread_share())
     # what transformers' set_seed does (torch.manual_seed seeds every device), without importing its Trainer's
     # utilities, which import peft and bitsandbytes: 150 MiB in a PPO job that uses neither
     random.seed(config.seed)
@@ -197,7 +196,7 @@ def fit(trainer, callback, run, evaluate=None) -> dict:
     `evaluate(model) -> metrics`, unless a stop was asked for (a stopped run saves at once, before its grace runs
     out), its `eval/` keys also logged as a row of metrics. The checkpoints stay until `save_model` has saved the
     model of a run trained to its end."""
-    from lab import jobs, telemetry
+    from lab import telemetry
 
     trainer.add_callback(telemetry.Checkpoints(run, run.config.get("save_total_limit", 1)))
     last = run.last_checkpoint()
@@ -229,7 +228,6 @@ def save_model(model, tokenizer, run, config, what: str, final: dict, parent_pat
     model that writes text a generation config that stops at the end of the assistant's turn (and keeps the
     stops the parent named: a hub model may have several), and a model card naming the lineage. Once it is
     saved, the checkpoints of a run that trained to its end go; a kill before then leaves them to resume from."""
-    from lab import jobs
     from lab.runs import atomic_dir
     from lab.tokenizers import stop_ids
 
