@@ -49,10 +49,10 @@ def store(tmp_path_factory):
             jobs.stop(run, grace=5, wait=True)
 
 
-def llm_lab(*args: str, timeout: float = 300, check: bool = True, store: Path | None = None) -> subprocess.CompletedProcess:
+def llm_lab(*args: str, timeout: float = 300, check: bool = True, store: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """`llm-lab ARGS` as a user runs it, in a subprocess; on `store` with one job at a time, when given, instead of
-    the session's store."""
-    env = os.environ.copy() if store is None else {**os.environ, "LAB_CHECKPOINTS": str(store), "LAB_MAX_JOBS": "1", "HF_HUB_OFFLINE": "1"}
+    the session's store; with `env` over the environment."""
+    env = {**(os.environ if store is None else {**os.environ, "LAB_CHECKPOINTS": str(store), "LAB_MAX_JOBS": "1", "HF_HUB_OFFLINE": "1"}), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"llm-lab {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")

@@ -131,10 +131,8 @@ def test_jobs_that_may_run_side_by_side_share_the_cores(store, nano_run):
     """LAB_MAX_JOBS=2 on a machine where torch takes two threads: a job left at torch's default takes one, so two
     jobs side by side do not run four threads on two cores; a job that names its threads keeps them."""
     def device(*flags: str, max_jobs: str) -> str:
-        env = {**os.environ, "LAB_MAX_JOBS": max_jobs, "OMP_NUM_THREADS": "2"}
-        proc = subprocess.run([sys.executable, "-m", "lab", "train", "sft", "--parent", nano_run.name, "--max-steps", "1", "--batch-size", "2",
-                               "--kl-every", "0", "--sample-every", "0", "--no-world-evals", *flags], capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        proc = llm_lab("train", "sft", "--parent", nano_run.name, "--max-steps", "1", "--batch-size", "2", "--kl-every", "0", "--sample-every", "0",
+                       "--no-world-evals", *flags, env={"LAB_MAX_JOBS": max_jobs, "OMP_NUM_THREADS": "2"})
         return Run.open(last_line(proc)).info["device"]
 
     assert device(max_jobs="2") == "cpu (1 threads)"
