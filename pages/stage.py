@@ -180,7 +180,7 @@ def field_component(stage: str, f, t: type) -> gr.Component:
     info = "; ".join(x for x in (meta.get("help"), configs.allowed(f)) if x)  # the bounds the form's values are checked against
     kw = dict(label=f.name.replace("_", " "), info=info or None, elem_id=f"{stage}-field-{f.name}")
     if meta.get("runs"):
-        return gr.Dropdown(choices=model_picker_choices(f), value=f.default or None, allow_custom_value=True, **kw)
+        return gr.Dropdown(choices=model_picker_choices(f), value=f.default or None, allow_custom_value=True, interactive=False, **kw)
     if t is bool:
         return gr.Checkbox(value=f.default, **kw)
     if meta.get("choices"):
@@ -375,14 +375,16 @@ class StagePage:
         return latest_completed(f.metadata["runs"]) or f.default
 
     def picker_values(self, values: dict) -> list:
-        """The model pickers and the data picker, with today's choices, showing `values`."""
+        """The model pickers and the data picker, with today's choices, showing `values`. They are built locked and
+        unlocked here: the page load sets them, and an answer that comes late (seconds, on a busy machine) would
+        overwrite what was typed before it."""
         out = []
         for name in self.pickers:
             value = self.picker_value(name, values)
             if name == "data":
-                out.append(gr.Dropdown(choices=data_choices(self.stage), value=value))
+                out.append(gr.Dropdown(choices=data_choices(self.stage), value=value, interactive=True))
             else:
-                out.append(gr.Dropdown(choices=model_picker_choices(self.by_name[name]), value=value or None))
+                out.append(gr.Dropdown(choices=model_picker_choices(self.by_name[name]), value=value or None, interactive=True))
         return out
 
     def form_values(self, values: dict) -> list:
@@ -424,8 +426,8 @@ class StagePage:
         return [gr.Dropdown(choices=mine, value=run_id), *self.picker_choices(), *self.watch(run_id, smoothing), *rest, True]
 
     def on_page_load(self, saved) -> list:
-        """The pickers as this browser left them, else on the runs to build on: at the page load, before the page
-        can be opened and a value typed. The rest of the form waits for the page's first opening (on_open)."""
+        """The pickers as this browser left them, else on the runs to build on, set and unlocked at the page load
+        (picker_values). The rest of the form waits for the page's first opening (on_open)."""
         return self.picker_values({name: v for name, v in (saved or {}).items() if name in self.pickers})
 
     def preview(self, source, columns=""):
@@ -439,7 +441,7 @@ def data_field(stage: str, f, columns=None) -> tuple[gr.Dropdown, gr.UploadButto
     """The data picker, with an upload button, the column mapping (`columns`: its field, if the stage has one),
     what the data holds and a preview of it."""
     with gr.Group():
-        data = gr.Dropdown(choices=data_choices(stage), value=f.default, allow_custom_value=True, label="data",
+        data = gr.Dropdown(choices=data_choices(stage), value=f.default, allow_custom_value=True, interactive=False, label="data",
                            info=(f.metadata.get("help") or "") + "; or upload a file", elem_id=f"{stage}-field-data")
         upload = gr.UploadButton("Upload a file", size="sm", elem_id=f"{stage}-upload", file_types=[".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"])
         mapping = field_component(stage, columns, str) if columns is not None else None
