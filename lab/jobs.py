@@ -355,12 +355,14 @@ def _spawn(run: Run) -> Run:
 # -- warm starts: jobs forked from a process that has imported the stages once ----------------------------------
 # A job's start-up is mostly its imports (torch, transformers, and the peft and bitsandbytes that the Trainer
 # imports: bench/RESULTS.md). A process that starts jobs one after another (the lifecycle) starts them from a
-# fork server instead: a fresh process that imports the stages once and forks each job from there, so a job
-# starts in a fraction of a second. Not a fork of the caller itself: the caller has threads (its memory probe)
-# and maybe locks held by them at the fork, and its stop request would be inherited; the server has neither.
+# fork server instead: a fresh process that imports the stages and what their training imports (the Trainer's
+# callbacks, TRL's trainers) once and forks each job from there, so a job starts in a fraction of a second. Not a
+# fork of the caller itself: the caller has threads (its memory probe) and maybe locks held by them at the fork,
+# and its stop request would be inherited; the server has neither.
 _fork_server = None
 PRELOAD = ("lab.cli", "lab.stages.tokenizer", "lab.stages.pretrain", "lab.stages.sft", "lab.stages.reward", "lab.stages.dpo",
-           "lab.stages.ppo", "lab.stages.grpo")
+           "lab.stages.ppo", "lab.stages.grpo", "lab.telemetry", "trl.trainer.sft_trainer", "trl.trainer.reward_trainer",
+           "trl.trainer.dpo_trainer", "trl.trainer.grpo_trainer")
 
 
 def start_from_fork_server() -> None:

@@ -136,3 +136,14 @@ def test_precision_auto_takes_bf16_on_a_cpu_only_where_it_measured_faster():
     assert models.use_bf16("cpu", "bf16") and not models.use_bf16("cpu", "fp32", 10**9)
     assert not models.use_bf16("cpu", "auto", 3_000_000)  # tiny: autocast's casts cost more than AMX saves
     assert models.use_bf16("cpu", "auto", 26_000_000) == models.cpu_has_bf16()  # small: 1.5-1.7 times faster with AMX
+
+
+def test_reading_the_declarations_loads_no_training_stack():
+    """The app's pages, the evaluations and the CLI's parsers read every stage's declaration: the Trainer (with
+    peft and bitsandbytes) and TRL load only in a job that trains, or the app and each evaluation start seconds later."""
+    import subprocess
+
+    probe = ("import sys; from lab import stages; [stages.spec(s) for s in stages.names()]; "
+             "print(sorted(m for m in ('transformers.trainer', 'peft', 'bitsandbytes', 'trl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

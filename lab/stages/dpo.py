@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from lab import evals, models, telemetry
+from lab import evals, models
 from lab.configs import DATA, MODEL, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, preference_splits, sampler, world_of
@@ -81,6 +81,8 @@ def check(config: Config) -> None:
 def run(config: Config, run) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
+
+    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
 
     device = prepare(config, run)
     train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns, config.max_pairs)

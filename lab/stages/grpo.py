@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab import evals, models, telemetry
+from lab import evals, models
 from lab.configs import DATA, MODEL, TRAINING, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, prompt_set, sampler, world_of
@@ -73,6 +73,8 @@ def run(config: Config, run) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
 
     device = prepare(config, run)
     world = world_of(config.data)

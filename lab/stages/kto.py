@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from lab import evals, models, telemetry
+from lab import evals, models
 from lab.configs import DATA, MODEL, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, alignment_prompts, check_parent, labelled_splits, sampler, world_of
@@ -62,6 +62,8 @@ def run(config: Config, run) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import KTOConfig, KTOTrainer
+
+    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
 
     device = prepare(config, run)
     train, heldout = labelled_splits(config.data, config.heldout_fraction, config.seed, config.columns)

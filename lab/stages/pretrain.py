@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lab import distributed, evals, models, telemetry
+from lab import distributed, evals, models
 from lab.configs import DATA, MODEL, SCHEDULE, TRAINING, inherit, option
 from lab.errors import UserError, flag, hint
 from lab.stages import Stage, text_splits, world_of
@@ -150,6 +150,8 @@ def fill_mask(model, tokenizer, texts: list[str]) -> list[str]:
 
 def run(config: Config, run) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
 
     device = prepare(config, run)
 

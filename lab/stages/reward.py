@@ -103,9 +103,7 @@ def run(config: Config, run) -> dict:
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    # here, not at the top: PPO and GRPO import this module for GOLD and check_usable, and the callbacks import
-    # transformers' Trainer, and with it peft and bitsandbytes (150 MiB that a PPO job never uses)
-    from lab import telemetry
+    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
 
     device = prepare(config, run)
     train_pairs, heldout_pairs = preference_splits(config.data, config.heldout_fraction, config.seed, config.columns, config.max_pairs)

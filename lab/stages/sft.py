@@ -20,7 +20,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 
-from lab import evals, models, telemetry
+from lab import evals, models
 from lab.configs import DATA, MODEL, inherit, option
 from lab.errors import UserError, flag
 from lab.stages import Stage, check_parent, sampler, world_of
@@ -83,6 +83,8 @@ def run(config: Config, run) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
+
+    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
 
     device = prepare(config, run)
 
