@@ -9,7 +9,9 @@
 
 REGISTRY lists the modules in lifecycle order: adding a stage is its module and one line there. Nothing
 else names a stage: the CLI builds `llm-lab train NAME`, the app a tab, the API its config fields and
-data preview from these declarations.
+data preview from these declarations. So a stage's module is imported to be read far more often than to train:
+what only its training needs (TRL, transformers' Trainer and lab.telemetry, its callbacks, which bring peft and
+bitsandbytes) is imported inside `run`, or the app and every evaluation would load it (bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def run(config: Config, run) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
+    from lab import telemetry
 
     device = prepare(config, run)
     world = world_of(config.data)

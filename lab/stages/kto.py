@@ -63,7 +63,7 @@ def run(config: Config, run) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import KTOConfig, KTOTrainer
 
-    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
+    from lab import telemetry
 
     device = prepare(config, run)
     train, heldout = labelled_splits(config.data, config.heldout_fraction, config.seed, config.columns)

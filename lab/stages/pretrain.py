@@ -151,7 +151,7 @@ def fill_mask(model, tokenizer, texts: list[str]) -> list[str]:
 def run(config: Config, run) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
+    from lab import telemetry
 
     device = prepare(config, run)
 

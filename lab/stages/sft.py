@@ -84,7 +84,7 @@ def run(config: Config, run) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from lab import telemetry  # the Trainer's callbacks: transformers' Trainer, peft and bitsandbytes, for training only
+    from lab import telemetry
 
     device = prepare(config, run)
 
