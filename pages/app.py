@@ -104,6 +104,50 @@ def tick_only_when_shown(tabs: gr.Tabs, shown: bool = True, outside: tuple = ())
     return added
 
 
+# Gradio's status tracker times a pending event in a requestAnimationFrame loop, and the one of the app's
+# "Loading..." screen is destroyed while pending, so its loop never ends: every open tab drew 60 frames a second
+# for nothing, about 5 CPU s/min of Chromium's renderer for a bare gr.Blocks on 2 cores (bench/RESULTS.md). The
+# loop takes window.requestAnimationFrame when its module loads, before gradio's own `head` is inserted, so this
+# script goes first into the page's HTML (FirstInHead). While no status tracker is shown, a tracker's frame comes
+# from a timer instead: it only counts the seconds of a timer nobody sees.
+TRACKERS_IDLE = b"""<script>(() => {
+  const frame = window.requestAnimationFrame.bind(window);
+  const shown = ".wrap.full:not(.hide), .wrap.minimal:not(.hide)";
+  window.requestAnimationFrame = (callback) =>
+    (new Error().stack || "").includes("statustracker") && !document.querySelector(shown)
+      ? -setTimeout(() => callback(performance.now()), 250) : frame(callback);
+})();</script>"""
+
+
+class FirstInHead:
+    """ASGI middleware: TRACKERS_IDLE at the top of the HTML page the app serves at its root, ahead of gradio's
+    scripts. Inside gradio's compression (gradio adds that later, outside), so the page is still plain text here."""
+
+    def __init__(self, app, script: bytes = TRACKERS_IDLE):
+        self.app, self.script = app, script
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != "/":
+            return await self.app(scope, receive, send)
+        start, body = {}, []
+
+        async def rewrite(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            page, headers = b"".join(body), dict(start.get("headers") or [])
+            if headers.get(b"content-type", b"").startswith(b"text/html") and b"content-encoding" not in headers:
+                page = page.replace(b"<head>", b"<head>" + self.script, 1)
+                start["headers"] = [(k, v) for k, v in start["headers"] if k != b"content-length"] + [(b"content-length", str(len(page)).encode())]
+            await send(start)
+            await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, rewrite)
+
+
 def max_upload() -> str:
     """The largest file a visitor may upload (LAB_MAX_UPLOAD_MB; a demo's default is smaller)."""
     from lab import demo
@@ -135,4 +179,7 @@ def launch(host: str | None = "127.0.0.1", port: int | None = 7860, share: bool 
 
     errors.SURFACE = "page"
     seed_if_empty()
-    build().launch(server_name=host, server_port=port, share=share, auth=auth or auth_from_env(), max_file_size=max_upload())
+    from starlette.middleware import Middleware
+
+    build().launch(server_name=host, server_port=port, share=share, auth=auth or auth_from_env(), max_file_size=max_upload(),
+                   app_kwargs={"middleware": [Middleware(FirstInHead)]})

@@ -87,7 +87,7 @@ def view(run_id: str | None, seen: str | None = None, shown: bool = True):
     conclusion = f"**Conclusion** ({result['scale']} scale, {result['seeds']} seed{'s' if result['seeds'] > 1 else ''}): {result['conclusion']}" if result else ""
     active = p["status"] in runs.ACTIVE
     return [{"run": run_id, "seen": seen_now}, progress_text(p), gr.Plot(value=fig, visible=fig is not None), gr.Markdown(conclusion, visible=bool(result)),
-            timer(REFRESH_SECONDS * 2 if active else IDLE_SECONDS), gr.Dropdown(choices=past_choices(), value=run_id)]  # its label says its status
+            timer(REFRESH_SECONDS if active else IDLE_SECONDS), gr.Dropdown(choices=past_choices(), value=run_id)]  # its label says its status
 
 
 VIEW_OUTPUTS = 6

@@ -159,7 +159,7 @@ def view(run_id: str | None, seen: str | None = None):
         {"run": run_id, "opens": opens, "seen": shown},
         *[gr.Button(value=v) for v in labels], *lines,
         progress_text(p), gr.Plot(value=live_loss(p), visible=active), gr.Markdown(text, visible=ready), gr.Plot(value=fig, visible=ready),
-        gr.Button(visible=ready), next_step(p), gr.Timer(REFRESH_SECONDS * 2 if active else IDLE_SECONDS),
+        gr.Button(visible=ready), next_step(p), gr.Timer(REFRESH_SECONDS if active else IDLE_SECONDS),
     ]
 
 

@@ -17,7 +17,9 @@ its first step.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import get_type_hints
 
@@ -28,9 +30,16 @@ from lab import configs, feedback, jobs, runs, stages
 from lab.runs import Run
 from pages import api, curves, visitor
 
-# A page watching an active run reads it twice a second; one showing a finished run only now and then
-# (to notice a restart or a delete), so that open browsers cost the machine little between jobs.
-REFRESH_SECONDS = 0.5
+# A stage page watching an active run asks for what is new and the app answers when the run has written
+# something (WAIT_SECONDS at most, so the clock moves): a long poll, one event per new row instead of a poll
+# twice a second, each event costing the browser work in proportion to the whole app (bench/RESULTS.md). Its timer
+# only starts the next ask FOLLOW_SECONDS after an answer (a tick while one is pending is dropped). Pages that
+# show a summary of active runs (Home's lifecycle, an experiment) look every REFRESH_SECONDS; one showing a
+# finished run only now and then (to notice a restart or a delete), so that open browsers cost little between jobs.
+FOLLOW_SECONDS = 0.1
+WAIT_SECONDS = 5.0
+NEWS_SECONDS = 0.1  # how often a waiting ask looks at the run's files (a stat each)
+REFRESH_SECONDS = 1.0
 IDLE_SECONDS = 15.0  # a page on a finished run (or none): a slow look
 # An event's outputs are its progress targets unless it names others, and the browser keeps a loading status for
 # every component ever targeted, then redraws them all at each later event: hundreds of components, seconds of a
@@ -104,7 +113,15 @@ def data_choices(stage: str) -> list[tuple[str, str]]:
 def fresh(run_id: str | None) -> dict:
     """A session's view of a run, before anything is read: everything from byte 0."""
     return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None, "done": False,
-            "pending": set(), "resumes": None}
+            "pending": set(), "resumes": None, "seen": None, "pace": None, "replaced": False}
+
+
+def size(path) -> int:
+    """A file's size; 0 for one not written yet."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def clock(seconds: float | None) -> str:
@@ -174,6 +191,9 @@ def warn(e: gr.Error) -> str:
     return f"⚠️ {e.message}"
 
 
+FORM_JS = "(...values) => JSON.stringify(values)"
+
+
 def field_component(stage: str, f, t: type) -> gr.Component:
     """The form's input of one config field."""
     meta = f.metadata
@@ -215,9 +235,21 @@ class StagePage:
         # An emptied model picker gives None, which for a text field means "none given".
         return json.dumps({name: "" if v is None and self.types[name] is str else v for name, v in zip(self.names, values)})
 
-    def on_form(self, restored, saved, *values):
+    def typed(self, values: list) -> list:
+        """The form's values as the browser sent them in one JSON list (FORM_JS), typed as gr.Number's own
+        preprocessing would: a JavaScript number is 440 or 0.001 whatever the field's type."""
+        def one(name, v):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and self.types[name] in (int, float):
+                return int(round(v)) if self.types[name] is int else float(v)
+            return v
+        return [one(name, v) for name, v in zip(self.names, values)]
+
+    def on_form(self, restored, saved, form_json):
         """On every change of the form: the same run's command, and the form as the browser keeps it (until the
         kept form is restored or edited, only the pickers' changes: the rest of the form still shows its defaults)."""
+        if not form_json:  # the page's first change has not been gathered yet
+            return gr.skip(), gr.skip()
+        values = self.typed(json.loads(form_json))
         shown = dict(zip(self.names, values))
         edited = any(shown[f.name] != f.default for f in self.fields if f.name not in self.pickers)  # a page opened another way
         kept = shown if restored or edited else {**(saved or {}), **{name: shown[name] for name in self.pickers}}
@@ -226,13 +258,14 @@ class StagePage:
         except gr.Error as e:
             return f"# not a valid config yet: {e.message}", kept
 
-    def on_start(self, request: gr.Request, browser_id: str, *values):
+    def on_start(self, request: gr.Request, state, browser_id: str, *values):
         try:
             run_id = api.start_run(self.stage, self.values_json(*values), visitor.of(browser_id, request))
         except gr.Error as e:
             return gr.skip(), gr.skip(), gr.skip(), warn(e)
         picker = gr.Dropdown(choices=run_choices((self.stage,), saved_only=False), value=run_id)
-        return picker, fresh(run_id), gr.Timer(REFRESH_SECONDS, active=True), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
+        state["replaced"] = True  # an ask waiting on the run shown before must not draw it over this one
+        return picker, {**fresh(run_id), "pace": FOLLOW_SECONDS}, gr.Timer(FOLLOW_SECONDS, active=True), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
 
     def on_stop(self, state, browser_id: str, request: gr.Request):
         if not state["run"]:
@@ -256,6 +289,7 @@ class StagePage:
             return
         run = Run(runs.root() / run_id)
         try:
+            state["seen"] = (run.path / "run.json").stat().st_mtime_ns
             info = run.info
             status = run.status
             def from_start():  # a resume rewound the run's files to a checkpoint: read them again
@@ -313,19 +347,38 @@ class StagePage:
             curves.metrics_figure(state["rows"], smoothing, besides=self.primary) if redraw and more_open else gr.skip(),
         )
 
-    def on_tick(self, state, smoothing, more_open):
-        """Poll and redraw what is new. A run that has ended changes no more: the timer slows to a look every
-        IDLE_SECONDS (every event costs the browser work in proportion to the whole app's size, whatever it
-        outputs: bench/RESULTS.md). Slowed, not stopped: a tick of the run shown before the picker changed it can
-        arrive after the picker's answer, and a stopped timer would then leave a running job unwatched; each
-        tick sets the pace of the run it read, so the next one mends it."""
+    def news(self, state) -> bool:
+        """Whether the run shown has written what its page has not read: a new status (its run.json), rows, samples."""
+        path = runs.root() / state["run"]
+        try:
+            if (path / "run.json").stat().st_mtime_ns != state["seen"]:
+                return True
+        except FileNotFoundError:  # deleted: the poll says so
+            return True
+        return size(path / "metrics.jsonl") != state["offset"] or size(path / "samples.jsonl") != state["samples_offset"]
+
+    async def on_tick(self, state, smoothing, more_open):
+        """Wait for what is new on an active run (WAIT_SECONDS at most), then read and redraw it. A run that has
+        ended changes no more: the timer slows to a look every IDLE_SECONDS. Slowed, not stopped: a tick of the run
+        shown before the picker changed it can arrive after the picker's answer, and a stopped timer would then
+        leave a running job unwatched; each tick sets the pace of the run it read, so the next one mends it."""
+        deadline = time.monotonic() + (WAIT_SECONDS if state["run"] is not None and not state["done"] else 0)
+        while not state["replaced"] and not state["pending"] and time.monotonic() < deadline:
+            if self.news(state):
+                self.poll(state)  # a row half written reads as nothing yet: wait on
+            if not state["pending"]:
+                await asyncio.sleep(NEWS_SECONDS)
+        if state["replaced"]:  # Start or the run picker showed another run while this one waited
+            return [gr.skip()] * 7
         self.poll(state)
         if state["run"] is None and not state["pending"]:
             # Nothing shown and nothing to redraw (or the page not opened yet: a tick can come before the
             # tab's read ends); the pace stays as the last view of a run set it.
             return [gr.skip()] * 7
-        pace = gr.Timer(IDLE_SECONDS if state["run"] is None or state["done"] else REFRESH_SECONDS)
-        return (*self.draw(state, smoothing, more_open), pace)
+        pace = IDLE_SECONDS if state["run"] is None or state["done"] else FOLLOW_SECONDS
+        timer = gr.Timer(pace) if pace != state["pace"] else gr.skip()  # each output costs the browser a walk of the page
+        state["pace"] = pace
+        return (*self.draw(state, smoothing, more_open), timer)
 
     def watch(self, run_id, smoothing, more_open=False, follow=False) -> list:
         """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]. The
@@ -335,13 +388,15 @@ class StagePage:
         self.poll(state)
         text, figure, table, _, _, more = self.draw(state, smoothing, more_open)
         active = state["run"] is not None and state["status"] in runs.ACTIVE
-        timer = gr.Timer(IDLE_SECONDS) if not active else gr.Timer(REFRESH_SECONDS, active=True) if follow else gr.Timer(REFRESH_SECONDS)
+        state["pace"] = FOLLOW_SECONDS if active else IDLE_SECONDS
+        timer = gr.Timer(state["pace"], active=True) if active and follow else gr.Timer(state["pace"])
         return [state, text, figure, table, timer, more]
 
     def on_watch(self, run_id, state, smoothing, more_open):
         """Another run picked (here, or by a link that opens the page on it)."""
         if run_id == state["run"]:
             return [gr.skip()] * 6
+        state["replaced"] = True  # an ask waiting on the run shown before must not draw it over this one
         return self.watch(run_id, smoothing, more_open, follow=True)
 
     def on_smoothing(self, state, smoothing, more_open):
@@ -506,7 +561,7 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, at_load: list
                                    visible=page.writes_samples)  # only stages that answer fixed prompts as they train
     state = gr.State(fresh(None))
     more_open = gr.State(False)
-    timer = gr.Timer(REFRESH_SECONDS)
+    timer = gr.Timer(FOLLOW_SECONDS)
 
     restored = gr.State(False)  # whether this session's form has been set from what the browser kept
 
@@ -514,12 +569,18 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, at_load: list
     rest = [inputs[name] for name in page.names if name not in page.pickers]
     choice_outputs = [watched, *[inputs[name] for name in page.pickers]]
     watch_outputs = [state, status, plot, samples, timer, more_plot]
-    # The CLI box follows each keystroke: a cheap handler that must not wait in the queue behind page loads.
-    gr.on([restored.change, *[c.change for c in form]], page.on_form, inputs=[restored, kept, *form], outputs=[command, kept],
+    # The CLI box follows each keystroke: a cheap handler that must not wait in the queue behind page loads. The
+    # browser gathers the form into one value first (FORM_JS): gradio's frontend keeps a loading status for every
+    # input of every event that has ended and updates each at every later event, tick or not, finding each by a walk
+    # of the whole page (bench/RESULTS.md); seven forms of ~40 fields made every event on a page cost ~0.8 s of a
+    # 2-core machine's browser. An event run in the browser alone keeps none.
+    form_json = gr.Textbox(visible=False)
+    gr.on([c.change for c in form], None, inputs=form, outputs=form_json, js=FORM_JS, **HIDDEN)
+    gr.on([restored.change, form_json.change], page.on_form, inputs=[restored, kept, form_json], outputs=[command, kept],
           trigger_mode="always_last", concurrency_limit=None, **HIDDEN)
     defaults.click(page.on_defaults, outputs=form, **HIDDEN)
     settings_of.click(page.on_settings_of, inputs=watched, outputs=[*form, message], **HIDDEN)
-    start.click(page.on_start, inputs=[visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
+    start.click(page.on_start, inputs=[state, visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
     # A stop is a cheap signal that must not wait in the queue behind other browsers' page loads and reads.
     stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private", concurrency_limit=None)
     watched.change(page.on_watch, inputs=[watched, state, smoothing, more_open], outputs=watch_outputs, **HIDDEN)
