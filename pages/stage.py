@@ -9,8 +9,9 @@ stage will read; the rest of the form comes from the fields' metadata (`help`, `
 `order`), and the equivalent `llm-lab train` command follows the form. Start queues a job (`lab.jobs`, a
 subprocess); the page never trains.
 
-Right: watch a run. A timer reads only the new lines of its metrics.jsonl and samples.jsonl, keeping the
-offsets and the rows read so far in the browser session's state. Each page opens on the latest run of
+Right: watch a run. One event at a time follows it, answering when the run writes something (a long poll of
+its files' sizes); it reads only the new lines of its metrics.jsonl and samples.jsonl, keeping the offsets and
+the rows read so far in the browser session's state. Each page opens on the latest run of
 its stage with offsets at 0, so a reload, a second browser or a restarted app shows a job's curves from
 its first step.
 """
@@ -30,15 +31,20 @@ from lab import configs, feedback, jobs, runs, stages
 from lab.runs import Run
 from pages import api, curves, visitor
 
-# A stage page watching an active run asks for what is new and the app answers when the run has written
-# something (WAIT_SECONDS at most, so the clock moves): a long poll, one event per new row instead of a poll
-# twice a second, each event costing the browser work in proportion to the whole app (bench/RESULTS.md). Its timer
-# only starts the next ask FOLLOW_SECONDS after an answer (a tick while one is pending is dropped). Pages that
-# show a summary of active runs (Home's lifecycle, an experiment) look every REFRESH_SECONDS; one showing a
-# finished run only now and then (to notice a restart or a delete), so that open browsers cost little between jobs.
+# A stage page follows an active run with one event that answers each time the run writes something (a long poll
+# of its files, every NEWS_SECONDS; an answer at least every WAIT_SECONDS, so the clock moves), instead of a poll
+# twice a second: every event costs the browser work in proportion to the whole app, and an answer of a running
+# event about a third of that (bench/RESULTS.md). The timer starts the next such event FOLLOW_SECONDS after one
+# ends (a tick while one is pending is dropped). Pages that show a summary of active runs (Home's lifecycle, an
+# experiment) look every REFRESH_SECONDS; one showing a finished run only now and then (to notice a restart or a
+# delete), so that open browsers cost little between jobs.
 FOLLOW_SECONDS = 0.1
 WAIT_SECONDS = 5.0
+FOLLOW_FOR_SECONDS = 60.0
 NEWS_SECONDS = 0.1  # how often a waiting ask looks at the run's files (a stat each)
+# The curves are redrawn at most every PLOT_SECONDS while a run is active (a plotly redraw costs the browser more
+# than the rest of an event); the progress text, with the latest value of each primary curve, follows every row.
+PLOT_SECONDS = 3.0
 REFRESH_SECONDS = 1.0
 IDLE_SECONDS = 15.0  # a page on a finished run (or none): a slow look
 # An event's outputs are its progress targets unless it names others, and the browser keeps a loading status for
@@ -113,7 +119,8 @@ def data_choices(stage: str) -> list[tuple[str, str]]:
 def fresh(run_id: str | None) -> dict:
     """A session's view of a run, before anything is read: everything from byte 0."""
     return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None, "done": False,
-            "pending": set(), "resumes": None, "seen": None, "pace": None, "replaced": False}
+            "pending": set(), "resumes": None, "seen": None, "pace": None, "replaced": False,
+            "plotted": 0.0, "stale": False}
 
 
 def size(path) -> int:
@@ -153,6 +160,17 @@ def progress_text(p: dict, queue_position: int | None) -> str:
         if p["final_metrics"].get("note"):  # what the run wants its reader to know, e.g. a vocabulary smaller than asked
             text += f"\n\nℹ️ {p['final_metrics']['note']}"
     return text
+
+
+def latest_values(rows: list[dict], primary: tuple[str, ...]) -> str:
+    """The newest value of each metric of the primary curves' families: a row's numbers as soon as it is written,
+    while its curve follows every PLOT_SECONDS."""
+    values = {}
+    for row in reversed(rows[-50:]):
+        for key, v in row.items():
+            if key not in values and curves.is_curve(key, v) and curves.family(key) in primary:
+                values[key] = v
+    return "\n\n" + " · ".join(f"{k} {number(v)}" for k, v in list(values.items())[:6]) if values else ""
 
 
 def number(v) -> str:
@@ -318,11 +336,18 @@ class StagePage:
         state["samples"] = (state["samples"] + new_samples["rows"])[-64:]
         state["samples_offset"] = new_samples["offset"]
         text = progress_text(runs.progress(info, status, state["rows"]), jobs.queue_position(run) if status == "queued" else None)
+        if status == "running":
+            text += latest_values(state["rows"], self.primary)
         if text != state["shown"]:
             state["pending"].add("text")
         state["shown"] = text
         if first or new["rows"]:
+            state["stale"] = True
+        # While the run is active its curves follow at most every PLOT_SECONDS; at once for its first rows, and
+        # when it ends.
+        if state["stale"] and (not state["plotted"] or status not in runs.ACTIVE or time.monotonic() - state["plotted"] >= PLOT_SECONDS):
             state["pending"].add("rows")
+            state.update(stale=False, plotted=time.monotonic() if state["rows"] else 0.0)
         if first or new_samples["rows"]:
             state["pending"].add("samples")
         if not first and status != state["status"]:
@@ -358,27 +383,43 @@ class StagePage:
         return size(path / "metrics.jsonl") != state["offset"] or size(path / "samples.jsonl") != state["samples_offset"]
 
     async def on_tick(self, state, smoothing, more_open):
-        """Wait for what is new on an active run (WAIT_SECONDS at most), then read and redraw it. A run that has
-        ended changes no more: the timer slows to a look every IDLE_SECONDS. Slowed, not stopped: a tick of the run
-        shown before the picker changed it can arrive after the picker's answer, and a stopped timer would then
-        leave a running job unwatched; each tick sets the pace of the run it read, so the next one mends it."""
-        deadline = time.monotonic() + (WAIT_SECONDS if state["run"] is not None and not state["done"] else 0)
-        while not state["replaced"] and not state["pending"] and time.monotonic() < deadline:
-            if self.news(state):
-                self.poll(state)  # a row half written reads as nothing yet: wait on
-            if not state["pending"]:
-                await asyncio.sleep(NEWS_SECONDS)
-        if state["replaced"]:  # Start or the run picker showed another run while this one waited
-            return [gr.skip()] * 7
-        self.poll(state)
-        if state["run"] is None and not state["pending"]:
-            # Nothing shown and nothing to redraw (or the page not opened yet: a tick can come before the
-            # tab's read ends); the pace stays as the last view of a run set it.
-            return [gr.skip()] * 7
-        pace = IDLE_SECONDS if state["run"] is None or state["done"] else FOLLOW_SECONDS
-        timer = gr.Timer(pace) if pace != state["pace"] else gr.skip()  # each output costs the browser a walk of the page
-        state["pace"] = pace
-        return (*self.draw(state, smoothing, more_open), timer)
+        async for answer in self.follow(state, smoothing, more_open):
+            yield answer
+        # Gradio sends an event's last answer again as its end (or, for one that gave none, empty values that
+        # would blank the page): nothing, so that a run replaced meanwhile is not drawn back.
+        yield [gr.skip()] * 7
+
+    async def follow(self, state, smoothing, more_open):
+        """Follow an active run: one event that answers each time the run writes something (an answer at least every
+        WAIT_SECONDS, so the clock moves) and ends when the run does, or after FOLLOW_FOR_SECONDS (a page left
+        hidden stops costing the app; the timer's next tick, when the page is shown again, starts another). Each
+        answer of one event costs the browser about a third of a new event (bench/RESULTS.md). A run that has ended
+        changes no more: the timer slows to a look every IDLE_SECONDS. Slowed, not stopped: a tick of the run shown
+        before the picker changed it can arrive after the picker's answer, and a stopped timer would then leave a
+        running job unwatched; each tick sets the pace of the run it read, so the next one mends it."""
+        ends = time.monotonic() + FOLLOW_FOR_SECONDS
+        while True:
+            deadline = time.monotonic() + (WAIT_SECONDS if state["run"] is not None and not state["done"] else 0)
+            if state["stale"]:  # rows came that the curves do not show yet
+                deadline = min(deadline, state["plotted"] + PLOT_SECONDS)
+            while not state["replaced"] and not state["pending"] and time.monotonic() < deadline:
+                if self.news(state):
+                    self.poll(state)  # a row half written reads as nothing yet: wait on
+                if not state["pending"]:
+                    await asyncio.sleep(NEWS_SECONDS)
+            if state["replaced"]:  # Start or the run picker showed another run while this one waited
+                return
+            self.poll(state)
+            if state["run"] is None and not state["pending"]:
+                # Nothing shown and nothing to redraw (or the page not opened yet: a tick can come before the
+                # tab's read ends); the pace stays as the last view of a run set it.
+                return
+            pace = IDLE_SECONDS if state["run"] is None or state["done"] else FOLLOW_SECONDS
+            timer = gr.Timer(pace) if pace != state["pace"] else gr.skip()  # each output costs the browser a walk of the page
+            state["pace"] = pace
+            yield (*self.draw(state, smoothing, more_open), timer)
+            if pace == IDLE_SECONDS or time.monotonic() > ends:
+                return
 
     def watch(self, run_id, smoothing, more_open=False, follow=False) -> list:
         """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]. The

@@ -56,7 +56,8 @@ def test_pretrain_page_starts_shows_live_curves_and_stops(lab_app, tmp_path):
             first = step_shown(page)
             wait_for(lambda: step_shown(page) > first, 120, "the step count to rise")
             assert "running" in page.locator("#pretrain-progress").inner_text()
-            assert page.locator("#pretrain-curves .js-plotly-plot g.trace").count() > 0  # the plot has data
+            # The plot has data (while a run is active its curves follow the rows every few seconds).
+            wait_for(lambda: page.locator("#pretrain-curves .js-plotly-plot g.trace").count() > 0, 30, "the curves to show the rows")
 
             # A second browser re-attaches: its Pretrain page opens on the running job, curves from step 1.
             other = browser.new_context().new_page()

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -248,3 +249,26 @@ def test_the_data_preview_names_the_shape_and_follows_a_column_mapping(page, nan
              shown=lambda: text(page, "#sft-data-summary"))
     assert "3 records" in text(page, "#sft-data-summary")
     wait_for(lambda: "--columns prompt=ask,completion=reply" in text(page, "#sft-cli"), 30, "the command to carry the mapping")
+
+
+def test_an_open_page_asks_for_no_frames_while_nothing_changes(lab_app):
+    """Gradio's status tracker times a pending event in a requestAnimationFrame loop, and that of the app's
+    "Loading..." screen is destroyed while pending, so its loop asked for 60 frames a second for as long as the
+    tab stayed open (about 5 CPU s/min of the browser on 2 cores). The lab's page idles it (pages.app.FirstInHead)."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.set_default_timeout(SLOW_CLICK_MS)
+        # Installed before the page's own scripts, this counts the frames that reach the browser.
+        page.add_init_script("""(() => { const frame = window.requestAnimationFrame.bind(window); window.frames_asked = 0;
+            window.requestAnimationFrame = (callback) => { window.frames_asked += 1; return frame(callback); }; })()""")
+        try:
+            page.goto(lab_app)
+            page.get_by_role("tab", name="Pretrain").wait_for()
+            time.sleep(8)  # the page load's events end
+            before = page.evaluate("() => window.frames_asked")
+            time.sleep(5)
+            asked = page.evaluate("() => window.frames_asked") - before
+            assert asked < 60, f"an idle page asked for {asked} frames in 5 s (the leaked loop asks for ~300)"
+        finally:
+            browser.close()
