@@ -40,10 +40,11 @@ def build() -> gr.Blocks:
     # Jobs run elsewhere, so the app's own work is short reads and job submissions: many at once is fine.
     demo.queue(default_concurrency_limit=4)
     # Gradio's queue looks for new events every 1 ms and for progress every 10 ms while it has none, which
-    # kept an idle app at 9% of a core (5.5 CPU s/min, bare gradio the same; bench/RESULTS.md). 20 ms and
-    # 100 ms cost an event at most 20 ms before it starts.
+    # kept an idle app at 9% of a core (5.5 CPU s/min, bare gradio the same; bench/RESULTS.md). 100 ms and
+    # 500 ms (0.3 s/min) cost an event at most 100 ms before it starts; the answers of a running event (a stage
+    # page following its run) go out as they come.
     if hasattr(demo._queue, "sleep_when_free"):
-        demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free = 0.02, 0.1
+        demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free = 0.1, 0.5
     return demo
 
 
