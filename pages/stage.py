@@ -409,7 +409,8 @@ class StagePage:
                     await asyncio.sleep(NEWS_SECONDS)
             if state["replaced"]:  # Start or the run picker showed another run while this one waited
                 return
-            self.poll(state)
+            if not state["pending"]:  # the wait ran out (the clock moves) or there was none: read once now
+                self.poll(state)
             if state["run"] is None and not state["pending"]:
                 # Nothing shown and nothing to redraw (or the page not opened yet: a tick can come before the
                 # tab's read ends); the pace stays as the last view of a run set it.
