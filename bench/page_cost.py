@@ -74,6 +74,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=40.0, help="seconds after opening the page before measuring")
     parser.add_argument("--port", type=int, default=7891)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--cases", default="blank,home,finished,running", help="which cases to measure, comma-separated")
     args = parser.parse_args()
 
     store = Path(tempfile.mkdtemp(prefix="lab-page-cost-"))
@@ -107,11 +108,15 @@ def main() -> int:
         idle_app0 = cpu_seconds([proc])
         time.sleep(args.seconds / 2)
         idle_app = (cpu_seconds([proc]) - idle_app0) / (args.seconds / 2 / 60)
-        blank = measure(proc, None, None, None, args.seconds, 5, args.chromium)
-        rows.append(("blank page (reference), no browser on the app", blank[0], blank[1], idle_app, None))
-        rows.append(("Home, the page the app opens on", *measure(proc, url, "Home", None, args.seconds, args.settle, args.chromium), 0.6))
+        cases = args.cases.split(",")
+        if "blank" in cases:
+            blank = measure(proc, None, None, None, args.seconds, 5, args.chromium)
+            rows.append(("blank page (reference), no browser on the app", blank[0], blank[1], idle_app, None))
+        if "home" in cases:
+            rows.append(("Home, the page the app opens on", *measure(proc, url, "Home", None, args.seconds, args.settle, args.chromium), 0.6))
         for case, watch, goal in (("finished run", finished.id, 0.6), ("running job", running.id, 3.0)):
-            rows.append((f"Pretrain page on a {case}", *measure(proc, url, "Pretrain", watch, args.seconds, args.settle, args.chromium), goal))
+            if case.split()[0] in cases:
+                rows.append((f"Pretrain page on a {case}", *measure(proc, url, "Pretrain", watch, args.seconds, args.settle, args.chromium), goal))
     finally:
         stop.set()
         running.update(status="completed", ended=time.time())

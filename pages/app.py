@@ -116,7 +116,7 @@ TRACKERS_IDLE = b"""<script>(() => {
   const shown = ".wrap.full:not(.hide), .wrap.minimal:not(.hide)";
   window.requestAnimationFrame = (callback) =>
     (new Error().stack || "").includes("statustracker") && !document.querySelector(shown)
-      ? -setTimeout(() => callback(performance.now()), 250) : frame(callback);
+      ? -setTimeout(() => callback(performance.now()), 1000) : frame(callback);
 })();</script>"""
 
 

@@ -31,22 +31,30 @@ from lab import configs, feedback, jobs, runs, stages
 from lab.runs import Run
 from pages import api, curves, visitor
 
-# A stage page follows an active run with one event that answers each time the run writes something (a long poll
-# of its files, every NEWS_SECONDS; an answer at least every WAIT_SECONDS, so the clock moves), instead of a poll
-# twice a second: every event costs the browser work in proportion to the whole app, and an answer of a running
-# event about a third of that (bench/RESULTS.md). The timer starts the next such event FOLLOW_SECONDS after one
-# ends (a tick while one is pending is dropped). Pages that show a summary of active runs (Home's lifecycle, an
-# experiment) look every REFRESH_SECONDS; one showing a finished run only now and then (to notice a restart or a
-# delete), so that open browsers cost little between jobs.
-FOLLOW_SECONDS = 0.1
+# A stage page follows its run with one event that answers each time the run writes something (a long poll of
+# its files, every NEWS_SECONDS; an answer at least every WAIT_SECONDS while the run is active, so the clock moves),
+# instead of a poll twice a second: every event costs the browser work in proportion to the whole app, and an
+# answer of a running event about a third of that (bench/RESULTS.md). The timer starts the next such event
+# at most FOLLOW_SECONDS after one ends (a tick while one is pending is dropped, but each still wakes the browser). An event on an active run ends after
+# FOLLOW_FOR_SECONDS (a page left hidden then stops answering); one on a finished run (or none) answers nothing
+# until the run is restarted or deleted, looking every IDLE_NEWS_SECONDS for IDLE_FOR_SECONDS, so that a page left
+# open between jobs costs the browser one event in minutes. Pages that show a summary of active runs (Home's
+# lifecycle, an experiment) look every REFRESH_SECONDS, and when nothing runs every IDLE_SECONDS.
+FOLLOW_SECONDS = 1.0
 WAIT_SECONDS = 5.0
 FOLLOW_FOR_SECONDS = 60.0
-NEWS_SECONDS = 0.1  # how often a waiting ask looks at the run's files (a stat each)
-# The curves are redrawn at most every PLOT_SECONDS while a run is active (a plotly redraw costs the browser more
-# than the rest of an event); the progress text, with the latest value of each primary curve, follows every row.
+NEWS_SECONDS = 0.1  # how often a waiting ask looks at an active run's files (a stat each)
+IDLE_FOR_SECONDS = 300.0
+IDLE_NEWS_SECONDS = 1.0
+# While a run is active its curves are redrawn when the rows not drawn yet are PLOT_SHARE of those drawn, at most
+# every PLOT_SECONDS and at least every PLOT_MAX_SECONDS: a plotly redraw costs the browser more than the rest of an
+# event (bench/RESULTS.md), and a long run's curve changes little in a few rows. The progress text, with the latest
+# value of each primary curve, follows every row.
 PLOT_SECONDS = 3.0
+PLOT_MAX_SECONDS = 10.0
+PLOT_SHARE = 0.1
 REFRESH_SECONDS = 1.0
-IDLE_SECONDS = 15.0  # a page on a finished run (or none): a slow look
+IDLE_SECONDS = 15.0
 # An event's outputs are its progress targets unless it names others, and the browser keeps a loading status for
 # every component ever targeted, then redraws them all at each later event: hundreds of components, seconds of a
 # busy page on 2 cores (bench/RESULTS.md). Events that show no progress therefore target none.
@@ -119,8 +127,8 @@ def data_choices(stage: str) -> list[tuple[str, str]]:
 def fresh(run_id: str | None) -> dict:
     """A session's view of a run, before anything is read: everything from byte 0."""
     return {"run": run_id, "offset": 0, "rows": [], "samples_offset": 0, "samples": [], "shown": None, "status": None, "done": False,
-            "pending": set(), "resumes": None, "seen": None, "pace": None, "replaced": False,
-            "plotted": 0.0, "stale": False}
+            "pending": set(), "resumes": None, "seen": None, "replaced": False, "opened": False,
+            "plotted": 0.0, "plotted_rows": 0, "stale": False}
 
 
 def size(path) -> int:
@@ -209,7 +217,10 @@ def warn(e: gr.Error) -> str:
     return f"⚠️ {e.message}"
 
 
-FORM_JS = "(...values) => JSON.stringify(values)"
+# What the browser gathers into one hidden value (see build): a form's values, whether it has been restored, and what
+# the browser kept of it; at the page load, every page's kept form.
+FORM_JS = "(...values) => JSON.stringify({values: values.slice(0, -2), restored: values.at(-2), saved: values.at(-1)})"
+KEPT_JS = "(...kept) => JSON.stringify(kept)"
 
 
 def field_component(stage: str, f, t: type) -> gr.Component:
@@ -262,12 +273,13 @@ class StagePage:
             return v
         return [one(name, v) for name, v in zip(self.names, values)]
 
-    def on_form(self, restored, saved, form_json):
+    def on_form(self, form_json):
         """On every change of the form: the same run's command, and the form as the browser keeps it (until the
         kept form is restored or edited, only the pickers' changes: the rest of the form still shows its defaults)."""
         if not form_json:  # the page's first change has not been gathered yet
             return gr.skip(), gr.skip()
-        values = self.typed(json.loads(form_json))
+        form = json.loads(form_json)
+        values, restored, saved = self.typed(form["values"]), form["restored"], form["saved"]
         shown = dict(zip(self.names, values))
         edited = any(shown[f.name] != f.default for f in self.fields if f.name not in self.pickers)  # a page opened another way
         kept = shown if restored or edited else {**(saved or {}), **{name: shown[name] for name in self.pickers}}
@@ -283,7 +295,7 @@ class StagePage:
             return gr.skip(), gr.skip(), gr.skip(), warn(e)
         picker = gr.Dropdown(choices=run_choices((self.stage,), saved_only=False), value=run_id)
         state["replaced"] = True  # an ask waiting on the run shown before must not draw it over this one
-        return picker, {**fresh(run_id), "pace": FOLLOW_SECONDS}, gr.Timer(FOLLOW_SECONDS, active=True), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
+        return picker, fresh(run_id), gr.Timer(active=True), f"Run `{run_id}` queued: it starts as soon as a job slot is free (one job at a time unless LAB_MAX_JOBS says more)."
 
     def on_stop(self, state, browser_id: str, request: gr.Request):
         if not state["run"]:
@@ -345,15 +357,22 @@ class StagePage:
             state["stale"] = True
         # While the run is active its curves follow at most every PLOT_SECONDS; at once for its first rows, and
         # when it ends.
-        if state["stale"] and (not state["plotted"] or status not in runs.ACTIVE or time.monotonic() - state["plotted"] >= PLOT_SECONDS):
+        if state["stale"] and (not state["plotted"] or status not in runs.ACTIVE or self.plot_due(state)):
             state["pending"].add("rows")
-            state.update(stale=False, plotted=time.monotonic() if state["rows"] else 0.0)
+            state.update(stale=False, plotted=time.monotonic() if state["rows"] else 0.0, plotted_rows=len(state["rows"]))
         if first or new_samples["rows"]:
             state["pending"].add("samples")
         if not first and status != state["status"]:
             state["pending"].add("status")
         state["status"] = status
         state["done"] = status not in runs.ACTIVE and not new["rows"]
+
+    @staticmethod
+    def plot_due(state) -> bool:
+        """Whether an active run's curves are to be redrawn now (PLOT_SHARE)."""
+        since = time.monotonic() - state["plotted"]
+        new = len(state["rows"]) - state["plotted_rows"]
+        return since >= PLOT_MAX_SECONDS or (since >= PLOT_SECONDS and new >= PLOT_SHARE * state["plotted_rows"])
 
     def draw(self, state, smoothing, more_open=False):
         """Redraw what the polls since the last draw found: [progress, plot, samples, run picker, message, more curves]."""
@@ -387,52 +406,45 @@ class StagePage:
             yield answer
         # Gradio sends an event's last answer again as its end (or, for one that gave none, empty values that
         # would blank the page): nothing, so that a run replaced meanwhile is not drawn back.
-        yield [gr.skip()] * 7
+        yield [gr.skip()] * 6
 
     async def follow(self, state, smoothing, more_open):
-        """Follow an active run: one event that answers each time the run writes something (an answer at least every
-        WAIT_SECONDS, so the clock moves) and ends when the run does, or after FOLLOW_FOR_SECONDS (a page left
-        hidden stops costing the app; the timer's next tick, when the page is shown again, starts another). Each
-        answer of one event costs the browser about a third of a new event (bench/RESULTS.md). A run that has ended
-        changes no more: the timer slows to a look every IDLE_SECONDS. Slowed, not stopped: a tick of the run shown
-        before the picker changed it can arrive after the picker's answer, and a stopped timer would then leave a
-        running job unwatched; each tick sets the pace of the run it read, so the next one mends it."""
-        ends = time.monotonic() + FOLLOW_FOR_SECONDS
+        """Follow the run shown: one event that answers each time the run writes something. On an active run it
+        answers at least every WAIT_SECONDS (so the clock moves) and ends when the run does, or after
+        FOLLOW_FOR_SECONDS (a page left hidden stops answering; the timer's next tick, when the page is shown
+        again, starts another). On a finished run, or none, it answers only if the run is restarted or deleted,
+        and ends quietly after IDLE_FOR_SECONDS. Each answer costs the browser about a third of a new event
+        (bench/RESULTS.md)."""
+        active = state["run"] is not None and not state["done"]
+        # A tick can come before the page's first read (on_open) has set the run shown: a short wait then.
+        ends = time.monotonic() + (FOLLOW_FOR_SECONDS if active else IDLE_FOR_SECONDS if state["opened"] else 1.0)
         while True:
-            deadline = time.monotonic() + (WAIT_SECONDS if state["run"] is not None and not state["done"] else 0)
+            active = state["run"] is not None and not state["done"]
+            deadline = time.monotonic() + WAIT_SECONDS if active else ends
             if state["stale"]:  # rows came that the curves do not show yet
-                deadline = min(deadline, state["plotted"] + PLOT_SECONDS)
+                deadline = min(deadline, state["plotted"] + PLOT_MAX_SECONDS)
             while not state["replaced"] and not state["pending"] and time.monotonic() < deadline:
-                if self.news(state):
+                if state["run"] is not None and self.news(state):
                     self.poll(state)  # a row half written reads as nothing yet: wait on
                 if not state["pending"]:
-                    await asyncio.sleep(NEWS_SECONDS)
-            if state["replaced"]:  # Start or the run picker showed another run while this one waited
+                    await asyncio.sleep(NEWS_SECONDS if active else IDLE_NEWS_SECONDS)
+            if state["replaced"]:  # Start, the run picker or the page's opening showed another run meanwhile
                 return
-            if not state["pending"]:  # the wait ran out (the clock moves) or there was none: read once now
-                self.poll(state)
-            if state["run"] is None and not state["pending"]:
-                # Nothing shown and nothing to redraw (or the page not opened yet: a tick can come before the
-                # tab's read ends); the pace stays as the last view of a run set it.
-                return
-            pace = IDLE_SECONDS if state["run"] is None or state["done"] else FOLLOW_SECONDS
-            timer = gr.Timer(pace) if pace != state["pace"] else gr.skip()  # each output costs the browser a walk of the page
-            state["pace"] = pace
-            yield (*self.draw(state, smoothing, more_open), timer)
-            if pace == IDLE_SECONDS or time.monotonic() > ends:
+            if not state["pending"]:
+                if not active:  # a finished run that changed no more (or none shown)
+                    return
+                self.poll(state)  # the wait ran out: the clock moves
+            yield self.draw(state, smoothing, more_open)
+            if time.monotonic() > ends:
                 return
 
     def watch(self, run_id, smoothing, more_open=False, follow=False) -> list:
         """A fresh view of `run_id`, filled at once: [state, progress, plot, samples, timer, more curves]. The
-        timer is slowed where there is no run or it has ended, and started on an active run if `follow` (the
-        page is shown: a hidden page's timer stays stopped)."""
-        state = fresh(run_id)
+        timer is started if `follow` (the page is shown: a hidden page's timer stays stopped)."""
+        state = {**fresh(run_id), "opened": True}
         self.poll(state)
         text, figure, table, _, _, more = self.draw(state, smoothing, more_open)
-        active = state["run"] is not None and state["status"] in runs.ACTIVE
-        state["pace"] = FOLLOW_SECONDS if active else IDLE_SECONDS
-        timer = gr.Timer(state["pace"], active=True) if active and follow else gr.Timer(state["pace"])
-        return [state, text, figure, table, timer, more]
+        return [state, text, figure, table, gr.Timer(active=True) if follow else gr.skip(), more]
 
     def on_watch(self, run_id, state, smoothing, more_open):
         """Another run picked (here, or by a link that opens the page on it)."""
@@ -617,16 +629,15 @@ def build(stage: str, demo: gr.Blocks, tab, kept: gr.BrowserState, at_load: list
     # of the whole page (bench/RESULTS.md); seven forms of ~40 fields made every event on a page cost ~0.8 s of a
     # 2-core machine's browser. An event run in the browser alone keeps none.
     form_json = gr.Textbox(visible=False)
-    gr.on([c.change for c in form], None, inputs=form, outputs=form_json, js=FORM_JS, **HIDDEN)
-    gr.on([restored.change, form_json.change], page.on_form, inputs=[restored, kept, form_json], outputs=[command, kept],
-          trigger_mode="always_last", concurrency_limit=None, **HIDDEN)
+    gr.on([*[c.change for c in form], restored.change], None, inputs=[*form, restored, kept], outputs=form_json, js=FORM_JS, **HIDDEN)
+    form_json.change(page.on_form, inputs=form_json, outputs=[command, kept], trigger_mode="always_last", concurrency_limit=None, **HIDDEN)
     defaults.click(page.on_defaults, outputs=form, **HIDDEN)
     settings_of.click(page.on_settings_of, inputs=watched, outputs=[*form, message], **HIDDEN)
     start.click(page.on_start, inputs=[state, visitor.state(), *form], outputs=[watched, state, timer, message], api_visibility="private")
     # A stop is a cheap signal that must not wait in the queue behind other browsers' page loads and reads.
     stop.click(page.on_stop, inputs=[state, visitor.state()], outputs=message, api_visibility="private", concurrency_limit=None)
     watched.change(page.on_watch, inputs=[watched, state, smoothing, more_open], outputs=watch_outputs, **HIDDEN)
-    timer.tick(page.on_tick, inputs=[state, smoothing, more_open], outputs=[status, plot, samples, watched, message, more_plot, timer],
+    timer.tick(page.on_tick, inputs=[state, smoothing, more_open], outputs=[status, plot, samples, watched, message, more_plot],
                concurrency_limit=None, **HIDDEN)
     smoothing.release(page.on_smoothing, inputs=[state, smoothing, more_open], outputs=[plot, more_plot], **HIDDEN)
     more_box.expand(page.on_more, inputs=[state, smoothing], outputs=[more_open, more_plot], **HIDDEN)
@@ -664,9 +675,10 @@ def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], extras: dict 
     for stage in stages.names():
         if stages.spec(stage).page not in own_pages:
             pages.setdefault(stages.spec(stage).page or stages.spec(stage).label, []).append(stage)
-    opened, at_load = {}, []
+    opened, at_load, kept_json = {}, [], None
     for title, members in pages.items():
         with gr.Tab(title, id=title) as tab:
+            kept_json = kept_json or gr.Textbox(visible=False)  # in a page: the Tabs around hold only tabs
             if len(members) == 1:
                 opened[members[0]] = Opened(title, None, None, build(members[0], demo, tab, kept[members[0]], at_load))
             else:
@@ -678,9 +690,13 @@ def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], extras: dict 
             if title in (extras or {}):
                 extras[title](demo, tab)
 
-    # Every page's pickers in one event: each event costs the browser work (HIDDEN).
-    def on_page_load(*saved):
-        return [v for (page, _, _), kept_form in zip(at_load, saved) for v in page.on_page_load(kept_form)]
+    # Every page's pickers in one event: each event costs the browser work (HIDDEN), and so does each input of
+    # one that has ended, so the browser gathers the kept forms into one value first (as a page's form: build).
+    def on_page_load(kept_json):
+        if not kept_json:
+            return [gr.skip() for *_, pickers in at_load for _ in pickers]
+        return [v for (page, _, _), kept_form in zip(at_load, json.loads(kept_json)) for v in page.on_page_load(kept_form)]
 
-    demo.load(on_page_load, inputs=[kept_form for _, kept_form, _ in at_load], outputs=[c for *_, pickers in at_load for c in pickers], **HIDDEN)
+    demo.load(None, inputs=[kept_form for _, kept_form, _ in at_load], outputs=kept_json, js=KEPT_JS, **HIDDEN)
+    kept_json.change(on_page_load, inputs=kept_json, outputs=[c for *_, pickers in at_load for c in pickers], **HIDDEN)
     return opened
