@@ -378,7 +378,7 @@ class StagePage:
         """Redraw what the polls since the last draw found: [progress, plot, samples, run picker, message, more curves]."""
         pending, state["pending"] = state["pending"], set()
         if "gone" in pending:
-            return f"Run `{state['gone']}` is gone (deleted).", curves.empty("no run"), None, self.runs_of_stage(), "", curves.empty("no run")
+            return f"Run `{state['gone']}` is gone (deleted).", curves.empty("no run"), samples_table([]), self.runs_of_stage(), "", curves.empty("no run")
         redraw = "rows" in pending
         return (
             state["shown"] if "text" in pending else gr.skip(),

@@ -272,3 +272,24 @@ def test_an_open_page_asks_for_no_frames_while_nothing_changes(lab_app):
             assert asked < 60, f"an idle page asked for {asked} frames in 5 s (the leaked loop asks for ~300)"
         finally:
             browser.close()
+
+
+def test_a_page_on_a_finished_run_notices_it_change_and_go(page, store):
+    """A page left on a finished run asks for nothing until the run changes: a status rewritten (a restart, a
+    stop) shows within seconds, and so does a delete, without a click."""
+    from lab.runs import Run
+
+    run = Run.create("pretrain", {"preset": "nano", "max_steps": 20}, name="left-open")
+    for step in range(0, 21, 5):
+        run.log_metrics({"step": step, "loss": 7.0 - step / 10})
+    run.update(status="completed", started=time.time() - 60, ended=time.time(), final_metrics={"steps": 20})
+    page.get_by_role("tab", name="Pretrain").click()
+    page.locator("#pretrain-run input").click()
+    page.get_by_role("option", name=run.id, exact=False).first.click()
+    wait_for(lambda: "completed" in text(page, "#pretrain-progress"), 60, "the finished run's page")
+    time.sleep(3)  # the page's look at its run waits now
+    run.update(status="stopped")
+    wait_for(lambda: "stopped" in text(page, "#pretrain-progress"), 10, "the rewritten status to show")
+    shutil.rmtree(run.path)
+    wait_for(lambda: "is gone (deleted)" in text(page, "#pretrain-progress"), 10, "the delete to show")
+    assert "none yet" in text(page, "#pretrain-samples")
