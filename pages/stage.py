@@ -34,11 +34,11 @@ from pages import api, curves, visitor
 # A stage page follows its run with one event that answers each time the run writes something (a long poll of
 # its files, every NEWS_SECONDS; an answer at least every WAIT_SECONDS while the run is active, so the clock moves),
 # instead of a poll twice a second: every event costs the browser work in proportion to the whole app, and an
-# answer of a running event about a third of that (bench/RESULTS.md). The timer starts the next such event
-# at most FOLLOW_SECONDS after one ends (a tick while one is pending is dropped, but each still wakes the browser). An event on an active run ends after
-# FOLLOW_FOR_SECONDS (a page left hidden then stops answering); one on a finished run (or none) answers nothing
-# until the run is restarted or deleted, looking every IDLE_NEWS_SECONDS for IDLE_FOR_SECONDS, so that a page left
-# open between jobs costs the browser one event in minutes. Pages that show a summary of active runs (Home's
+# answer of a running event about a third of that (bench/RESULTS.md). The timer starts the next such event at most
+# FOLLOW_SECONDS after one ends (a tick while one is pending is dropped, but each still wakes the browser). An event
+# on an active run ends after FOLLOW_FOR_SECONDS (a page left hidden then stops answering); one on a finished run
+# (or none) answers nothing until the run is restarted or deleted, looking every IDLE_NEWS_SECONDS for
+# IDLE_FOR_SECONDS, so that a page left open between jobs costs the browser one event in minutes. Pages that show a summary of active runs (Home's
 # lifecycle, an experiment) look every REFRESH_SECONDS, and when nothing runs every IDLE_SECONDS.
 FOLLOW_SECONDS = 1.0
 WAIT_SECONDS = 5.0
@@ -355,8 +355,7 @@ class StagePage:
         state["shown"] = text
         if first or new["rows"]:
             state["stale"] = True
-        # While the run is active its curves follow at most every PLOT_SECONDS; at once for its first rows, and
-        # when it ends.
+        # While the run is active its curves follow as plot_due says; at once for its first rows, and when it ends.
         if state["stale"] and (not state["plotted"] or status not in runs.ACTIVE or self.plot_due(state)):
             state["pending"].add("rows")
             state.update(stale=False, plotted=time.monotonic() if state["rows"] else 0.0, plotted_rows=len(state["rows"]))
