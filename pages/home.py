@@ -13,11 +13,10 @@ from lab import evals, runs, stages
 from lab.runs import Run
 from lab.stages import lifecycle
 from pages import api, curves, visitor
-from pages.stage import HIDDEN, REFRESH_SECONDS, run_choices, warn
+from pages.stage import HIDDEN, IDLE_SECONDS, REFRESH_SECONDS, run_choices, warn
 
-# With no lifecycle running, the map changes only when a run of another page (or the CLI) does: a slow look,
-# and one each time Home is opened again. Every tick costs the browser the same, whatever it outputs.
-IDLE_SECONDS = 15.0
+# With no lifecycle running, the map changes only when a run of another page (or the CLI) does: a slow look
+# (IDLE_SECONDS), and one each time Home is opened again. Every tick costs the browser the same, whatever it outputs.
 MAP = [s for s, *_ in lifecycle.PLAN]
 SYMBOL = {"completed": "✓", "running": "▶", "queued": "…", "failed": "✗", "stopped": "■"}
 

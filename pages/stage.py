@@ -38,8 +38,9 @@ from pages import api, curves, visitor
 # FOLLOW_SECONDS after one ends (a tick while one is pending is dropped, but each still wakes the browser). An event
 # on an active run ends after FOLLOW_FOR_SECONDS (a page left hidden then stops answering); one on a finished run
 # (or none) answers nothing until the run is restarted or deleted, looking every IDLE_NEWS_SECONDS for
-# IDLE_FOR_SECONDS, so that a page left open between jobs costs the browser one event in minutes. Pages that show a summary of active runs (Home's
-# lifecycle, an experiment) look every REFRESH_SECONDS, and when nothing runs every IDLE_SECONDS.
+# IDLE_FOR_SECONDS, so that a page left open between jobs costs the browser one event in minutes. Pages that show a
+# summary of active runs (Home's lifecycle, an experiment) look every REFRESH_SECONDS, and when nothing runs every
+# IDLE_SECONDS.
 FOLLOW_SECONDS = 1.0
 WAIT_SECONDS = 5.0
 FOLLOW_FOR_SECONDS = 60.0
@@ -276,9 +277,7 @@ class StagePage:
     def on_form(self, form_json):
         """On every change of the form: the same run's command, and the form as the browser keeps it (until the
         kept form is restored or edited, only the pickers' changes: the rest of the form still shows its defaults)."""
-        if not form_json:  # the page's first change has not been gathered yet
-            return gr.skip(), gr.skip()
-        form = json.loads(form_json)
+        form = json.loads(form_json)  # set by the browser (FORM_JS) before this event: it follows its change
         values, restored, saved = self.typed(form["values"]), form["restored"], form["saved"]
         shown = dict(zip(self.names, values))
         edited = any(shown[f.name] != f.default for f in self.fields if f.name not in self.pickers)  # a page opened another way
@@ -677,7 +676,8 @@ def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], extras: dict 
     opened, at_load, kept_json = {}, [], None
     for title, members in pages.items():
         with gr.Tab(title, id=title) as tab:
-            kept_json = kept_json or gr.Textbox(visible=False)  # in a page: the Tabs around hold only tabs
+            if kept_json is None:  # in a page: the Tabs around hold only tabs
+                kept_json = gr.Textbox(visible=False)
             if len(members) == 1:
                 opened[members[0]] = Opened(title, None, None, build(members[0], demo, tab, kept[members[0]], at_load))
             else:
@@ -692,8 +692,6 @@ def build_pages(demo: gr.Blocks, kept: dict[str, gr.BrowserState], extras: dict 
     # Every page's pickers in one event: each event costs the browser work (HIDDEN), and so does each input of
     # one that has ended, so the browser gathers the kept forms into one value first (as a page's form: build).
     def on_page_load(kept_json):
-        if not kept_json:
-            return [gr.skip() for *_, pickers in at_load for _ in pickers]
         return [v for (page, _, _), kept_form in zip(at_load, json.loads(kept_json)) for v in page.on_page_load(kept_form)]
 
     demo.load(None, inputs=[kept_form for _, kept_form, _ in at_load], outputs=kept_json, js=KEPT_JS, **HIDDEN)
